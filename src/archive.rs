@@ -1,0 +1,353 @@
+//! The archive: a self-contained, versioned file of whole logs (entries and
+//! payloads) that anyone can verify offline. schema/archive.md documents it.
+//!
+//! ```text
+//! header  "capsule-archive" (15 bytes) ‖ version (1 byte) = 1
+//! frame   0x01 ‖ entry (217 bytes) ‖ 0x00                      entry without payload
+//!         0x01 ‖ entry (217 bytes) ‖ 0x01 ‖ payload (payload_len bytes, as the entry signs)
+//! end     0x00 ‖ entry count (u64 BE) ‖ blake3 of every byte before this frame (32 bytes)
+//! ```
+//!
+//! Each author's entries come together, in seq order from 1. The payload's
+//! length comes from the signed entry, so no unsigned length can disagree
+//! with it. The end frame makes truncation certain to be noticed; nothing may
+//! follow it.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::identity::AuthorKey;
+use crate::log::entry::{DecodeError, ENTRY_LEN, Entry};
+use crate::store::StoreError;
+use crate::store::{Scanned, Store};
+
+/// Magic bytes at the start of an archive.
+pub const MAGIC: &[u8; 15] = b"capsule-archive";
+/// The archive version this build writes and reads.
+pub const VERSION: u8 = 1;
+const FRAME_END: u8 = 0;
+const FRAME_ENTRY: u8 = 1;
+const NO_PAYLOAD: u8 = 0;
+const WITH_PAYLOAD: u8 = 1;
+
+/// Why a file is not a well-formed archive.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    /// Reading or writing failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+    /// The file does not start with the archive magic.
+    #[error("not a Capsule archive (it does not start with \"capsule-archive\")")]
+    NotAnArchive,
+    /// A newer archive version.
+    #[error("archive version {0} is newer than this capsule reads ({VERSION}); upgrade capsule")]
+    UnknownVersion(u8),
+    /// The file ends before the end frame.
+    #[error("truncated at byte {0}: the archive is incomplete (copy or export it again)")]
+    Truncated(u64),
+    /// An unknown frame kind.
+    #[error("unknown frame kind {kind} at byte {offset}: the archive is damaged")]
+    BadFrame {
+        /// The kind byte.
+        kind: u8,
+        /// Where.
+        offset: u64,
+    },
+    /// A payload flag other than 0 or 1.
+    #[error("bad payload flag {flag} at byte {offset}: the archive is damaged")]
+    BadPayloadFlag {
+        /// The flag byte.
+        flag: u8,
+        /// Where.
+        offset: u64,
+    },
+    /// An entry that does not decode.
+    #[error("malformed entry at byte {offset}: {source}")]
+    BadEntry {
+        /// Where.
+        offset: u64,
+        /// Why.
+        source: DecodeError,
+    },
+    /// The end frame's count disagrees with the entries read.
+    #[error("the archive says it holds {claimed} entries but holds {found}: it is damaged")]
+    CountMismatch {
+        /// From the end frame.
+        claimed: u64,
+        /// Counted.
+        found: u64,
+    },
+    /// The checksum of the end frame does not match.
+    #[error("checksum mismatch: the archive's unsigned framing is damaged")]
+    ChecksumMismatch,
+    /// Bytes follow the end frame.
+    #[error("bytes follow the end of the archive at byte {0}")]
+    TrailingBytes(u64),
+}
+
+/// Why an export failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// Writing the file failed.
+    #[error("cannot write the archive: {0}")]
+    Io(#[from] io::Error),
+    /// Reading the store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Writes an archive.
+pub struct ArchiveWriter<W: Write> {
+    out: W,
+    hasher: blake3::Hasher,
+    count: u64,
+}
+
+impl<W: Write> ArchiveWriter<W> {
+    /// Starts an archive on `out`.
+    pub fn new(mut out: W) -> io::Result<Self> {
+        let mut hasher = blake3::Hasher::new();
+        let mut header = [0u8; 16];
+        header[..15].copy_from_slice(MAGIC);
+        header[15] = VERSION;
+        out.write_all(&header)?;
+        hasher.update(&header);
+        Ok(ArchiveWriter {
+            out,
+            hasher,
+            count: 0,
+        })
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.hasher.update(bytes);
+        self.out.write_all(bytes)
+    }
+
+    /// Adds one entry and its payload, if held.
+    pub fn write_entry(&mut self, entry: &Entry, payload: Option<&[u8]>) -> io::Result<()> {
+        self.put(&[FRAME_ENTRY])?;
+        self.put(entry.as_bytes())?;
+        match payload {
+            Some(p) => {
+                debug_assert_eq!(p.len() as u64, entry.payload_len());
+                self.put(&[WITH_PAYLOAD])?;
+                self.put(p)?;
+            }
+            None => self.put(&[NO_PAYLOAD])?,
+        }
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Writes the end frame and returns the output.
+    pub fn finish(mut self) -> io::Result<W> {
+        let checksum = *self.hasher.finalize().as_bytes();
+        self.out.write_all(&[FRAME_END])?;
+        self.out.write_all(&self.count.to_be_bytes())?;
+        self.out.write_all(&checksum)?;
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+/// Reads an archive frame by frame. Total and bounded: any bytes give frames
+/// or an error, and one frame never holds more than an entry and its
+/// (at most 64 KiB) payload.
+pub struct ArchiveReader<R: Read> {
+    input: R,
+    hasher: blake3::Hasher,
+    offset: u64,
+    count: u64,
+    done: bool,
+}
+
+impl<R: Read> ArchiveReader<R> {
+    /// Reads the header.
+    pub fn new(input: R) -> Result<Self, ArchiveError> {
+        let mut reader = ArchiveReader {
+            input,
+            hasher: blake3::Hasher::new(),
+            offset: 0,
+            count: 0,
+            done: false,
+        };
+        let mut header = [0u8; 16];
+        match reader.fill(&mut header) {
+            Err(ArchiveError::Truncated(_)) => return Err(ArchiveError::NotAnArchive),
+            other => other?,
+        }
+        if &header[..15] != MAGIC {
+            return Err(ArchiveError::NotAnArchive);
+        }
+        if header[15] != VERSION {
+            return Err(ArchiveError::UnknownVersion(header[15]));
+        }
+        reader.hasher.update(&header);
+        Ok(reader)
+    }
+
+    /// Bytes read so far.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    fn fill(&mut self, buf: &mut [u8]) -> Result<(), ArchiveError> {
+        let mut read = 0;
+        while read < buf.len() {
+            match self.input.read(&mut buf[read..]) {
+                Ok(0) => return Err(ArchiveError::Truncated(self.offset + read as u64)),
+                Ok(n) => read += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.offset += buf.len() as u64;
+        Ok(())
+    }
+
+    fn take(&mut self, buf: &mut [u8]) -> Result<(), ArchiveError> {
+        self.fill(buf)?;
+        self.hasher.update(buf);
+        Ok(())
+    }
+
+    /// The next entry with its payload, or None after a valid end frame.
+    pub fn next_entry(&mut self) -> Result<Option<(Entry, Option<Vec<u8>>)>, ArchiveError> {
+        if self.done {
+            return Ok(None);
+        }
+        let at = self.offset;
+        let mut kind = [0u8; 1];
+        self.fill(&mut kind)?;
+        match kind[0] {
+            FRAME_ENTRY => {
+                self.hasher.update(&kind);
+                let mut bytes = [0u8; ENTRY_LEN];
+                self.take(&mut bytes)?;
+                let entry = Entry::decode(&bytes).map_err(|source| ArchiveError::BadEntry {
+                    offset: at + 1,
+                    source,
+                })?;
+                let flag_at = self.offset;
+                let mut flag = [0u8; 1];
+                self.take(&mut flag)?;
+                let payload = match flag[0] {
+                    NO_PAYLOAD => None,
+                    WITH_PAYLOAD => {
+                        // Bounded: Entry::decode caps payload_len at MAX_PAYLOAD.
+                        let mut payload = vec![0u8; entry.payload_len() as usize];
+                        self.take(&mut payload)?;
+                        Some(payload)
+                    }
+                    flag => {
+                        return Err(ArchiveError::BadPayloadFlag {
+                            flag,
+                            offset: flag_at,
+                        });
+                    }
+                };
+                self.count += 1;
+                Ok(Some((entry, payload)))
+            }
+            FRAME_END => {
+                let mut end = [0u8; 40];
+                self.fill(&mut end)?;
+                let claimed = u64::from_be_bytes(end[..8].try_into().expect("8 bytes"));
+                if claimed != self.count {
+                    return Err(ArchiveError::CountMismatch {
+                        claimed,
+                        found: self.count,
+                    });
+                }
+                if self.hasher.finalize().as_bytes() != &end[8..] {
+                    return Err(ArchiveError::ChecksumMismatch);
+                }
+                let mut extra = [0u8; 1];
+                loop {
+                    match self.input.read(&mut extra) {
+                        Ok(0) => break,
+                        Ok(_) => return Err(ArchiveError::TrailingBytes(self.offset)),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                self.done = true;
+                Ok(None)
+            }
+            kind => Err(ArchiveError::BadFrame { kind, offset: at }),
+        }
+    }
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExportSummary {
+    /// Entries written.
+    pub entries: u64,
+    /// Of them, entries written with their payload.
+    pub payloads: u64,
+    /// Authors written.
+    pub authors: u64,
+    /// Size of the archive.
+    pub bytes: u64,
+}
+
+/// Exports the whole logs of `authors` to `out`, atomically: the archive is
+/// written under a temporary name, synced, then renamed into place. A fork
+/// proof held for an author is written after the author's entries, so the
+/// archive shows it to whoever verifies it.
+pub fn export(
+    store: &Store,
+    authors: &[AuthorKey],
+    out: &Path,
+) -> Result<ExportSummary, ExportError> {
+    let total: u64 = authors
+        .iter()
+        .map(|a| store.head(a).map(|h| h.map_or(0, |h| h.seq)))
+        .sum::<Result<u64, _>>()?;
+    let forks = store.forks()?;
+    let bar = crate::progress::bar(total, "exporting");
+    let tmp = temp_path(out);
+    let file = File::create(&tmp)?;
+    let mut writer = ArchiveWriter::new(BufWriter::with_capacity(1 << 20, file))?;
+    let mut summary = ExportSummary::default();
+    let mut io_error = None;
+    for author in authors {
+        summary.authors += 1;
+        store.scan(author, 1, |Scanned { entry, payload, .. }| {
+            if let Err(e) = writer.write_entry(&entry, payload.as_deref()) {
+                io_error = Some(e);
+                return false;
+            }
+            summary.entries += 1;
+            summary.payloads += u64::from(payload.is_some());
+            if summary.entries % 4096 == 0 {
+                bar.set_position(summary.entries);
+            }
+            true
+        })?;
+        if let Some(e) = io_error.take() {
+            let _ = fs::remove_file(&tmp);
+            return Err(e.into());
+        }
+        for proof in forks.iter().filter(|p| p.second.author() == *author) {
+            writer.write_entry(&proof.second, None)?;
+            summary.entries += 1;
+        }
+    }
+    let file = writer.finish()?.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    summary.bytes = file.metadata()?.len();
+    drop(file);
+    fs::rename(&tmp, out)?;
+    bar.finish_and_clear();
+    Ok(summary)
+}
+
+fn temp_path(out: &Path) -> PathBuf {
+    let mut name = out.file_name().unwrap_or_default().to_os_string();
+    name.push(".partial");
+    out.with_file_name(name)
+}

@@ -1,0 +1,133 @@
+//! `capsule bench`: measurements of this machine, each beside the bound it
+//! should approach, measured in the same run (shared machines are noisy, so
+//! only ratios within one run mean much).
+
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use rayon::prelude::*;
+
+use crate::audit;
+use crate::identity::Identity;
+use crate::log::builder::LogBuilder;
+use crate::log::entry::Entry;
+use crate::log::record::Record;
+use crate::log::verify::{SIGNATURE_BATCH, signatures_valid, verify_batch};
+use crate::store::Store;
+
+/// Entries per store append while building: big enough that one commit
+/// serves many entries.
+const BUILD_BATCH: usize = 4096;
+
+/// Figures of `capsule bench verify`, in entries per second.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifyFigures {
+    /// Entries measured.
+    pub entries: u64,
+    /// Signing, verifying and storing a log.
+    pub build: f64,
+    /// Exporting it to an archive.
+    pub export: f64,
+    /// Verifying the archive (`capsule verify FILE`).
+    pub verify: f64,
+    /// Raw batch signature verification of the same entries on every core:
+    /// the bound for `verify`.
+    pub raw: f64,
+}
+
+fn rate(n: u64, since: Instant) -> f64 {
+    n as f64 / since.elapsed().as_secs_f64().max(1e-9)
+}
+
+/// Builds a log of `n` entries in a temporary directory, exports and verifies
+/// it, and measures the raw batch-verification rate of the same entries.
+pub fn measure_verify(n: u64) -> Result<VerifyFigures> {
+    anyhow::ensure!(n > 0, "--entries must be at least 1");
+    let dir = tempfile::tempdir().context("cannot make a temporary directory")?;
+    let store = Store::open(&dir.path().join("bench.redb"))?;
+    let identity = Identity::generate();
+    let mut builder = LogBuilder::new(&identity);
+    let bar = crate::progress::bar(n, "building");
+    let mut all = Vec::with_capacity(n as usize);
+    let start = Instant::now();
+    let mut made = 0u64;
+    while made < n {
+        let count = BUILD_BATCH.min((n - made) as usize);
+        let batch: Vec<(Entry, Option<Vec<u8>>)> = (0..count)
+            .map(|i| {
+                let seq = made + i as u64 + 1;
+                let payload = Record::post(format!("post number {seq} of the benchmark log"))
+                    .encode()
+                    .expect("short post");
+                (
+                    builder.next(1_764_000_000_000_000 + seq, &payload),
+                    Some(payload),
+                )
+            })
+            .collect();
+        all.extend(batch.iter().map(|(e, _)| *e));
+        let verified = verify_batch(batch).map_err(|(_, bad)| bad)?;
+        let report = store.append(verified)?;
+        anyhow::ensure!(
+            report.rejected.is_none(),
+            "the store refused {:?}",
+            report.rejected
+        );
+        made += count as u64;
+        bar.set_position(made);
+    }
+    let build = rate(n, start);
+    bar.finish_and_clear();
+
+    let file = dir.path().join("bench.capsule");
+    let start = Instant::now();
+    crate::archive::export(&store, &[identity.author()], &file)?;
+    let export = rate(n, start);
+
+    let start = Instant::now();
+    let summary = audit::verify_file(&file, |_| Ok(()))?;
+    let verify = rate(n, start);
+    anyhow::ensure!(
+        summary.entries == n,
+        "verified {} of {n} entries",
+        summary.entries
+    );
+
+    let start = Instant::now();
+    let valid = all
+        .par_chunks(SIGNATURE_BATCH)
+        .map(|chunk| signatures_valid(chunk).into_iter().all(|ok| ok))
+        .reduce(|| true, |a, b| a && b);
+    let raw = rate(n, start);
+    anyhow::ensure!(valid, "raw verification failed");
+    store.close()?;
+    Ok(VerifyFigures {
+        entries: n,
+        build,
+        export,
+        verify,
+        raw,
+    })
+}
+
+/// `capsule bench verify --entries N`.
+pub fn verify(n: u64) -> Result<()> {
+    let threads = rayon::current_num_threads();
+    println!("capsule bench verify: {n} entries, one author, {threads} verification threads");
+    let f = measure_verify(n)?;
+    println!("build (sign, verify, store):   {:>10.0} entries/s", f.build);
+    println!(
+        "export:                        {:>10.0} entries/s",
+        f.export
+    );
+    println!(
+        "verify export:                 {:>10.0} entries/s",
+        f.verify
+    );
+    println!(
+        "raw batch signature checks:    {:>10.0} entries/s  (ZIP-215, batches of {SIGNATURE_BATCH}, {threads} threads)",
+        f.raw
+    );
+    println!("verify / raw:                  {:>10.3}", f.verify / f.raw);
+    Ok(())
+}

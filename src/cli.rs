@@ -1,0 +1,559 @@
+//! The `capsule` command line: one function per subcommand.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use crate::archive;
+use crate::audit::{self, VerifyError};
+use crate::data_dir::DataDir;
+use crate::identity::{AuthorKey, Identity};
+use crate::log::entry::{EntryId, MAX_PAYLOAD};
+use crate::log::record::{EntryRef, Record};
+use crate::log::verify::Summary;
+use crate::store::{ImportMsg, Scanned, Store};
+
+/// Exit code when verification finds a bad entry (as opposed to an error
+/// that kept it from running).
+pub const EXIT_INVALID: u8 = 3;
+
+/// Capsule: your microblog as a signed, hash-chained log that your friends'
+/// nodes mirror.
+///
+/// Start with `capsule init`, then `capsule post "hello"`. Everything lives in
+/// one data directory: --data-dir, else $CAPSULE_HOME, else
+/// ~/.local/share/capsule.
+///
+/// Exit codes: 0 success, 1 error, 2 bad command line, 3 verification found
+/// an invalid entry.
+#[derive(Debug, Parser)]
+#[command(name = "capsule", version, about, long_about)]
+pub struct Cli {
+    /// Where the node keeps its key and store.
+    #[arg(long, global = true, env = "CAPSULE_HOME", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the data directory and a new identity (keeps an existing one).
+    Init,
+    /// Publish a post, or a reply with --reply-to.
+    Post {
+        /// The text of the post.
+        text: String,
+        /// Reply to this entry (its 64-hex-digit id, from `capsule log`).
+        #[arg(long, value_name = "ENTRY_ID", env = "CAPSULE_REPLY_TO")]
+        reply_to: Option<EntryId>,
+    },
+    /// Delete one of your posts: publishes a tombstone, and every node drops
+    /// the post's text. The entry itself stays, so the chain still verifies.
+    Delete {
+        /// The seq of the entry to delete (from `capsule log`).
+        seq: u64,
+    },
+    /// Show a log: yours, or another author's that this node holds.
+    Log {
+        /// The author (52-character key); yours if omitted.
+        author: Option<AuthorKey>,
+        /// One JSON object per entry, per line.
+        #[arg(long, env = "CAPSULE_JSON")]
+        json: bool,
+    },
+    /// Write whole logs, with payloads, to a self-contained archive file.
+    Export {
+        /// The author to export; yours if omitted.
+        author: Option<AuthorKey>,
+        /// Export every log this node holds.
+        #[arg(long, conflicts_with = "author")]
+        all: bool,
+        /// The archive file to write.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// Import an archive. Everything in it is verified before anything is
+    /// written: a bad archive changes nothing.
+    Import {
+        /// The archive file.
+        file: PathBuf,
+    },
+    /// Verify an archive offline, or this node's whole store with --store.
+    /// Prints how many entries and authors were verified; on failure names
+    /// the first bad entry and why, and exits with code 3.
+    Verify {
+        /// The archive file.
+        #[arg(required_unless_present = "store", conflicts_with = "store")]
+        file: Option<PathBuf>,
+        /// Verify every log in this node's store instead.
+        #[arg(long)]
+        store: bool,
+    },
+    /// Measure this machine.
+    Bench(BenchArgs),
+}
+
+/// `capsule bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Which measurement.
+    #[command(subcommand)]
+    pub what: Bench,
+}
+
+/// The benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum Bench {
+    /// Build, export and verify a log of N entries in a temporary directory,
+    /// next to the raw batch signature-verification rate of this machine.
+    Verify {
+        /// How many entries.
+        #[arg(long, default_value_t = 100_000)]
+        entries: u64,
+    },
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let root = match cli.data_dir {
+        Some(dir) => dir,
+        None => DataDir::default_root().context(
+            "cannot find a home for the data directory; pass --data-dir or set CAPSULE_HOME",
+        )?,
+    };
+    let dir = DataDir::new(root);
+    match cli.command {
+        Command::Init => init(&dir),
+        Command::Post { text, reply_to } => post(&dir, text, reply_to),
+        Command::Delete { seq } => delete(&dir, seq),
+        Command::Log { author, json } => log(&dir, author, json),
+        Command::Export {
+            author,
+            all,
+            output,
+        } => export(&dir, author, all, &output),
+        Command::Import { file } => import(&dir, &file),
+        Command::Verify { file, store } => match file {
+            Some(file) if !store => verify_archive(&file),
+            _ => verify_store(&dir),
+        },
+        Command::Bench(BenchArgs {
+            what: Bench::Verify { entries },
+        }) => {
+            crate::bench::verify(entries)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn init(dir: &DataDir) -> Result<ExitCode> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir.root())
+        .with_context(|| format!("cannot create the data directory {}", dir.root().display()))?;
+    let key_path = dir.identity();
+    let identity = if key_path.exists() {
+        let identity = Identity::load(&key_path)?;
+        println!(
+            "An identity already exists in {}; keeping it.",
+            dir.root().display()
+        );
+        identity
+    } else {
+        let identity = Identity::generate();
+        identity.save_new(&key_path)?;
+        println!("Created a new identity in {}.", dir.root().display());
+        println!(
+            "Keep {} safe and backed up: it is your identity. Whoever has it can post as you; if it is lost, so is your log.",
+            key_path.display()
+        );
+        identity
+    };
+    Store::open(&dir.store())?.close()?;
+    println!("Your author key: {}", identity.author());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn load_identity(dir: &DataDir) -> Result<Identity> {
+    let path = dir.identity();
+    if !path.exists() {
+        bail!(
+            "no identity in {}; run `capsule init` first (or point --data-dir at your data directory)",
+            dir.root().display()
+        );
+    }
+    Ok(Identity::load(&path)?)
+}
+
+fn open_store(dir: &DataDir) -> Result<Store> {
+    if !dir.store().exists() {
+        bail!(
+            "no store in {}; run `capsule init` first (or point --data-dir at your data directory)",
+            dir.root().display()
+        );
+    }
+    Ok(Store::open(&dir.store())?)
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+fn publish(dir: &DataDir, record: &Record) -> Result<()> {
+    let identity = Arc::new(load_identity(dir)?);
+    let payload = record.encode().map_err(|_| {
+        anyhow::anyhow!("the post is too long: at most {MAX_PAYLOAD} bytes once encoded")
+    })?;
+    let store = open_store(dir)?;
+    let entry = store.publish(&identity, payload, now_us())?;
+    store.close()?;
+    println!("published entry {} {}", entry.seq(), entry.id());
+    Ok(())
+}
+
+fn post(dir: &DataDir, text: String, reply_to: Option<EntryId>) -> Result<ExitCode> {
+    if text.trim().is_empty() {
+        bail!("nothing to post: the text is empty");
+    }
+    let reply_to = match reply_to {
+        None => None,
+        Some(id) => {
+            let store = open_store(dir)?;
+            let entry = store.entry_by_id(&id)?.with_context(|| {
+                format!("this node holds no entry {id}; sync or import the log it belongs to first")
+            })?;
+            store.close()?;
+            Some(EntryRef {
+                author: entry.author().0,
+                seq: entry.seq(),
+                id: id.0,
+            })
+        }
+    };
+    publish(
+        dir,
+        &Record::Post {
+            text,
+            reply_to,
+            attachments: Vec::new(),
+        },
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn delete(dir: &DataDir, seq: u64) -> Result<ExitCode> {
+    let author = load_identity(dir)?.author();
+    {
+        let store = open_store(dir)?;
+        let entry = store
+            .entry(&author, seq)?
+            .with_context(|| format!("your log has no entry {seq}; see `capsule log`"))?;
+        if let Some(by) = store.deleted_by(&author, seq)? {
+            bail!("entry {seq} was already deleted by entry {by}");
+        }
+        if let Some(payload) = store.payload(&entry.payload_hash())?
+            && let Ok(Record::Delete { .. }) = Record::decode(&payload)
+        {
+            bail!("entry {seq} is itself a deletion; there is nothing to delete");
+        }
+        store.close()?;
+    }
+    publish(dir, &Record::Delete { seq })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn log(dir: &DataDir, author: Option<AuthorKey>, as_json: bool) -> Result<ExitCode> {
+    let author = match author {
+        Some(a) => a,
+        None => load_identity(dir)?.author(),
+    };
+    let store = open_store(dir)?;
+    if store.head(&author)?.is_none() {
+        if as_json {
+            return Ok(ExitCode::SUCCESS);
+        }
+        println!("no entries of {author} here");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut rows = Vec::new();
+    store.scan(&author, 1, |row| {
+        rows.push(row);
+        true
+    })?;
+    let out = std::io::stdout();
+    let mut out = std::io::BufWriter::new(out.lock());
+    use std::io::Write;
+    for Scanned {
+        entry,
+        payload,
+        deleted_by,
+    } in rows
+    {
+        let record = payload.as_deref().map(Record::decode);
+        if as_json {
+            let record = match &record {
+                Some(Ok(r)) => record_json(r),
+                _ => serde_json::Value::Null,
+            };
+            let row = json!({
+                "author": entry.author().to_string(),
+                "seq": entry.seq(),
+                "id": entry.id().to_string(),
+                "timestamp_us": entry.timestamp_us(),
+                "backlink": entry.backlink().to_string(),
+                "skiplink": entry.skiplink().to_string(),
+                "payload_len": entry.payload_len(),
+                "payload_hash": hex::encode(entry.payload_hash()),
+                "record": record,
+                "deleted_by": deleted_by,
+            });
+            writeln!(out, "{row}")?;
+        } else {
+            let text = match (deleted_by, &record) {
+                (Some(by), _) => format!("(deleted by entry {by})"),
+                (None, None) => "(payload not held)".to_string(),
+                (None, Some(Err(_))) => "(unsupported record)".to_string(),
+                (None, Some(Ok(r))) => r.summary(),
+            };
+            let when = format_time(entry.timestamp_us());
+            writeln!(
+                out,
+                "{:>6}  {when}  {}  {text}",
+                entry.seq(),
+                &entry.id().to_string()[..16]
+            )?;
+        }
+    }
+    for proof in store.forks()?.iter().filter(|p| p.first.author() == author) {
+        writeln!(
+            out,
+            "FORK at seq {}: entries {} and {} are both signed by this author",
+            proof.first.seq(),
+            proof.first.id(),
+            proof.second.id()
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn record_json(record: &Record) -> serde_json::Value {
+    match record {
+        Record::Post {
+            text,
+            reply_to,
+            attachments,
+        } => json!({
+            "type": "post",
+            "text": text,
+            "reply_to": reply_to.map(|r| json!({
+                "author": AuthorKey(r.author).to_string(),
+                "seq": r.seq,
+                "id": EntryId(r.id).to_string(),
+            })),
+            "attachments": attachments.iter().map(|b| json!({
+                "hash": hex::encode(b.hash), "size": b.size, "media_type": b.media_type,
+            })).collect::<Vec<_>>(),
+        }),
+        Record::Profile {
+            name,
+            bio,
+            avatar,
+            endpoints,
+        } => json!({
+            "type": "profile", "name": name, "bio": bio,
+            "avatar": avatar.as_ref().map(|b| hex::encode(b.hash)),
+            "endpoints": endpoints,
+        }),
+        Record::Follow { author } => {
+            json!({"type": "follow", "author": AuthorKey(*author).to_string()})
+        }
+        Record::Unfollow { author } => {
+            json!({"type": "unfollow", "author": AuthorKey(*author).to_string()})
+        }
+        Record::Delete { seq } => json!({"type": "delete", "seq": seq}),
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in UTC, without a date library.
+fn format_time(us: u64) -> String {
+    let secs = us / 1_000_000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+fn export(dir: &DataDir, author: Option<AuthorKey>, all: bool, output: &Path) -> Result<ExitCode> {
+    let store = open_store(dir)?;
+    let authors = if all {
+        store.heads()?.into_iter().map(|(a, _)| a).collect()
+    } else {
+        let author = match author {
+            Some(a) => a,
+            None => load_identity(dir)?.author(),
+        };
+        if store.head(&author)?.is_none() {
+            bail!("this node holds no entries of {author}; nothing to export");
+        }
+        vec![author]
+    };
+    let summary = archive::export(&store, &authors, output)
+        .with_context(|| format!("cannot export to {}", output.display()))?;
+    println!(
+        "exported {} entries ({} with payloads) of {} authors to {} ({} bytes)",
+        summary.entries,
+        summary.payloads,
+        summary.authors,
+        output.display(),
+        summary.bytes
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report_verified(summary: &Summary) {
+    println!(
+        "verified {} entries of {} authors ({} payloads)",
+        summary.entries, summary.authors, summary.payloads
+    );
+}
+
+fn verification_failed(e: VerifyError) -> Result<ExitCode> {
+    match e {
+        VerifyError::Entry(bad) => {
+            println!("verification failed: {bad}");
+            Ok(ExitCode::from(EXIT_INVALID))
+        }
+        VerifyError::Archive(e) if !matches!(e, archive::ArchiveError::Io(_)) => {
+            println!("verification failed: {e}");
+            Ok(ExitCode::from(EXIT_INVALID))
+        }
+        other => Err(other.into()),
+    }
+}
+
+fn verify_archive(file: &Path) -> Result<ExitCode> {
+    match audit::verify_file(file, |_| Ok(())) {
+        Ok(summary) => {
+            report_verified(&summary);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(VerifyError::Archive(archive::ArchiveError::Io(e))) => {
+            Err(anyhow::Error::new(e).context(format!("cannot read {}", file.display())))
+        }
+        Err(e) => verification_failed(e),
+    }
+}
+
+fn verify_store(dir: &DataDir) -> Result<ExitCode> {
+    let store = open_store(dir)?;
+    match audit::verify_store(&store) {
+        Ok(summary) => {
+            let forks = store.forks()?;
+            if let Some(proof) = forks.first() {
+                println!(
+                    "verification failed: entry {} of author {}: fork: entries {} and {} are both signed for this seq",
+                    proof.first.seq(),
+                    proof.first.author(),
+                    proof.first.id(),
+                    proof.second.id()
+                );
+                return Ok(ExitCode::from(EXIT_INVALID));
+            }
+            report_verified(&summary);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => verification_failed(e),
+    }
+}
+
+fn import(dir: &DataDir, file: &Path) -> Result<ExitCode> {
+    let store = open_store(dir)?;
+    let (batches, incoming) = mpsc::sync_channel::<ImportMsg>(4);
+    let (verified, stored) = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| store.import(incoming));
+        let verified = audit::verify_file(file, |batch| {
+            batches
+                .send(ImportMsg::Batch(batch))
+                .map_err(|_| VerifyError::Store(crate::store::StoreError::Closed))
+        });
+        if verified.is_ok() {
+            let _ = batches.send(ImportMsg::Commit);
+        }
+        drop(batches);
+        (
+            verified,
+            writer.join().expect("the import thread does not panic"),
+        )
+    });
+    let summary = match verified {
+        Ok(summary) => summary,
+        Err(VerifyError::Archive(archive::ArchiveError::Io(e))) => {
+            return Err(anyhow::Error::new(e).context(format!("cannot read {}", file.display())));
+        }
+        Err(e) => {
+            println!("nothing was imported.");
+            return verification_failed(e);
+        }
+    };
+    let report = stored?;
+    if let Some(bad) = report.rejected {
+        println!("nothing was imported: the archive conflicts with this node's store: {bad}");
+        return Ok(ExitCode::from(EXIT_INVALID));
+    }
+    println!(
+        "imported {} new entries ({} already held) of {} authors",
+        report.accepted, report.duplicates, summary.authors
+    );
+    for (author, seq) in &report.forks {
+        println!("fork found: author {author} signed two entries for seq {seq}; the proof is kept");
+    }
+    if report.refused_forked > 0 {
+        println!(
+            "{} entries of forked logs were refused",
+            report.refused_forked
+        );
+    }
+    store.close()?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,26 @@
+//! Capsule: a self-hosted, peer-to-peer microblog on signed, hash-chained logs.
+//!
+//! Every person's records form an append-only log of fixed-size, ed25519-signed
+//! entries chained by blake3 hashes. This crate is organised as follows:
+//!
+//! - [`identity`]: the node's key pair, its textual form and its key file.
+//! - [`log`]: the entry format (v1, 217 bytes), records, lipmaa skiplinks,
+//!   certificate paths and verification (ZIP-215 signatures, links, payloads).
+//! - [`store`]: the redb store, owned by one thread that batches writes.
+//! - [`archive`]: the self-contained export format, its reader and writer.
+//! - [`audit`]: verification of whole archives and stores, on every core.
+//! - [`data_dir`]: where a node keeps its files.
+//! - [`progress`]: progress bars for long work, shown only on a terminal.
+//! - [`bench`]: the measurements behind `capsule bench`.
+//! - [`cli`]: the `capsule` command line.
+#![deny(missing_docs)]
+
+pub mod archive;
+pub mod audit;
+pub mod bench;
+pub mod cli;
+pub mod data_dir;
+pub mod identity;
+pub mod log;
+pub mod progress;
+pub mod store;

@@ -1,0 +1,17 @@
+//! The log: what one person publishes, as a chain of signed entries.
+//!
+//! - [`builder`]: signs successive entries of a log in memory.
+//! - [`entry`]: the 217-byte entry format v1 (frozen) and its encoder/decoder.
+//! - [`record`]: the payload of an entry, a versioned postcard enum.
+//! - [`lipmaa`]: the skiplink target of each sequence number.
+//! - [`certificate`]: O(log n) paths linking an entry to its log's head.
+//! - [`verify`]: signature (ZIP-215), link and payload checks, single and batched.
+
+pub mod builder;
+pub mod certificate;
+pub mod entry;
+pub mod lipmaa;
+pub mod record;
+pub mod verify;
+
+pub use entry::{Entry, EntryId};

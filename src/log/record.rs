@@ -1,0 +1,177 @@
+//! Records: what an entry's payload says.
+//!
+//! A payload is one version byte ([`RECORD_V1`]) followed by a postcard-encoded
+//! [`Record`]. New kinds of record are added as new enum variants at the end;
+//! a node that cannot decode a record still stores and forwards its entry and
+//! shows it as an unsupported record. schema/record.md documents every byte.
+
+use serde::{Deserialize, Serialize};
+
+use crate::identity::AuthorKey;
+use crate::log::entry::{EntryId, MAX_PAYLOAD};
+
+/// The record encoding version this build writes.
+pub const RECORD_V1: u8 = 1;
+
+/// A reference to an entry of any log, precise enough to locate and verify it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryRef {
+    /// The author of the referenced entry.
+    pub author: [u8; 32],
+    /// Its sequence number.
+    pub seq: u64,
+    /// Its id.
+    pub id: [u8; 32],
+}
+
+/// A reference to a blob (an attachment), content-addressed by blake3.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRef {
+    /// blake3 hash of the blob's bytes.
+    pub hash: [u8; 32],
+    /// Its size in bytes (at most 16 MiB).
+    pub size: u64,
+    /// Its media type, such as `image/jpeg`.
+    pub media_type: String,
+}
+
+/// One record of a person's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Record {
+    /// A post, possibly a reply, possibly with attachments.
+    Post {
+        /// The text.
+        text: String,
+        /// The post this one replies to.
+        reply_to: Option<EntryRef>,
+        /// Attached blobs.
+        attachments: Vec<BlobRef>,
+    },
+    /// The author's profile; the newest one wins.
+    Profile {
+        /// Display name.
+        name: String,
+        /// A short biography.
+        bio: String,
+        /// A picture.
+        avatar: Option<BlobRef>,
+        /// Where the author's node can be reached (for example `https://alice.example`).
+        endpoints: Vec<String>,
+    },
+    /// The author follows another author.
+    Follow {
+        /// Who.
+        author: [u8; 32],
+    },
+    /// The author no longer follows another author.
+    Unfollow {
+        /// Who.
+        author: [u8; 32],
+    },
+    /// A tombstone: every node drops the payload of the author's entry `seq`.
+    Delete {
+        /// The entry whose payload is dropped; always below this entry's seq.
+        seq: u64,
+    },
+}
+
+/// Why a payload is not a record this build understands.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    /// The payload is empty.
+    #[error("empty payload")]
+    Empty,
+    /// A record encoding version this build does not know.
+    #[error("unknown record version {0}")]
+    UnknownVersion(u8),
+    /// The bytes do not decode (perhaps a record kind from a newer capsule).
+    #[error("undecodable record: {0}")]
+    Malformed(String),
+    /// Bytes follow the record.
+    #[error("{0} bytes follow the record")]
+    TrailingBytes(usize),
+    /// The encoding is over [`MAX_PAYLOAD`].
+    #[error("record is {0} bytes encoded, over the limit of {MAX_PAYLOAD}")]
+    TooLarge(usize),
+}
+
+impl Record {
+    /// Encodes the record as a payload. Fails only if it exceeds [`MAX_PAYLOAD`].
+    pub fn encode(&self) -> Result<Vec<u8>, RecordError> {
+        let mut out = vec![RECORD_V1];
+        out = postcard::to_extend(self, out).map_err(|e| RecordError::Malformed(e.to_string()))?;
+        if out.len() as u64 > MAX_PAYLOAD {
+            return Err(RecordError::TooLarge(out.len()));
+        }
+        Ok(out)
+    }
+
+    /// Decodes a payload. Total: any bytes give a record or an error.
+    pub fn decode(payload: &[u8]) -> Result<Record, RecordError> {
+        let (&version, body) = payload.split_first().ok_or(RecordError::Empty)?;
+        if version != RECORD_V1 {
+            return Err(RecordError::UnknownVersion(version));
+        }
+        let (record, rest) =
+            postcard::take_from_bytes(body).map_err(|e| RecordError::Malformed(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(RecordError::TrailingBytes(rest.len()));
+        }
+        Ok(record)
+    }
+
+    /// A plain post.
+    pub fn post(text: impl Into<String>) -> Record {
+        Record::Post {
+            text: text.into(),
+            reply_to: None,
+            attachments: Vec::new(),
+        }
+    }
+
+    /// One line that says what the record is, for `capsule log`.
+    pub fn summary(&self) -> String {
+        match self {
+            Record::Post { text, reply_to, .. } => match reply_to {
+                Some(r) => format!("reply to {}: {text}", EntryId(r.id)),
+                None => text.clone(),
+            },
+            Record::Profile { name, .. } => format!("profile: {name}"),
+            Record::Follow { author } => format!("follow {}", AuthorKey(*author)),
+            Record::Unfollow { author } => format!("unfollow {}", AuthorKey(*author)),
+            Record::Delete { seq } => format!("delete entry {seq}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn post_bytes_are_stable() {
+        // Bytes are forever: this is what a plain post encodes to.
+        let payload = Record::post("hi").encode().unwrap();
+        assert_eq!(payload, [1, 0, 2, b'h', b'i', 0, 0]);
+    }
+
+    #[test]
+    fn decode_is_strict() {
+        assert_eq!(Record::decode(&[]), Err(RecordError::Empty));
+        assert_eq!(Record::decode(&[2, 0]), Err(RecordError::UnknownVersion(2)));
+        assert!(matches!(
+            Record::decode(&[1, 0, 2, b'h', b'i', 0, 0, 9]),
+            Err(RecordError::TrailingBytes(1))
+        ));
+        assert!(matches!(
+            Record::decode(&[1, 77]),
+            Err(RecordError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn too_large_is_refused() {
+        let big = Record::post("x".repeat(MAX_PAYLOAD as usize));
+        assert!(matches!(big.encode(), Err(RecordError::TooLarge(_))));
+    }
+}

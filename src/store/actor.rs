@@ -1,0 +1,470 @@
+//! The writer thread: the only place the store is written.
+//!
+//! Requests arrive over a channel. The thread takes every request already
+//! waiting (up to [`MAX_GROUP`]) and serves them in one write transaction, so
+//! concurrent writers share one commit (one fsync) instead of queueing for
+//! one each. Every reply is sent only after that commit is durable.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, TryRecvError};
+
+use redb::{Database, ReadableTable, Table, WriteTransaction};
+use tokio::sync::oneshot;
+
+use super::tables::*;
+use super::{Head, StoreError};
+use crate::identity::{AuthorKey, Identity};
+use crate::log::entry::{Draft, ENTRY_LEN, Entry, EntryId};
+use crate::log::lipmaa::lipmaa;
+use crate::log::record::Record;
+use crate::log::verify::{BadEntry, Invalid, VerifiedEntry, check_links, verify_one};
+
+/// Most requests served by one transaction: bounds the latency a request can
+/// add to the others of its group.
+pub const MAX_GROUP: usize = 256;
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// A write request.
+pub enum Request {
+    /// Append verified entries.
+    Append {
+        /// The entries, in order.
+        entries: Vec<VerifiedEntry>,
+        /// Where the report goes.
+        reply: Reply<AppendReport>,
+    },
+    /// Sign and append the next entry of the node's own log.
+    Publish {
+        /// The signer.
+        identity: Arc<Identity>,
+        /// The payload to sign.
+        payload: Vec<u8>,
+        /// The author's clock, in microseconds since the Unix epoch.
+        timestamp_us: u64,
+        /// Where the new entry goes.
+        reply: Reply<Entry>,
+    },
+    /// Import a stream of batches, all or nothing.
+    Import {
+        /// The batches.
+        batches: Receiver<ImportMsg>,
+        /// Where the report goes.
+        reply: Reply<AppendReport>,
+    },
+}
+
+/// One message of an import stream.
+pub enum ImportMsg {
+    /// More verified entries.
+    Batch(Vec<VerifiedEntry>),
+    /// Everything was sent and verified: commit.
+    Commit,
+}
+
+/// What an append did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct AppendReport {
+    /// Entries newly stored.
+    pub accepted: u64,
+    /// Entries the store already held.
+    pub duplicates: u64,
+    /// Forks found: (author, seq); the proof is stored.
+    pub forks: Vec<(AuthorKey, u64)>,
+    /// Entries refused because their author's log is forked.
+    pub refused_forked: u64,
+    /// The first entry refused for another reason; later entries of the same
+    /// request that depend on it are refused too.
+    pub rejected: Option<BadEntry>,
+}
+
+/// Creates every table and checks the layout version.
+pub fn prepare(db: &Database, path: &Path) -> Result<(), StoreError> {
+    let txn = db.begin_write()?;
+    {
+        let mut meta = txn.open_table(META)?;
+        let found = meta.get(SCHEMA_KEY)?.map(|v| v.value().to_vec());
+        match found {
+            None => {
+                meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes()[..])?;
+            }
+            Some(v) => {
+                let found = <[u8; 4]>::try_from(&v[..])
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| StoreError::Corrupt("the schema version is not 4 bytes".into()))?;
+                if found > SCHEMA_VERSION {
+                    return Err(StoreError::NewerSchema {
+                        path: path.to_path_buf(),
+                        found,
+                    });
+                }
+            }
+        }
+        drop(Tables::open(&txn)?);
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+/// The writer loop: runs until every sender is gone.
+pub fn run(db: &Database, requests: Receiver<Request>) {
+    while let Ok(first) = requests.recv() {
+        let mut group = Vec::new();
+        let mut import = None;
+        match first {
+            Request::Import { batches, reply } => import = Some((batches, reply)),
+            other => group.push(other),
+        }
+        while import.is_none() && group.len() < MAX_GROUP {
+            match requests.try_recv() {
+                Ok(Request::Import { batches, reply }) => import = Some((batches, reply)),
+                Ok(other) => group.push(other),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        if !group.is_empty() {
+            serve_group(db, group);
+        }
+        if let Some((batches, reply)) = import {
+            let _ = reply.send(serve_import(db, batches));
+        }
+    }
+}
+
+enum Answer {
+    Report(Reply<AppendReport>, AppendReport),
+    Entry(Reply<Entry>, Result<Entry, StoreError>),
+}
+
+fn serve_group(db: &Database, group: Vec<Request>) {
+    let mut answers = Vec::with_capacity(group.len());
+    let result = (|| -> Result<(), StoreError> {
+        let txn = db.begin_write()?;
+        {
+            let mut tables = Tables::open(&txn)?;
+            for request in group {
+                match request {
+                    Request::Append { entries, reply } => {
+                        let report = tables.append_all(&entries)?;
+                        answers.push(Answer::Report(reply, report));
+                    }
+                    Request::Publish {
+                        identity,
+                        payload,
+                        timestamp_us,
+                        reply,
+                    } => {
+                        let entry = tables.publish(&identity, payload, timestamp_us);
+                        answers.push(Answer::Entry(reply, entry));
+                    }
+                    Request::Import { .. } => unreachable!("imports are served alone"),
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => {
+            for answer in answers {
+                match answer {
+                    Answer::Report(reply, report) => {
+                        let _ = reply.send(Ok(report));
+                    }
+                    Answer::Entry(reply, entry) => {
+                        let _ = reply.send(entry);
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            // Nothing of the group was committed: every request fails alike.
+            let message = e.to_string();
+            for answer in answers {
+                let err = || StoreError::Corrupt(format!("nothing was written: {message}"));
+                match answer {
+                    Answer::Report(reply, _) => {
+                        let _ = reply.send(Err(err()));
+                    }
+                    Answer::Entry(reply, _) => {
+                        let _ = reply.send(Err(err()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn serve_import(db: &Database, batches: Receiver<ImportMsg>) -> Result<AppendReport, StoreError> {
+    let txn = db.begin_write()?;
+    let mut report = AppendReport::default();
+    let committed = {
+        let mut tables = Tables::open(&txn)?;
+        loop {
+            match batches.recv() {
+                Ok(ImportMsg::Batch(entries)) => {
+                    let part = tables.append_all(&entries)?;
+                    report.accepted += part.accepted;
+                    report.duplicates += part.duplicates;
+                    report.forks.extend(part.forks);
+                    report.refused_forked += part.refused_forked;
+                    if part.rejected.is_some() {
+                        report.rejected = part.rejected;
+                        break false;
+                    }
+                }
+                Ok(ImportMsg::Commit) => break true,
+                // The reader stopped (bad archive, or interrupted): keep nothing.
+                Err(_) => break false,
+            }
+        }
+    };
+    if committed {
+        txn.commit()?;
+    } else {
+        txn.abort()?;
+        report.accepted = 0;
+    }
+    Ok(report)
+}
+
+enum Outcome {
+    Accepted,
+    Duplicate,
+    Fork,
+    Refused(Invalid),
+}
+
+/// The tables of one write transaction.
+struct Tables<'t> {
+    entries: Table<'t, &'static LogKey, &'static [u8; ENTRY_LEN]>,
+    ids: Table<'t, &'static [u8; 32], &'static LogKey>,
+    payloads: Table<'t, &'static [u8; 32], &'static [u8]>,
+    refs: Table<'t, &'static [u8; 32], u64>,
+    tombstones: Table<'t, &'static LogKey, u64>,
+    heads: Table<'t, &'static [u8; 32], &'static [u8; 40]>,
+    forks: Table<'t, &'static [u8; 32], &'static [u8; 2 * ENTRY_LEN]>,
+    changes: Table<'t, u64, &'static [u8; 32]>,
+}
+
+impl<'t> Tables<'t> {
+    fn open(txn: &'t WriteTransaction) -> Result<Self, StoreError> {
+        Ok(Tables {
+            entries: txn.open_table(ENTRIES)?,
+            ids: txn.open_table(ENTRY_IDS)?,
+            payloads: txn.open_table(PAYLOADS)?,
+            refs: txn.open_table(PAYLOAD_REFS)?,
+            tombstones: txn.open_table(TOMBSTONES)?,
+            heads: txn.open_table(HEADS)?,
+            forks: txn.open_table(FORKS)?,
+            changes: txn.open_table(CHANGES)?,
+        })
+    }
+
+    fn append_all(&mut self, entries: &[VerifiedEntry]) -> Result<AppendReport, StoreError> {
+        let mut report = AppendReport::default();
+        for v in entries {
+            match self.apply(v)? {
+                Outcome::Accepted => report.accepted += 1,
+                Outcome::Duplicate => report.duplicates += 1,
+                Outcome::Fork => report.forks.push((v.entry().author(), v.entry().seq())),
+                Outcome::Refused(Invalid::AuthorForked(_)) => report.refused_forked += 1,
+                Outcome::Refused(reason) => {
+                    report.rejected = Some(BadEntry {
+                        author: v.entry().author(),
+                        seq: v.entry().seq(),
+                        reason,
+                    });
+                    break;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    fn head(&self, author: &AuthorKey) -> Result<Option<Head>, StoreError> {
+        Ok(self.heads.get(&author.0)?.map(|v| Head::decode(v.value())))
+    }
+
+    fn fork_seq(&self, author: &AuthorKey) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .forks
+            .get(&author.0)?
+            .map(|v| u64::from_be_bytes(v.value()[33..41].try_into().expect("8 bytes"))))
+    }
+
+    fn stored_id(
+        &self,
+        author: &AuthorKey,
+        seq: u64,
+    ) -> Result<Option<(EntryId, [u8; ENTRY_LEN])>, StoreError> {
+        Ok(self.entries.get(&log_key(author, seq))?.map(|v| {
+            let bytes = *v.value();
+            (EntryId(*blake3::hash(&bytes).as_bytes()), bytes)
+        }))
+    }
+
+    fn publish(
+        &mut self,
+        identity: &Identity,
+        payload: Vec<u8>,
+        timestamp_us: u64,
+    ) -> Result<Entry, StoreError> {
+        let author = identity.author();
+        if let Some(at) = self.fork_seq(&author)? {
+            return Err(StoreError::OwnLogForked(at));
+        }
+        let head = self.head(&author)?;
+        let draft = match head {
+            None => Draft {
+                seq: 1,
+                timestamp_us,
+                backlink: EntryId::ZERO,
+                skiplink: EntryId::ZERO,
+            },
+            Some(head) => {
+                let seq = head.seq + 1;
+                let (previous_ts, skiplink) = {
+                    let previous =
+                        self.entries
+                            .get(&log_key(&author, head.seq))?
+                            .ok_or_else(|| {
+                                StoreError::Corrupt(format!("head entry {} is missing", head.seq))
+                            })?;
+                    let ts =
+                        u64::from_be_bytes(previous.value()[41..49].try_into().expect("8 bytes"));
+                    let skip = self
+                        .stored_id(&author, lipmaa(seq))?
+                        .ok_or_else(|| {
+                            StoreError::Corrupt(format!("entry {} is missing", lipmaa(seq)))
+                        })?
+                        .0;
+                    (ts, skip)
+                };
+                Draft {
+                    seq,
+                    // Never go back in time within a log, even if the clock does:
+                    // peers order logs by their heads' timestamps.
+                    timestamp_us: timestamp_us.max(previous_ts),
+                    backlink: head.id,
+                    skiplink,
+                }
+            }
+        };
+        let entry = Entry::sign(identity.signing_key(), draft, &payload);
+        let verified = verify_one(entry, Some(payload)).map_err(StoreError::Rejected)?;
+        match self.apply(&verified)? {
+            Outcome::Accepted => Ok(entry),
+            Outcome::Refused(reason) => Err(StoreError::Rejected(BadEntry {
+                author,
+                seq: entry.seq(),
+                reason,
+            })),
+            Outcome::Duplicate | Outcome::Fork => Err(StoreError::Corrupt(
+                "a freshly signed entry collided with a stored one".into(),
+            )),
+        }
+    }
+
+    fn apply(&mut self, v: &VerifiedEntry) -> Result<Outcome, StoreError> {
+        let entry = v.entry();
+        let author = entry.author();
+        let seq = entry.seq();
+        if let Some(at) = self.fork_seq(&author)? {
+            return Ok(Outcome::Refused(Invalid::AuthorForked(at)));
+        }
+        let head = self.head(&author)?;
+        let next = head.map_or(1, |h| h.seq + 1);
+        if seq < next {
+            let (stored_id, stored) = self.stored_id(&author, seq)?.ok_or_else(|| {
+                StoreError::Corrupt(format!("entry {seq} of {author} is missing below its head"))
+            })?;
+            if stored_id == v.id() {
+                // A copy that brings a payload we lack fills it in.
+                if let Some(payload) = v.payload() {
+                    let deleted = self.tombstones.get(&log_key(&author, seq))?.is_some();
+                    if !deleted && self.payloads.get(&entry.payload_hash())?.is_none() {
+                        self.payloads.insert(&entry.payload_hash(), payload)?;
+                    }
+                }
+                return Ok(Outcome::Duplicate);
+            }
+            let mut proof = [0u8; 2 * ENTRY_LEN];
+            proof[..ENTRY_LEN].copy_from_slice(&stored);
+            proof[ENTRY_LEN..].copy_from_slice(entry.as_bytes());
+            self.forks.insert(&author.0, &proof)?;
+            return Ok(Outcome::Fork);
+        }
+        if seq > next {
+            return Ok(Outcome::Refused(Invalid::Gap { expected: next }));
+        }
+        if let Some(head) = head {
+            let skip_seq = lipmaa(seq);
+            let skip_target = if skip_seq == head.seq {
+                head.id
+            } else {
+                self.stored_id(&author, skip_seq)?
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!("entry {skip_seq} of {author} is missing"))
+                    })?
+                    .0
+            };
+            if let Err(reason) = check_links(entry, head.id, skip_target) {
+                return Ok(Outcome::Refused(reason));
+            }
+        }
+        self.insert(v)?;
+        Ok(Outcome::Accepted)
+    }
+
+    fn insert(&mut self, v: &VerifiedEntry) -> Result<(), StoreError> {
+        let entry = v.entry();
+        let author = entry.author();
+        let seq = entry.seq();
+        let key = log_key(&author, seq);
+        self.entries.insert(&key, entry.as_bytes())?;
+        self.ids.insert(&v.id().0, &key)?;
+        self.heads
+            .insert(&author.0, &Head { seq, id: v.id() }.encode())?;
+        let change = self.changes.last()?.map(|(k, _)| k.value()).unwrap_or(0) + 1;
+        self.changes.insert(change, &author.0)?;
+        let hash = entry.payload_hash();
+        let refs = self.refs.get(&hash)?.map(|v| v.value()).unwrap_or(0);
+        self.refs.insert(&hash, refs + 1)?;
+        if let Some(payload) = v.payload() {
+            if self.payloads.get(&hash)?.is_none() {
+                self.payloads.insert(&hash, payload)?;
+            }
+            if let Ok(Record::Delete { seq: target }) = Record::decode(payload)
+                && target >= 1
+                && target < seq
+            {
+                self.tombstone(&author, target, seq)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the payload of entry `target` (unless another live entry holds
+    /// the same bytes) and remembers that entry `by` deleted it.
+    fn tombstone(&mut self, author: &AuthorKey, target: u64, by: u64) -> Result<(), StoreError> {
+        let key = log_key(author, target);
+        if self.tombstones.get(&key)?.is_some() {
+            return Ok(());
+        }
+        self.tombstones.insert(&key, by)?;
+        let hash = match self.entries.get(&key)? {
+            Some(v) => <[u8; 32]>::try_from(&v.value()[121..153]).expect("32 bytes"),
+            None => return Ok(()),
+        };
+        let refs = self.refs.get(&hash)?.map(|v| v.value()).unwrap_or(0);
+        if refs <= 1 {
+            self.refs.remove(&hash)?;
+            self.payloads.remove(&hash)?;
+        } else {
+            self.refs.insert(&hash, refs - 1)?;
+        }
+        Ok(())
+    }
+}

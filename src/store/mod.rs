@@ -1,0 +1,357 @@
+//! The store: every log this node holds, in one redb file.
+//!
+//! - [`tables`]: every table definition (versioned names).
+//! - [`actor`]: the writer thread, which owns all writes and groups concurrent
+//!   requests into one transaction each.
+//!
+//! Reads open their own read transactions from any (non-async) thread: redb
+//! gives them a consistent snapshot and they never wait for the writer.
+//! Async code reaches the store through `spawn_blocking`, never directly.
+
+pub mod actor;
+pub mod tables;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use tokio::sync::oneshot;
+
+use crate::identity::{AuthorKey, Identity};
+use crate::log::entry::{ENTRY_LEN, Entry, EntryId};
+use crate::log::verify::{BadEntry, VerifiedEntry};
+use tables::*;
+
+pub use actor::{AppendReport, ImportMsg};
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process has the store open.
+    #[error(
+        "the store {0} is in use by another capsule process (is `capsule up` running?); stop it, or choose another --data-dir"
+    )]
+    Locked(PathBuf),
+    /// The store was written by a newer Capsule.
+    #[error(
+        "the store {path} has layout version {found}, newer than this capsule's {SCHEMA_VERSION}; upgrade capsule"
+    )]
+    NewerSchema {
+        /// The store file.
+        path: PathBuf,
+        /// The version found.
+        found: u32,
+    },
+    /// An entry was refused.
+    #[error("refused {0}")]
+    Rejected(BadEntry),
+    /// The author's own log is forked; the node will not extend it.
+    #[error(
+        "your log is forked at seq {0}: two different entries were signed for it (was this identity used on two nodes, or a data dir restored from an old backup?). The node refuses to post until this is resolved"
+    )]
+    OwnLogForked(u64),
+    /// The record to post is too large.
+    #[error("the post is {0} bytes encoded, over the limit of {max} bytes", max = crate::log::entry::MAX_PAYLOAD)]
+    TooLarge(usize),
+    /// The store thread is gone (it panicked or the store was closed).
+    #[error("the store's writer thread stopped")]
+    Closed,
+    /// A redb error: the disk or the file failed.
+    #[error("store failure: {0}")]
+    Database(#[from] redb::Error),
+    /// An invariant of the stored data is broken.
+    #[error("the store is damaged: {0}; run `capsule verify --store`")]
+    Corrupt(String),
+}
+
+macro_rules! redb_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Database(e.into())
+            }
+        }
+    )*};
+}
+redb_errors!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// Where a log stands: its newest entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    /// Sequence number of the newest entry.
+    pub seq: u64,
+    /// Its id.
+    pub id: EntryId,
+}
+
+impl Head {
+    fn decode(b: &[u8; 40]) -> Head {
+        Head {
+            seq: u64::from_be_bytes(b[..8].try_into().expect("8 bytes")),
+            id: EntryId(b[8..].try_into().expect("32 bytes")),
+        }
+    }
+
+    fn encode(&self) -> [u8; 40] {
+        let mut b = [0u8; 40];
+        b[..8].copy_from_slice(&self.seq.to_be_bytes());
+        b[8..].copy_from_slice(&self.id.0);
+        b
+    }
+}
+
+/// One entry as [`Store::scan`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scanned {
+    /// The entry.
+    pub entry: Entry,
+    /// Its payload, when held and not deleted.
+    pub payload: Option<Vec<u8>>,
+    /// The seq of the Delete record that deleted it, if any.
+    pub deleted_by: Option<u64>,
+}
+
+/// Proof that an author signed two different entries for one seq.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForkProof {
+    /// The entry the store held first.
+    pub first: Entry,
+    /// The conflicting entry.
+    pub second: Entry,
+}
+
+/// A handle on the open store. Dropping it stops the writer thread after it
+/// has finished every request already sent, and closes the file.
+pub struct Store {
+    db: Arc<Database>,
+    writer: Option<mpsc::Sender<actor::Request>>,
+    thread: Option<JoinHandle<()>>,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (or creates) the store file at `path` and starts its writer.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let db = match Database::create(path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(StoreError::Locked(path.to_path_buf()));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        actor::prepare(&db, path)?;
+        let db = Arc::new(db);
+        let (writer, requests) = mpsc::channel();
+        let thread_db = Arc::clone(&db);
+        let thread = std::thread::Builder::new()
+            .name("capsule-store".into())
+            .spawn(move || actor::run(&thread_db, requests))
+            .map_err(|e| StoreError::Corrupt(format!("cannot start the store thread: {e}")))?;
+        Ok(Store {
+            db,
+            writer: Some(writer),
+            thread: Some(thread),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The store file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn request<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> actor::Request,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.writer
+            .as_ref()
+            .ok_or(StoreError::Closed)?
+            .send(make(reply))
+            .map_err(|_| StoreError::Closed)?;
+        answer.blocking_recv().map_err(|_| StoreError::Closed)?
+    }
+
+    /// Appends verified entries (of any authors) after checking their links
+    /// against the store. Valid entries are committed, durably, before this
+    /// returns; the report says what happened to each.
+    pub fn append(&self, entries: Vec<VerifiedEntry>) -> Result<AppendReport, StoreError> {
+        self.request(|reply| actor::Request::Append { entries, reply })
+    }
+
+    /// Signs `payload` as the next entry of `identity`'s log and commits it.
+    /// Returns only once the entry is durable. The writer thread picks the seq,
+    /// so concurrent posts can never fork the log.
+    pub fn publish(
+        &self,
+        identity: &Arc<Identity>,
+        payload: Vec<u8>,
+        timestamp_us: u64,
+    ) -> Result<Entry, StoreError> {
+        if payload.len() as u64 > crate::log::entry::MAX_PAYLOAD {
+            return Err(StoreError::TooLarge(payload.len()));
+        }
+        let identity = Arc::clone(identity);
+        self.request(|reply| actor::Request::Publish {
+            identity,
+            payload,
+            timestamp_us,
+            reply,
+        })
+    }
+
+    /// Imports a stream of verified batches in one transaction: either every
+    /// entry is stored, or (if a batch is refused, or the sender stops without
+    /// [`ImportMsg::Commit`]) nothing is.
+    pub fn import(&self, batches: mpsc::Receiver<ImportMsg>) -> Result<AppendReport, StoreError> {
+        self.request(|reply| actor::Request::Import { batches, reply })
+    }
+
+    /// The head of `author`'s log.
+    pub fn head(&self, author: &AuthorKey) -> Result<Option<Head>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let heads = txn.open_table(HEADS)?;
+        Ok(heads.get(&author.0)?.map(|v| Head::decode(v.value())))
+    }
+
+    /// Every author held, with their heads, in key order.
+    pub fn heads(&self) -> Result<Vec<(AuthorKey, Head)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let heads = txn.open_table(HEADS)?;
+        let mut out = Vec::with_capacity(heads.len()? as usize);
+        for row in heads.iter()? {
+            let (k, v) = row?;
+            out.push((AuthorKey(*k.value()), Head::decode(v.value())));
+        }
+        Ok(out)
+    }
+
+    /// Entry `seq` of `author`'s log.
+    pub fn entry(&self, author: &AuthorKey, seq: u64) -> Result<Option<Entry>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let entries = txn.open_table(ENTRIES)?;
+        entries
+            .get(&log_key(author, seq))?
+            .map(|v| decode_stored(v.value()))
+            .transpose()
+    }
+
+    /// The entry with id `id`.
+    pub fn entry_by_id(&self, id: &EntryId) -> Result<Option<Entry>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let ids = txn.open_table(ENTRY_IDS)?;
+        let Some(key) = ids.get(&id.0)?.map(|v| *v.value()) else {
+            return Ok(None);
+        };
+        let entries = txn.open_table(ENTRIES)?;
+        entries
+            .get(&key)?
+            .map(|v| decode_stored(v.value()))
+            .transpose()
+    }
+
+    /// Calls `f` for every entry of `author` from `from` on, in seq order,
+    /// with its payload when the store holds it and it was not deleted.
+    /// Stops early when `f` returns false. Reads one consistent snapshot.
+    pub fn scan(
+        &self,
+        author: &AuthorKey,
+        from: u64,
+        mut f: impl FnMut(Scanned) -> bool,
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_read()?;
+        let entries = txn.open_table(ENTRIES)?;
+        let payloads = txn.open_table(PAYLOADS)?;
+        let tombstones = txn.open_table(TOMBSTONES)?;
+        let (start, end) = (log_key(author, from), log_key(author, u64::MAX));
+        for row in entries.range::<&LogKey>(&start..=&end)? {
+            let (key, value) = row?;
+            let entry = decode_stored(value.value())?;
+            let deleted_by = tombstones.get(key.value())?.map(|v| v.value());
+            let payload = match deleted_by {
+                Some(_) => None,
+                None => payloads
+                    .get(&entry.payload_hash())?
+                    .map(|p| p.value().to_vec()),
+            };
+            if !f(Scanned {
+                entry,
+                payload,
+                deleted_by,
+            }) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether entry `seq` of `author` was deleted, and by which entry.
+    pub fn deleted_by(&self, author: &AuthorKey, seq: u64) -> Result<Option<u64>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let tombstones = txn.open_table(TOMBSTONES)?;
+        Ok(tombstones.get(&log_key(author, seq))?.map(|v| v.value()))
+    }
+
+    /// The payload with blake3 hash `hash`, if held.
+    pub fn payload(&self, hash: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let payloads = txn.open_table(PAYLOADS)?;
+        Ok(payloads.get(hash)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Every fork proof held.
+    pub fn forks(&self) -> Result<Vec<ForkProof>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let forks = txn.open_table(FORKS)?;
+        let mut out = Vec::new();
+        for row in forks.iter()? {
+            let (_, v) = row?;
+            let v = v.value();
+            out.push(ForkProof {
+                first: decode_stored(v[..ENTRY_LEN].try_into().expect("217 bytes"))?,
+                second: decode_stored(v[ENTRY_LEN..].try_into().expect("217 bytes"))?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The newest change counter (0 when nothing was ever stored).
+    pub fn change_counter(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        let changes = txn.open_table(CHANGES)?;
+        Ok(changes.last()?.map(|(k, _)| k.value()).unwrap_or(0))
+    }
+
+    /// Finishes every request sent, stops the writer and closes the file.
+    pub fn close(mut self) -> Result<(), StoreError> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<(), StoreError> {
+        self.writer.take();
+        if let Some(thread) = self.thread.take() {
+            thread.join().map_err(|_| StoreError::Closed)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+fn decode_stored(bytes: &[u8; ENTRY_LEN]) -> Result<Entry, StoreError> {
+    Entry::decode(bytes)
+        .map_err(|e| StoreError::Corrupt(format!("a stored entry does not decode: {e}")))
+}
