@@ -127,11 +127,20 @@ impl<W: Write> ArchiveWriter<W> {
 
     /// Adds one entry and its payload, if held.
     pub fn write_entry(&mut self, entry: &Entry, payload: Option<&[u8]>) -> io::Result<()> {
+        if let Some(p) = payload
+            && p.len() as u64 != entry.payload_len()
+        {
+            // The reader takes the length from the entry: a payload of another
+            // length would break every frame after it.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the payload's length is not the one its entry signs",
+            ));
+        }
         self.put(&[FRAME_ENTRY])?;
         self.put(entry.as_bytes())?;
         match payload {
             Some(p) => {
-                debug_assert_eq!(p.len() as u64, entry.payload_len());
                 self.put(&[WITH_PAYLOAD])?;
                 self.put(p)?;
             }

@@ -294,6 +294,39 @@ impl Store {
         Ok(())
     }
 
+    /// The certificate path of entry `seq` of `author` to the log's head:
+    /// head first, the entry last, O(log n) entries (see
+    /// [`crate::log::certificate`]). None if the store does not hold it.
+    pub fn certificate(
+        &self,
+        author: &AuthorKey,
+        seq: u64,
+    ) -> Result<Option<Vec<Entry>>, StoreError> {
+        let Some(head) = self.head(author)? else {
+            return Ok(None);
+        };
+        if seq == 0 || seq > head.seq {
+            return Ok(None);
+        }
+        let txn = self.db.begin_read()?;
+        let entries = txn.open_table(ENTRIES)?;
+        let mut failure = None;
+        let path = crate::log::certificate::certificate_path(seq, head.seq, |n| {
+            match entries.get(&log_key(author, n)) {
+                Ok(Some(v)) => decode_stored(v.value()).map_err(|e| failure = Some(e)).ok(),
+                Ok(None) => None,
+                Err(e) => {
+                    failure = Some(e.into());
+                    None
+                }
+            }
+        });
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        Ok(path)
+    }
+
     /// Whether entry `seq` of `author` was deleted, and by which entry.
     pub fn deleted_by(&self, author: &AuthorKey, seq: u64) -> Result<Option<u64>, StoreError> {
         let txn = self.db.begin_read()?;

@@ -1,0 +1,13 @@
+//! Capsule's integration tests: one binary, one module per concern.
+
+mod common;
+
+mod certificate;
+mod cli;
+mod crash;
+mod fork;
+mod import;
+mod roundtrip;
+mod tamper;
+mod vectors;
+mod zip215;
