@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use crate::identity::AuthorKey;
 use crate::log::entry::{DecodeError, ENTRY_LEN, Entry};
+use crate::log::verify::Unverified;
 use crate::store::StoreError;
 use crate::store::{Scanned, Store};
 
@@ -161,11 +162,23 @@ impl<W: Write> ArchiveWriter<W> {
     }
 }
 
+/// Size of the reader's buffer. The checksum is fed whole consumed buffers,
+/// where blake3 hashes several chunks at once with SIMD: fed frame by frame,
+/// it cost the reader more than parsing.
+const READ_BUFFER: usize = 256 * 1024;
+
 /// Reads an archive frame by frame. Total and bounded: any bytes give frames
 /// or an error, and one frame never holds more than an entry and its
 /// (at most 64 KiB) payload.
 pub struct ArchiveReader<R: Read> {
     input: R,
+    buf: Box<[u8]>,
+    /// Next byte to consume in `buf`.
+    pos: usize,
+    /// End of the valid bytes in `buf`.
+    end: usize,
+    /// Bytes of `buf` before this one have been fed to the checksum.
+    hashed: usize,
     hasher: blake3::Hasher,
     offset: u64,
     count: u64,
@@ -173,10 +186,14 @@ pub struct ArchiveReader<R: Read> {
 }
 
 impl<R: Read> ArchiveReader<R> {
-    /// Reads the header.
+    /// Reads the header. `input` need not be buffered.
     pub fn new(input: R) -> Result<Self, ArchiveError> {
         let mut reader = ArchiveReader {
             input,
+            buf: vec![0u8; READ_BUFFER].into_boxed_slice(),
+            pos: 0,
+            end: 0,
+            hashed: 0,
             hasher: blake3::Hasher::new(),
             offset: 0,
             count: 0,
@@ -193,7 +210,6 @@ impl<R: Read> ArchiveReader<R> {
         if header[15] != VERSION {
             return Err(ArchiveError::UnknownVersion(header[15]));
         }
-        reader.hasher.update(&header);
         Ok(reader)
     }
 
@@ -202,58 +218,70 @@ impl<R: Read> ArchiveReader<R> {
         self.offset
     }
 
-    fn fill(&mut self, buf: &mut [u8]) -> Result<(), ArchiveError> {
-        let mut read = 0;
-        while read < buf.len() {
-            match self.input.read(&mut buf[read..]) {
-                Ok(0) => return Err(ArchiveError::Truncated(self.offset + read as u64)),
-                Ok(n) => read += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        self.offset += buf.len() as u64;
-        Ok(())
+    /// Feeds the consumed, unhashed bytes to the checksum.
+    fn hash_consumed(&mut self) {
+        self.hasher.update(&self.buf[self.hashed..self.pos]);
+        self.hashed = self.pos;
     }
 
-    fn take(&mut self, buf: &mut [u8]) -> Result<(), ArchiveError> {
-        self.fill(buf)?;
-        self.hasher.update(buf);
+    /// Copies the next `out.len()` bytes; every consumed byte goes to the
+    /// checksum (lazily, a buffer at a time).
+    fn fill(&mut self, out: &mut [u8]) -> Result<(), ArchiveError> {
+        let mut copied = 0;
+        while copied < out.len() {
+            if self.pos == self.end {
+                self.hash_consumed();
+                self.pos = 0;
+                self.hashed = 0;
+                self.end = loop {
+                    match self.input.read(&mut self.buf) {
+                        Ok(n) => break n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                };
+                if self.end == 0 {
+                    return Err(ArchiveError::Truncated(self.offset));
+                }
+            }
+            let n = (out.len() - copied).min(self.end - self.pos);
+            out[copied..copied + n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+            self.pos += n;
+            self.offset += n as u64;
+            copied += n;
+        }
         Ok(())
     }
 
     /// The next entry with its payload, or None after a valid end frame.
-    pub fn next_entry(&mut self) -> Result<Option<(Entry, Option<Vec<u8>>)>, ArchiveError> {
+    pub fn next_entry(&mut self) -> Result<Option<Unverified>, ArchiveError> {
         if self.done {
             return Ok(None);
         }
         let at = self.offset;
-        let mut kind = [0u8; 1];
-        self.fill(&mut kind)?;
-        match kind[0] {
+        let mut frame = [0u8; 1 + ENTRY_LEN + 1];
+        self.fill(&mut frame[..1])?;
+        match frame[0] {
             FRAME_ENTRY => {
-                self.hasher.update(&kind);
-                let mut bytes = [0u8; ENTRY_LEN];
-                self.take(&mut bytes)?;
-                let entry = Entry::decode(&bytes).map_err(|source| ArchiveError::BadEntry {
-                    offset: at + 1,
-                    source,
+                self.fill(&mut frame[1..])?;
+                let entry = Entry::decode(&frame[1..1 + ENTRY_LEN]).map_err(|source| {
+                    ArchiveError::BadEntry {
+                        offset: at + 1,
+                        source,
+                    }
                 })?;
-                let flag_at = self.offset;
-                let mut flag = [0u8; 1];
-                self.take(&mut flag)?;
-                let payload = match flag[0] {
+                let payload = match frame[1 + ENTRY_LEN] {
                     NO_PAYLOAD => None,
                     WITH_PAYLOAD => {
                         // Bounded: Entry::decode caps payload_len at MAX_PAYLOAD.
                         let mut payload = vec![0u8; entry.payload_len() as usize];
-                        self.take(&mut payload)?;
+                        self.fill(&mut payload)?;
                         Some(payload)
                     }
                     flag => {
                         return Err(ArchiveError::BadPayloadFlag {
                             flag,
-                            offset: flag_at,
+                            offset: at + 1 + ENTRY_LEN as u64,
                         });
                     }
                 };
@@ -261,6 +289,13 @@ impl<R: Read> ArchiveReader<R> {
                 Ok(Some((entry, payload)))
             }
             FRAME_END => {
+                // The checksum covers every byte before this frame: the kind
+                // byte just read is the last consumed one, still in `buf`.
+                self.pos -= 1;
+                self.hash_consumed();
+                self.pos += 1;
+                self.hashed = self.pos;
+                let checksum = self.hasher.finalize();
                 let mut end = [0u8; 40];
                 self.fill(&mut end)?;
                 let claimed = u64::from_be_bytes(end[..8].try_into().expect("8 bytes"));
@@ -270,17 +305,14 @@ impl<R: Read> ArchiveReader<R> {
                         found: self.count,
                     });
                 }
-                if self.hasher.finalize().as_bytes() != &end[8..] {
+                if checksum.as_bytes() != &end[8..] {
                     return Err(ArchiveError::ChecksumMismatch);
                 }
                 let mut extra = [0u8; 1];
-                loop {
-                    match self.input.read(&mut extra) {
-                        Ok(0) => break,
-                        Ok(_) => return Err(ArchiveError::TrailingBytes(self.offset)),
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(e.into()),
-                    }
+                match self.fill(&mut extra) {
+                    Err(ArchiveError::Truncated(_)) => {}
+                    Err(e) => return Err(e),
+                    Ok(()) => return Err(ArchiveError::TrailingBytes(self.offset - 1)),
                 }
                 self.done = true;
                 Ok(None)

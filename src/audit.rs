@@ -3,13 +3,13 @@
 //! reading hide behind the signature checks that run on every core.
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 
 use crate::archive::{ArchiveError, ArchiveReader};
-use crate::log::entry::Entry;
+use crate::log::verify::Unverified;
 use crate::log::verify::{BadEntry, STREAM_CHUNK, StreamVerifier, Summary, VerifiedEntry};
 use crate::store::{Scanned, Store, StoreError};
 use std::path::Path;
@@ -34,7 +34,7 @@ impl From<std::io::Error> for VerifyError {
     }
 }
 
-type Chunk = Vec<(Entry, Option<Vec<u8>>)>;
+type Chunk = Vec<Unverified>;
 
 /// Verifies a whole archive, handing each verified batch to `sink` in order.
 ///
@@ -123,7 +123,7 @@ pub fn verify_file(
     let read = Arc::new(AtomicU64::new(0));
     let shown = Arc::clone(&read);
     let mut sink = sink;
-    let result = verify_archive(BufReader::with_capacity(1 << 20, file), read, |batch| {
+    let result = verify_archive(file, read, |batch| {
         bar.set_position(shown.load(Ordering::Relaxed));
         sink(batch)
     });

@@ -12,12 +12,17 @@ use crate::identity::Identity;
 use crate::log::builder::LogBuilder;
 use crate::log::entry::Entry;
 use crate::log::record::Record;
-use crate::log::verify::{SIGNATURE_BATCH, signatures_valid, verify_batch};
+use crate::log::verify::Unverified;
+use crate::log::verify::{SIGNATURE_BATCH, batch_rng, verify_batch};
 use crate::store::Store;
 
 /// Entries per store append while building: big enough that one commit
 /// serves many entries.
 const BUILD_BATCH: usize = 4096;
+
+/// Rounds of the verify and raw measurements, alternated; the best of each
+/// is reported.
+const ROUNDS: usize = 3;
 
 /// Figures of `capsule bench verify`, in entries per second.
 #[derive(Debug, Clone, Copy)]
@@ -53,7 +58,7 @@ pub fn measure_verify(n: u64) -> Result<VerifyFigures> {
     let mut made = 0u64;
     while made < n {
         let count = BUILD_BATCH.min((n - made) as usize);
-        let batch: Vec<(Entry, Option<Vec<u8>>)> = (0..count)
+        let batch: Vec<Unverified> = (0..count)
             .map(|i| {
                 let seq = made + i as u64 + 1;
                 let payload = Record::post(format!("post number {seq} of the benchmark log"))
@@ -84,22 +89,20 @@ pub fn measure_verify(n: u64) -> Result<VerifyFigures> {
     crate::archive::export(&store, &[identity.author()], &file)?;
     let export = rate(n, start);
 
-    let start = Instant::now();
-    let summary = audit::verify_file(&file, |_| Ok(()))?;
-    let verify = rate(n, start);
-    anyhow::ensure!(
-        summary.entries == n,
-        "verified {} of {n} entries",
-        summary.entries
-    );
-
-    let start = Instant::now();
-    let valid = all
-        .par_chunks(SIGNATURE_BATCH)
-        .map(|chunk| signatures_valid(chunk).into_iter().all(|ok| ok))
-        .reduce(|| true, |a, b| a && b);
-    let raw = rate(n, start);
-    anyhow::ensure!(valid, "raw verification failed");
+    // The machine is shared: alternate the measurement and its bound, and keep
+    // the best of each, so that a burst of noise does not decide the ratio.
+    let (mut verify, mut raw) = (0f64, 0f64);
+    for _ in 0..ROUNDS {
+        let start = Instant::now();
+        let summary = audit::verify_file(&file, |_| Ok(()))?;
+        verify = verify.max(rate(n, start));
+        anyhow::ensure!(
+            summary.entries == n,
+            "verified {} of {n} entries",
+            summary.entries
+        );
+        raw = raw.max(raw_batch_rate(&all)?);
+    }
     store.close()?;
     Ok(VerifyFigures {
         entries: n,
@@ -108,6 +111,31 @@ pub fn measure_verify(n: u64) -> Result<VerifyFigures> {
         verify,
         raw,
     })
+}
+
+/// The bound for verification: `ed25519-consensus` batch verification of
+/// `entries` alone (no decoding, hashing, links or I/O), in batches of
+/// [`SIGNATURE_BATCH`] on every core. Entries per second.
+pub fn raw_batch_rate(entries: &[Entry]) -> Result<f64> {
+    let start = Instant::now();
+    let valid = entries
+        .par_chunks(SIGNATURE_BATCH)
+        .map(|chunk| {
+            let mut verifier = ed25519_consensus::batch::Verifier::new();
+            for e in chunk {
+                let message = e.signed_message();
+                verifier.queue((
+                    ed25519_consensus::VerificationKeyBytes::from(e.author().0),
+                    ed25519_consensus::Signature::from(e.signature()),
+                    &message[..],
+                ));
+            }
+            verifier.verify(batch_rng()).is_ok()
+        })
+        .reduce(|| true, |a, b| a && b);
+    let rate = rate(entries.len() as u64, start);
+    anyhow::ensure!(valid, "raw verification failed");
+    Ok(rate)
 }
 
 /// `capsule bench verify --entries N`.
@@ -125,7 +153,7 @@ pub fn verify(n: u64) -> Result<()> {
         f.verify
     );
     println!(
-        "raw batch signature checks:    {:>10.0} entries/s  (ZIP-215, batches of {SIGNATURE_BATCH}, {threads} threads)",
+        "raw batch signatures (best of {ROUNDS}): {:>8.0} entries/s  (ed25519-consensus, ZIP-215, batches of {SIGNATURE_BATCH}, {threads} threads)",
         f.raw
     );
     println!("verify / raw:                  {:>10.3}", f.verify / f.raw);

@@ -6,8 +6,8 @@ use std::process::{Command, Output};
 
 use capsule::identity::Identity;
 use capsule::log::builder::LogBuilder;
-use capsule::log::entry::Entry;
 use capsule::log::record::Record;
+use capsule::log::verify::Unverified;
 
 /// The built `capsule` binary.
 pub fn capsule_bin() -> PathBuf {
@@ -43,7 +43,7 @@ pub fn test_identity(n: u8) -> Identity {
 }
 
 /// A log of `n` posts by `identity`, with payloads.
-pub fn make_log(identity: &Identity, n: u64) -> Vec<(Entry, Option<Vec<u8>>)> {
+pub fn make_log(identity: &Identity, n: u64) -> Vec<Unverified> {
     let mut builder = LogBuilder::new(identity);
     (1..=n)
         .map(|seq| {

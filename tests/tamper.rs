@@ -9,12 +9,13 @@ use capsule::audit::{VerifyError, verify_archive};
 use capsule::log::builder::LogBuilder;
 use capsule::log::entry::{Draft, Entry, EntryId};
 use capsule::log::lipmaa::lipmaa;
+use capsule::log::verify::Unverified;
 use capsule::log::verify::{Invalid, StreamVerifier};
 use proptest::prelude::*;
 
 use crate::common::{make_log, test_identity};
 
-type Items = Vec<(Entry, Option<Vec<u8>>)>;
+type Items = Vec<Unverified>;
 
 /// Runs the stream verifier over items given as raw bytes (so tampered
 /// entries that no longer decode count as rejected too).

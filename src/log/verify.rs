@@ -10,7 +10,8 @@
 //! parallel batches ([`verify_batch`]), the cheap link checks run in order
 //! ([`ChainChecker`]). [`StreamVerifier`] joins the two for whole logs.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
+use std::sync::mpsc;
 
 use ed25519_consensus::{Signature, VerificationKey, VerificationKeyBytes, batch};
 use rayon::prelude::*;
@@ -24,6 +25,11 @@ use crate::log::lipmaa::lipmaa;
 /// than one multiscalar multiplication; past a few hundred the gain flattens
 /// while the work a bad entry wastes grows.
 pub const SIGNATURE_BATCH: usize = 256;
+
+/// An entry with its payload when present, not yet verified.
+pub type Unverified = (Entry, Option<Vec<u8>>);
+
+type Verdicts = Vec<Result<VerifiedEntry, BadEntry>>;
 
 /// Entries a [`StreamVerifier`] gathers before it verifies them in parallel:
 /// enough batches to keep every core busy, small enough to bound memory.
@@ -159,57 +165,71 @@ fn check_payload(entry: Entry, payload: Option<Vec<u8>>) -> Result<VerifiedEntry
     })
 }
 
+/// The random source of one batch verification: ChaCha12 seeded from the OS.
+///
+/// The batch equation takes a random 128-bit coefficient per signature; they
+/// only make a forged batch fail with overwhelming probability and never
+/// change the verdict on valid entries. Drawing each from the OS would cost a
+/// system call per signature.
+pub fn batch_rng() -> rand_chacha::ChaCha12Rng {
+    use rand_core::SeedableRng;
+    rand_chacha::ChaCha12Rng::from_rng(rand_core::OsRng).expect("the OS random source is available")
+}
+
 /// Checks the signatures of `entries` as one batch. The verdict is the same as
 /// checking each alone (ZIP-215); on failure the singles find the bad ones.
 /// Returns one flag per entry.
 pub fn signatures_valid(entries: &[Entry]) -> Vec<bool> {
+    signatures_valid_iter(entries.iter(), entries.len())
+}
+
+fn signatures_valid_iter<'a>(
+    entries: impl Iterator<Item = &'a Entry> + Clone,
+    len: usize,
+) -> Vec<bool> {
     let mut verifier = batch::Verifier::new();
-    let mut keys_ok = true;
-    for e in entries {
+    for e in entries.clone() {
         let message = e.signed_message();
         let key = VerificationKeyBytes::from(e.author().0);
         verifier.queue((key, Signature::from(e.signature()), &message[..]));
-        // A key that is not a point fails the batch; remember to look closer.
-        keys_ok &= VerificationKey::try_from(key).is_ok();
     }
-    // The random coefficients only make a forged batch fail with overwhelming
-    // probability; they never change the verdict on valid entries.
-    if keys_ok && verifier.verify(rand_core::OsRng).is_ok() {
-        vec![true; entries.len()]
+    // A key that is not a curve point fails the batch, and the singles then
+    // name it.
+    if verifier.verify(batch_rng()).is_ok() {
+        vec![true; len]
     } else {
-        entries.iter().map(signature_valid).collect()
+        entries.map(signature_valid).collect()
     }
 }
 
 /// Verifies signatures and payloads of many entries in parallel batches,
 /// keeping their order. On failure, names the first bad entry in that order.
-pub fn verify_batch(
-    items: Vec<(Entry, Option<Vec<u8>>)>,
-) -> Result<Vec<VerifiedEntry>, (usize, BadEntry)> {
+pub fn verify_batch(items: Vec<Unverified>) -> Result<Vec<VerifiedEntry>, (usize, BadEntry)> {
     verify_each(items)
         .into_iter()
+        .flatten()
         .enumerate()
         .map(|(i, r)| r.map_err(|bad| (i, bad)))
         .collect()
 }
 
-/// One verdict per item, in order; the work runs in parallel batches.
-fn verify_each(items: Vec<(Entry, Option<Vec<u8>>)>) -> Vec<Result<VerifiedEntry, BadEntry>> {
-    let mut chunks = Vec::with_capacity(items.len().div_ceil(SIGNATURE_BATCH));
+/// One verdict per item, in order, grouped by signature batch; the batches
+/// run in parallel.
+fn verify_each(items: Vec<Unverified>) -> Vec<Verdicts> {
+    let mut batches = Vec::with_capacity(items.len().div_ceil(SIGNATURE_BATCH));
     let mut items = items.into_iter();
     loop {
-        let chunk: Vec<_> = items.by_ref().take(SIGNATURE_BATCH).collect();
-        if chunk.is_empty() {
+        let batch: Vec<_> = items.by_ref().take(SIGNATURE_BATCH).collect();
+        if batch.is_empty() {
             break;
         }
-        chunks.push(chunk);
+        batches.push(batch);
     }
-    chunks
+    batches
         .into_par_iter()
-        .flat_map_iter(|chunk| {
-            let entries: Vec<Entry> = chunk.iter().map(|(e, _)| *e).collect();
-            let valid = signatures_valid(&entries);
-            chunk
+        .map(|batch| {
+            let valid = signatures_valid_iter(batch.iter().map(|(e, _)| e), batch.len());
+            batch
                 .into_iter()
                 .zip(valid)
                 .map(|((entry, payload), ok)| {
@@ -219,7 +239,7 @@ fn verify_each(items: Vec<(Entry, Option<Vec<u8>>)>) -> Vec<Result<VerifiedEntry
                         Err(BadEntry::of(&entry, Invalid::BadSignature))
                     }
                 })
-                .collect::<Vec<_>>()
+                .collect()
         })
         .collect()
 }
@@ -308,12 +328,21 @@ pub struct Summary {
     pub payloads: u64,
 }
 
+/// Chunks a [`StreamVerifier`] keeps in flight on the thread pool: with two,
+/// the workers start on the next chunk while the last batches of the previous
+/// one finish and its links are checked, so no core waits at a barrier.
+pub const CHUNKS_IN_FLIGHT: usize = 2;
+
 /// Verifies a stream of whole logs, each author's entries together and in seq
-/// order from 1: signatures and payloads in parallel chunks, links in order.
-/// The first bad entry in stream order is the one reported.
+/// order from 1: signatures and payloads in parallel chunks on the rayon pool,
+/// links in order on the caller's thread, overlapped with the next chunks.
+/// The first bad entry in stream order is the one reported. Memory is bounded
+/// by ([`CHUNKS_IN_FLIGHT`] + 1) × [`STREAM_CHUNK`] entries and the ids of the
+/// current author's log.
 #[derive(Debug, Default)]
 pub struct StreamVerifier {
-    pending: Vec<(Entry, Option<Vec<u8>>)>,
+    pending: Vec<Unverified>,
+    in_flight: VecDeque<mpsc::Receiver<Vec<Verdicts>>>,
     chain: Option<ChainChecker>,
     finished: HashSet<AuthorKey>,
     summary: Summary,
@@ -325,33 +354,61 @@ impl StreamVerifier {
         Self::default()
     }
 
-    /// Adds an entry; verifies a chunk once enough are pending, returning the
-    /// entries verified by then.
+    /// Adds an entry. Once a chunk is full it goes to the pool; returns the
+    /// entries of an earlier chunk once they are fully verified, in order.
     pub fn push(
         &mut self,
         entry: Entry,
         payload: Option<Vec<u8>>,
     ) -> Result<Vec<VerifiedEntry>, BadEntry> {
         self.pending.push((entry, payload));
-        if self.pending.len() >= STREAM_CHUNK {
-            self.flush()
+        if self.pending.len() < STREAM_CHUNK {
+            return Ok(Vec::new());
+        }
+        self.launch();
+        if self.in_flight.len() > CHUNKS_IN_FLIGHT {
+            self.collect_one()
         } else {
             Ok(Vec::new())
         }
     }
 
-    /// Verifies whatever is pending.
-    pub fn flush(&mut self) -> Result<Vec<VerifiedEntry>, BadEntry> {
-        let items = std::mem::take(&mut self.pending);
-        let mut good = Vec::with_capacity(items.len());
+    fn launch(&mut self) {
+        let items = std::mem::replace(&mut self.pending, Vec::with_capacity(STREAM_CHUNK));
+        let (done, verdicts) = mpsc::channel();
+        rayon::spawn(move || {
+            let _ = done.send(verify_each(items));
+        });
+        self.in_flight.push_back(verdicts);
+    }
+
+    fn collect_one(&mut self) -> Result<Vec<VerifiedEntry>, BadEntry> {
+        let Some(verdicts) = self.in_flight.pop_front() else {
+            return Ok(Vec::new());
+        };
+        let verdicts = verdicts.recv().expect("verification jobs do not panic");
+        let mut good = Vec::with_capacity(verdicts.len());
         // In stream order, so a broken link early in the chunk is reported
         // before a bad signature later in it.
-        for result in verify_each(items) {
+        for result in verdicts.into_iter().flatten() {
             let v = result?;
             self.check_chain(&v)?;
             good.push(v);
         }
         Ok(good)
+    }
+
+    /// Verifies everything pushed so far and returns what was not yet
+    /// returned.
+    pub fn flush(&mut self) -> Result<Vec<VerifiedEntry>, BadEntry> {
+        if !self.pending.is_empty() {
+            self.launch();
+        }
+        let mut out = Vec::new();
+        while !self.in_flight.is_empty() {
+            out.extend(self.collect_one()?);
+        }
+        Ok(out)
     }
 
     fn check_chain(&mut self, v: &VerifiedEntry) -> Result<(), BadEntry> {
