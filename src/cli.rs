@@ -206,7 +206,22 @@ fn load_identity(dir: &DataDir) -> Result<Identity> {
             dir.root().display()
         );
     }
+    warn_if_readable_by_others(&path);
     Ok(Identity::load(&path)?)
+}
+
+/// A key file others can read is a key others may have copied.
+fn warn_if_readable_by_others(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        eprintln!(
+            "warning: {} is readable by other users; run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        );
+    }
 }
 
 fn open_store(dir: &DataDir) -> Result<Store> {
@@ -302,54 +317,23 @@ fn log(dir: &DataDir, author: Option<AuthorKey>, as_json: bool) -> Result<ExitCo
         println!("no entries of {author} here");
         return Ok(ExitCode::SUCCESS);
     }
-    let mut rows = Vec::new();
-    store.scan(&author, 1, |row| {
-        rows.push(row);
-        true
-    })?;
     let out = std::io::stdout();
     let mut out = std::io::BufWriter::new(out.lock());
     use std::io::Write;
-    for Scanned {
-        entry,
-        payload,
-        deleted_by,
-    } in rows
-    {
-        let record = payload.as_deref().map(Record::decode);
-        if as_json {
-            let record = match &record {
-                Some(Ok(r)) => record_json(r),
-                _ => serde_json::Value::Null,
-            };
-            let row = json!({
-                "author": entry.author().to_string(),
-                "seq": entry.seq(),
-                "id": entry.id().to_string(),
-                "timestamp_us": entry.timestamp_us(),
-                "backlink": entry.backlink().to_string(),
-                "skiplink": entry.skiplink().to_string(),
-                "payload_len": entry.payload_len(),
-                "payload_hash": hex::encode(entry.payload_hash()),
-                "record": record,
-                "deleted_by": deleted_by,
-            });
-            writeln!(out, "{row}")?;
-        } else {
-            let text = match (deleted_by, &record) {
-                (Some(by), _) => format!("(deleted by entry {by})"),
-                (None, None) => "(payload not held)".to_string(),
-                (None, Some(Err(_))) => "(unsupported record)".to_string(),
-                (None, Some(Ok(r))) => r.summary(),
-            };
-            let when = format_time(entry.timestamp_us());
-            writeln!(
-                out,
-                "{:>6}  {when}  {}  {text}",
-                entry.seq(),
-                &entry.id().to_string()[..16]
-            )?;
+    let mut failure = None;
+    store.scan(&author, 1, |row| match write_row(&mut out, row, as_json) {
+        Ok(()) => true,
+        Err(e) => {
+            failure = Some(e);
+            false
         }
+    })?;
+    if let Some(e) = failure {
+        // A closed pipe (`capsule log | head`) is not an error worth a message.
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            return Ok(ExitCode::SUCCESS);
+        }
+        return Err(e.into());
     }
     for proof in store.forks()?.iter().filter(|p| p.first.author() == author) {
         writeln!(
@@ -361,6 +345,48 @@ fn log(dir: &DataDir, author: Option<AuthorKey>, as_json: bool) -> Result<ExitCo
         )?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn write_row(out: &mut impl std::io::Write, row: Scanned, as_json: bool) -> std::io::Result<()> {
+    let Scanned {
+        entry,
+        payload,
+        deleted_by,
+    } = row;
+    let record = payload.as_deref().map(Record::decode);
+    if as_json {
+        let record = match &record {
+            Some(Ok(r)) => record_json(r),
+            _ => serde_json::Value::Null,
+        };
+        let row = json!({
+            "author": entry.author().to_string(),
+            "seq": entry.seq(),
+            "id": entry.id().to_string(),
+            "timestamp_us": entry.timestamp_us(),
+            "backlink": entry.backlink().to_string(),
+            "skiplink": entry.skiplink().to_string(),
+            "payload_len": entry.payload_len(),
+            "payload_hash": hex::encode(entry.payload_hash()),
+            "record": record,
+            "deleted_by": deleted_by,
+        });
+        writeln!(out, "{row}")
+    } else {
+        let text = match (deleted_by, &record) {
+            (Some(by), _) => format!("(deleted by entry {by})"),
+            (None, None) => "(payload not held)".to_string(),
+            (None, Some(Err(_))) => "(unsupported record)".to_string(),
+            (None, Some(Ok(r))) => r.summary(),
+        };
+        let when = format_time(entry.timestamp_us());
+        writeln!(
+            out,
+            "{:>6}  {when}  {}  {text}",
+            entry.seq(),
+            &entry.id().to_string()[..16]
+        )
+    }
 }
 
 fn record_json(record: &Record) -> serde_json::Value {
@@ -526,6 +552,13 @@ fn import(dir: &DataDir, file: &Path) -> Result<ExitCode> {
             writer.join().expect("the import thread does not panic"),
         )
     });
+    // A refusal by the store closes the stream under the verifier, so look at
+    // the store's answer first: it says why.
+    let report = stored?;
+    if let Some(bad) = report.rejected {
+        println!("nothing was imported: the archive conflicts with this node's store: {bad}");
+        return Ok(ExitCode::from(EXIT_INVALID));
+    }
     let summary = match verified {
         Ok(summary) => summary,
         Err(VerifyError::Archive(archive::ArchiveError::Io(e))) => {
@@ -536,11 +569,6 @@ fn import(dir: &DataDir, file: &Path) -> Result<ExitCode> {
             return verification_failed(e);
         }
     };
-    let report = stored?;
-    if let Some(bad) = report.rejected {
-        println!("nothing was imported: the archive conflicts with this node's store: {bad}");
-        return Ok(ExitCode::from(EXIT_INVALID));
-    }
     println!(
         "imported {} new entries ({} already held) of {} authors",
         report.accepted, report.duplicates, summary.authors

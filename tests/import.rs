@@ -112,3 +112,40 @@ fn errors_name_the_problem() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/file"));
 }
+
+#[test]
+fn an_archive_that_forks_a_held_log_leaves_the_proof() {
+    use capsule::log::builder::LogBuilder;
+    use capsule::log::record::Record;
+    let dir = tempfile::tempdir().unwrap();
+    let (target, _) = setup(dir.path());
+    // The store holds author 8's entries 1..3; this archive is another
+    // history of the same key that differs from entry 2 on.
+    let id = test_identity(8);
+    let mut builder = LogBuilder::new(&id);
+    let mut w = capsule::archive::ArchiveWriter::new(Vec::new()).unwrap();
+    for seq in 1..=5u64 {
+        let text = if seq == 1 {
+            "post 1".to_string()
+        } else {
+            format!("rewritten {seq}")
+        };
+        let payload = Record::post(text).encode().unwrap();
+        let entry = builder.next(1_764_000_000_000_000 + seq, &payload);
+        w.write_entry(&entry, Some(&payload)).unwrap();
+    }
+    let archive = dir.path().join("other-history.capsule");
+    std::fs::write(&archive, w.finish().unwrap()).unwrap();
+    let out = capsule_ok(&target, &["import", archive.to_str().unwrap()]);
+    assert!(
+        out.contains("imported 0 new entries (1 already held)"),
+        "{out}"
+    );
+    assert!(out.contains("signed two entries for seq 2"), "{out}");
+    assert!(
+        out.contains("3 entries of forked logs were refused"),
+        "{out}"
+    );
+    let out = capsule(&target, &["verify", "--store"]);
+    assert_eq!(out.status.code(), Some(3));
+}

@@ -43,7 +43,10 @@ fn entry_doc_example_is_real() {
     let entry = LogBuilder::new(&identity).next(1_764_000_001_000_000, payload);
     let b = entry.as_bytes();
     let field = |name: &str, at: usize, len: usize| {
-        format!("| {at} | {len} | {name} | `{}` |\n", hex::encode(&b[at..at + len]))
+        format!(
+            "| {at} | {len} | {name} | `{}` |\n",
+            hex::encode(&b[at..at + len])
+        )
     };
     let mut r = String::new();
     r.push_str("Secret seed `000102…1f` (bytes 0 to 31), timestamp 1764000001000000 µs, payload `hello, mesh` (11 bytes). The entry:\n\n```text\n");
@@ -74,7 +77,11 @@ fn record_doc_examples_are_real() {
             "A reply",
             Record::Post {
                 text: "yes".into(),
-                reply_to: Some(EntryRef { author: [0xaa; 32], seq: 300, id: [0xbb; 32] }),
+                reply_to: Some(EntryRef {
+                    author: [0xaa; 32],
+                    seq: 300,
+                    id: [0xbb; 32],
+                }),
                 attachments: vec![],
             },
         ),
@@ -83,7 +90,10 @@ fn record_doc_examples_are_real() {
     ];
     let mut r = String::new();
     for (what, record) in examples {
-        r.push_str(&format!("{what}:\n\n```text\n{}```\n\n", hex_dump(&record.encode().unwrap())));
+        r.push_str(&format!(
+            "{what}:\n\n```text\n{}```\n\n",
+            hex_dump(&record.encode().unwrap())
+        ));
     }
     check("schema/record.md", &r);
 }

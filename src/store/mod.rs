@@ -388,3 +388,50 @@ fn decode_stored(bytes: &[u8; ENTRY_LEN]) -> Result<Entry, StoreError> {
     Entry::decode(bytes)
         .map_err(|e| StoreError::Corrupt(format!("a stored entry does not decode: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_from_a_newer_capsule_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        Store::open(&path).unwrap().close().unwrap();
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert(SCHEMA_KEY, &(SCHEMA_VERSION + 1).to_be_bytes()[..])
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let err = Store::open(&path).err().expect("refused");
+        assert!(matches!(err, StoreError::NewerSchema { found: 2, .. }));
+        assert!(err.to_string().contains("upgrade capsule"));
+    }
+
+    #[test]
+    fn concurrent_posts_share_commits_and_never_fork() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let identity = Arc::new(Identity::from_seed([4; 32]));
+        std::thread::scope(|scope| {
+            for t in 0..8 {
+                let (store, identity) = (&store, &identity);
+                scope.spawn(move || {
+                    for i in 0..25 {
+                        store
+                            .publish(identity, format!("{t}-{i}").into_bytes(), 1)
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(store.head(&identity.author()).unwrap().unwrap().seq, 200);
+        assert!(store.forks().unwrap().is_empty());
+        let summary = crate::audit::verify_store(&store).unwrap();
+        assert_eq!(summary.entries, 200);
+    }
+}
