@@ -26,6 +26,11 @@ use tables::*;
 
 pub use actor::{AppendReport, ImportMsg};
 
+/// Memory redb may use to cache pages. Its default (1 GiB) would let the
+/// cache of a large store take most of a small VPS; 64 MiB holds the hot
+/// pages (heads, recent entries, the upper levels of every B-tree).
+pub const CACHE_SIZE: usize = 64 * 1024 * 1024;
+
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -140,7 +145,7 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store file at `path` and starts its writer.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = match Database::create(path) {
+        let db = match Database::builder().set_cache_size(CACHE_SIZE).create(path) {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(StoreError::Locked(path.to_path_buf()));
