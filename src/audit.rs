@@ -14,6 +14,8 @@ use crate::log::verify::{BadEntry, STREAM_CHUNK, StreamVerifier, Summary, Verifi
 use crate::store::{Scanned, Store, StoreError};
 use std::path::Path;
 
+use indicatif::ProgressBar;
+
 /// Why an archive (or store) failed verification.
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
@@ -34,20 +36,26 @@ impl From<std::io::Error> for VerifyError {
     }
 }
 
+/// Where verified entries go (to be stored), for callers that keep them.
+pub type Sink<'a> = &'a mut dyn FnMut(Vec<VerifiedEntry>) -> Result<(), VerifyError>;
+
 type Chunk = Vec<Unverified>;
 
-/// Verifies a whole archive, handing each verified batch to `sink` in order.
+/// Verifies a whole archive, handing each verified batch to `sink` in order
+/// when there is one (without one, entries are only checked and counted).
 ///
 /// A reader thread parses frames while the verifier checks signatures on every
-/// core, so parsing and hashing hide behind the signature checks. `read` is
-/// advanced with the bytes parsed, for progress. The first bad entry in file
-/// order is the one reported, even when the framing breaks later.
+/// core, so parsing and hashing hide behind the signature checks. `progress`,
+/// if given, advances with the bytes parsed. The first bad entry in file order
+/// is the one reported, even when the framing breaks later.
 pub fn verify_archive<R: Read + Send + 'static>(
     input: R,
-    read: Arc<AtomicU64>,
-    mut sink: impl FnMut(Vec<VerifiedEntry>) -> Result<(), VerifyError>,
+    progress: Option<&ProgressBar>,
+    mut sink: Option<Sink<'_>>,
 ) -> Result<Summary, VerifyError> {
     let mut reader = ArchiveReader::new(input)?;
+    let read = Arc::new(AtomicU64::new(0));
+    let parsed = Arc::clone(&read);
     let (chunks, incoming) = mpsc::sync_channel::<Result<Chunk, ArchiveError>>(2);
     let parser = std::thread::spawn(move || {
         loop {
@@ -66,7 +74,7 @@ pub fn verify_archive<R: Read + Send + 'static>(
                     }
                 }
             }
-            read.store(reader.offset(), Ordering::Relaxed);
+            parsed.store(reader.offset(), Ordering::Relaxed);
             let more = matches!(outcome, Ok(true));
             if !chunk.is_empty() && chunks.send(Ok(chunk)).is_err() {
                 return;
@@ -80,16 +88,22 @@ pub fn verify_archive<R: Read + Send + 'static>(
             }
         }
     });
-    let mut verifier = StreamVerifier::new();
+    let mut verifier = match sink {
+        Some(_) => StreamVerifier::new(),
+        None => StreamVerifier::checking_only(),
+    };
     let mut failure = None;
     for message in incoming.iter() {
         match message {
             Ok(chunk) => {
-                for (entry, payload) in chunk {
-                    let batch = verifier.push(entry, payload)?;
-                    if !batch.is_empty() {
-                        sink(batch)?;
-                    }
+                if let Some(bar) = progress {
+                    bar.set_position(read.load(Ordering::Relaxed));
+                }
+                let batch = verifier.push_chunk(chunk)?;
+                if let Some(sink) = sink.as_mut()
+                    && !batch.is_empty()
+                {
+                    sink(batch)?;
                 }
             }
             Err(e) => {
@@ -106,27 +120,20 @@ pub fn verify_archive<R: Read + Send + 'static>(
     if let Some(e) = failure {
         return Err(e.into());
     }
-    if !last.is_empty() {
+    if let Some(sink) = sink.as_mut()
+        && !last.is_empty()
+    {
         sink(last)?;
     }
     Ok(summary)
 }
 
-/// Verifies the archive file at `path`, with a progress bar on a terminal.
-pub fn verify_file(
-    path: &Path,
-    sink: impl FnMut(Vec<VerifiedEntry>) -> Result<(), VerifyError>,
-) -> Result<Summary, VerifyError> {
+/// Verifies the archive file at `path`, with a progress bar on a terminal,
+/// handing the verified entries to `sink` if one is given.
+pub fn verify_file(path: &Path, sink: Option<Sink<'_>>) -> Result<Summary, VerifyError> {
     let file = File::open(path)?;
-    let len = file.metadata()?.len();
-    let bar = crate::progress::bytes(len, "verifying");
-    let read = Arc::new(AtomicU64::new(0));
-    let shown = Arc::clone(&read);
-    let mut sink = sink;
-    let result = verify_archive(file, read, |batch| {
-        bar.set_position(shown.load(Ordering::Relaxed));
-        sink(batch)
-    });
+    let bar = crate::progress::bytes(file.metadata()?.len(), "verifying");
+    let result = verify_archive(file, Some(&bar), sink);
     bar.finish_and_clear();
     result
 }
@@ -171,14 +178,12 @@ pub fn verify_store(store: &Store) -> Result<Summary, VerifyError> {
                 let _ = chunks.send(Ok(chunk));
             }
         });
-        let mut verifier = StreamVerifier::new();
+        let mut verifier = StreamVerifier::checking_only();
         let mut done = 0;
         for message in incoming.iter() {
             let chunk = message?;
             done += chunk.len() as u64;
-            for (entry, payload) in chunk {
-                verifier.push(entry, payload)?;
-            }
+            verifier.push_chunk(chunk)?;
             bar.set_position(done);
         }
         Ok(verifier.finish()?.0)

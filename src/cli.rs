@@ -499,7 +499,7 @@ fn verification_failed(e: VerifyError) -> Result<ExitCode> {
 }
 
 fn verify_archive(file: &Path) -> Result<ExitCode> {
-    match audit::verify_file(file, |_| Ok(())) {
+    match audit::verify_file(file, None) {
         Ok(summary) => {
             report_verified(&summary);
             Ok(ExitCode::SUCCESS)
@@ -538,11 +538,12 @@ fn import(dir: &DataDir, file: &Path) -> Result<ExitCode> {
     let (batches, incoming) = mpsc::sync_channel::<ImportMsg>(4);
     let (verified, stored) = std::thread::scope(|scope| {
         let writer = scope.spawn(|| store.import(incoming));
-        let verified = audit::verify_file(file, |batch| {
+        let mut send = |batch| {
             batches
                 .send(ImportMsg::Batch(batch))
                 .map_err(|_| VerifyError::Store(crate::store::StoreError::Closed))
-        });
+        };
+        let verified = audit::verify_file(file, Some(&mut send));
         if verified.is_ok() {
             let _ = batches.send(ImportMsg::Commit);
         }

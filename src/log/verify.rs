@@ -29,7 +29,7 @@ pub const SIGNATURE_BATCH: usize = 256;
 /// An entry with its payload when present, not yet verified.
 pub type Unverified = (Entry, Option<Vec<u8>>);
 
-type Verdicts = Vec<Result<VerifiedEntry, BadEntry>>;
+type Verdicts = Vec<Result<EntryId, Invalid>>;
 
 /// Entries a [`StreamVerifier`] gathers before it verifies them in parallel:
 /// enough batches to keep every core busy, small enough to bound memory.
@@ -153,6 +153,7 @@ pub fn verify_one(entry: Entry, payload: Option<Vec<u8>>) -> Result<VerifiedEntr
 }
 
 fn check_payload(entry: Entry, payload: Option<Vec<u8>>) -> Result<VerifiedEntry, BadEntry> {
+    // Kept apart from the batch path, which checks the same by reference.
     if let Some(p) = &payload
         && !payload_matches(&entry, p)
     {
@@ -205,38 +206,36 @@ fn signatures_valid_iter<'a>(
 /// Verifies signatures and payloads of many entries in parallel batches,
 /// keeping their order. On failure, names the first bad entry in that order.
 pub fn verify_batch(items: Vec<Unverified>) -> Result<Vec<VerifiedEntry>, (usize, BadEntry)> {
-    verify_each(items)
+    let verdicts = verify_each(&items);
+    items
         .into_iter()
-        .flatten()
+        .zip(verdicts.into_iter().flatten())
         .enumerate()
-        .map(|(i, r)| r.map_err(|bad| (i, bad)))
+        .map(|(i, ((entry, payload), verdict))| match verdict {
+            Ok(id) => Ok(VerifiedEntry { entry, id, payload }),
+            Err(reason) => Err((i, BadEntry::of(&entry, reason))),
+        })
         .collect()
 }
 
-/// One verdict per item, in order, grouped by signature batch; the batches
-/// run in parallel.
-fn verify_each(items: Vec<Unverified>) -> Vec<Verdicts> {
-    let mut batches = Vec::with_capacity(items.len().div_ceil(SIGNATURE_BATCH));
-    let mut items = items.into_iter();
-    loop {
-        let batch: Vec<_> = items.by_ref().take(SIGNATURE_BATCH).collect();
-        if batch.is_empty() {
-            break;
-        }
-        batches.push(batch);
-    }
-    batches
-        .into_par_iter()
+/// The id of each item, or why it is invalid, in order and grouped by
+/// signature batch; the batches run in parallel. Only ids travel back, so no
+/// entry or payload is copied.
+fn verify_each(items: &[Unverified]) -> Vec<Verdicts> {
+    items
+        .par_chunks(SIGNATURE_BATCH)
         .map(|batch| {
             let valid = signatures_valid_iter(batch.iter().map(|(e, _)| e), batch.len());
             batch
-                .into_iter()
+                .iter()
                 .zip(valid)
                 .map(|((entry, payload), ok)| {
-                    if ok {
-                        check_payload(entry, payload)
-                    } else {
-                        Err(BadEntry::of(&entry, Invalid::BadSignature))
+                    if !ok {
+                        return Err(Invalid::BadSignature);
+                    }
+                    match payload {
+                        Some(p) if !payload_matches(entry, p) => Err(Invalid::PayloadMismatch),
+                        _ => Ok(entry.id()),
                     }
                 })
                 .collect()
@@ -339,19 +338,43 @@ pub const CHUNKS_IN_FLIGHT: usize = 2;
 /// The first bad entry in stream order is the one reported. Memory is bounded
 /// by ([`CHUNKS_IN_FLIGHT`] + 1) × [`STREAM_CHUNK`] entries and the ids of the
 /// current author's log.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct StreamVerifier {
     pending: Vec<Unverified>,
-    in_flight: VecDeque<mpsc::Receiver<Vec<Verdicts>>>,
+    in_flight: VecDeque<mpsc::Receiver<(Vec<Unverified>, Vec<Verdicts>)>>,
     chain: Option<ChainChecker>,
     finished: HashSet<AuthorKey>,
     summary: Summary,
+    /// Whether verified entries are handed back (to store them) or only
+    /// counted (to report on them).
+    keep: bool,
+}
+
+impl Default for StreamVerifier {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl StreamVerifier {
-    /// A verifier that has seen nothing.
+    /// A verifier that hands back every verified entry, for storing.
     pub fn new() -> Self {
-        Self::default()
+        StreamVerifier {
+            pending: Vec::with_capacity(STREAM_CHUNK),
+            in_flight: VecDeque::new(),
+            chain: None,
+            finished: HashSet::new(),
+            summary: Summary::default(),
+            keep: true,
+        }
+    }
+
+    /// A verifier that only checks and counts: its pushes return nothing.
+    pub fn checking_only() -> Self {
+        StreamVerifier {
+            keep: false,
+            ..Self::new()
+        }
     }
 
     /// Adds an entry. Once a chunk is full it goes to the pool; returns the
@@ -365,7 +388,29 @@ impl StreamVerifier {
         if self.pending.len() < STREAM_CHUNK {
             return Ok(Vec::new());
         }
-        self.launch();
+        let chunk = std::mem::replace(&mut self.pending, Vec::with_capacity(STREAM_CHUNK));
+        self.push_chunk(chunk)
+    }
+
+    /// Adds a chunk of entries at once (best at about [`STREAM_CHUNK`]): it
+    /// goes to the pool as it is, without moving its entries.
+    pub fn push_chunk(&mut self, chunk: Vec<Unverified>) -> Result<Vec<VerifiedEntry>, BadEntry> {
+        let mut out = Vec::new();
+        if !self.pending.is_empty() {
+            let pending = std::mem::replace(&mut self.pending, Vec::with_capacity(STREAM_CHUNK));
+            out.extend(self.launch(pending)?);
+        }
+        out.extend(self.launch(chunk)?);
+        Ok(out)
+    }
+
+    fn launch(&mut self, items: Vec<Unverified>) -> Result<Vec<VerifiedEntry>, BadEntry> {
+        let (done, verdicts) = mpsc::channel();
+        rayon::spawn(move || {
+            let verdicts = verify_each(&items);
+            let _ = done.send((items, verdicts));
+        });
+        self.in_flight.push_back(verdicts);
         if self.in_flight.len() > CHUNKS_IN_FLIGHT {
             self.collect_one()
         } else {
@@ -373,27 +418,20 @@ impl StreamVerifier {
         }
     }
 
-    fn launch(&mut self) {
-        let items = std::mem::replace(&mut self.pending, Vec::with_capacity(STREAM_CHUNK));
-        let (done, verdicts) = mpsc::channel();
-        rayon::spawn(move || {
-            let _ = done.send(verify_each(items));
-        });
-        self.in_flight.push_back(verdicts);
-    }
-
     fn collect_one(&mut self) -> Result<Vec<VerifiedEntry>, BadEntry> {
-        let Some(verdicts) = self.in_flight.pop_front() else {
+        let Some(job) = self.in_flight.pop_front() else {
             return Ok(Vec::new());
         };
-        let verdicts = verdicts.recv().expect("verification jobs do not panic");
-        let mut good = Vec::with_capacity(verdicts.len());
+        let (items, verdicts) = job.recv().expect("verification jobs do not panic");
+        let mut good = Vec::with_capacity(if self.keep { items.len() } else { 0 });
         // In stream order, so a broken link early in the chunk is reported
         // before a bad signature later in it.
-        for result in verdicts.into_iter().flatten() {
-            let v = result?;
-            self.check_chain(&v)?;
-            good.push(v);
+        for ((entry, payload), verdict) in items.into_iter().zip(verdicts.into_iter().flatten()) {
+            let id = verdict.map_err(|reason| BadEntry::of(&entry, reason))?;
+            self.check_chain(&entry, id, payload.is_some())?;
+            if self.keep {
+                good.push(VerifiedEntry { entry, id, payload });
+            }
         }
         Ok(good)
     }
@@ -401,21 +439,27 @@ impl StreamVerifier {
     /// Verifies everything pushed so far and returns what was not yet
     /// returned.
     pub fn flush(&mut self) -> Result<Vec<VerifiedEntry>, BadEntry> {
-        if !self.pending.is_empty() {
-            self.launch();
-        }
         let mut out = Vec::new();
+        if !self.pending.is_empty() {
+            let pending = std::mem::take(&mut self.pending);
+            out.extend(self.launch(pending)?);
+        }
         while !self.in_flight.is_empty() {
             out.extend(self.collect_one()?);
         }
         Ok(out)
     }
 
-    fn check_chain(&mut self, v: &VerifiedEntry) -> Result<(), BadEntry> {
-        let author = v.entry.author();
+    fn check_chain(
+        &mut self,
+        entry: &Entry,
+        id: EntryId,
+        has_payload: bool,
+    ) -> Result<(), BadEntry> {
+        let author = entry.author();
         if self.chain.as_ref().map(|c| c.author()) != Some(author) {
             if self.finished.contains(&author) {
-                return Err(BadEntry::of(&v.entry, Invalid::AuthorRepeated));
+                return Err(BadEntry::of(entry, Invalid::AuthorRepeated));
             }
             if let Some(done) = self.chain.take() {
                 self.finished.insert(done.author());
@@ -425,10 +469,10 @@ impl StreamVerifier {
         }
         let chain = self.chain.as_mut().expect("set above");
         chain
-            .push(&v.entry, v.id)
-            .map_err(|reason| BadEntry::of(&v.entry, reason))?;
+            .push(entry, id)
+            .map_err(|reason| BadEntry::of(entry, reason))?;
         self.summary.entries += 1;
-        self.summary.payloads += u64::from(v.payload.is_some());
+        self.summary.payloads += u64::from(has_payload);
         Ok(())
     }
 
