@@ -5,6 +5,7 @@
 //! concurrent writers share one commit (one fsync) instead of queueing for
 //! one each. Every reply is sent only after that commit is durable.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -161,6 +162,7 @@ fn serve_group(db: &Database, group: Vec<Request>) {
                     Request::Import { .. } => unreachable!("imports are served alone"),
                 }
             }
+            tables.finish()?;
         }
         txn.commit()?;
         Ok(())
@@ -201,7 +203,7 @@ fn serve_import(db: &Database, batches: Receiver<ImportMsg>) -> Result<AppendRep
     let mut report = AppendReport::default();
     let committed = {
         let mut tables = Tables::open(&txn)?;
-        loop {
+        let committed = loop {
             match batches.recv() {
                 Ok(ImportMsg::Batch(entries)) => {
                     let part = tables.append_all(&entries)?;
@@ -218,7 +220,11 @@ fn serve_import(db: &Database, batches: Receiver<ImportMsg>) -> Result<AppendRep
                 // The reader stopped (bad archive, or interrupted): keep nothing.
                 Err(_) => break false,
             }
+        };
+        if committed {
+            tables.finish()?;
         }
+        committed
     };
     if committed {
         txn.commit()?;
@@ -241,11 +247,12 @@ struct Tables<'t> {
     entries: Table<'t, &'static LogKey, &'static [u8; ENTRY_LEN]>,
     ids: Table<'t, &'static [u8; 32], &'static LogKey>,
     payloads: Table<'t, &'static [u8; 32], &'static [u8]>,
-    refs: Table<'t, &'static [u8; 32], u64>,
     tombstones: Table<'t, &'static LogKey, u64>,
-    heads: Table<'t, &'static [u8; 32], &'static [u8; 40]>,
+    heads: Table<'t, &'static [u8; 32], &'static [u8; HEAD_ROW_LEN]>,
     forks: Table<'t, &'static [u8; 32], &'static [u8; 2 * ENTRY_LEN]>,
     changes: Table<'t, u64, &'static [u8; 32]>,
+    /// Heads moved by this transaction, written once each by [`Tables::finish`].
+    moved: BTreeMap<AuthorKey, Head>,
 }
 
 impl<'t> Tables<'t> {
@@ -254,12 +261,32 @@ impl<'t> Tables<'t> {
             entries: txn.open_table(ENTRIES)?,
             ids: txn.open_table(ENTRY_IDS)?,
             payloads: txn.open_table(PAYLOADS)?,
-            refs: txn.open_table(PAYLOAD_REFS)?,
             tombstones: txn.open_table(TOMBSTONES)?,
             heads: txn.open_table(HEADS)?,
             forks: txn.open_table(FORKS)?,
             changes: txn.open_table(CHANGES)?,
+            moved: BTreeMap::new(),
         })
+    }
+
+    /// Writes the heads this transaction moved, and one changelog row for
+    /// each of their authors in place of the author's previous one.
+    fn finish(mut self) -> Result<(), StoreError> {
+        let mut next = self.changes.last()?.map_or(0, |(k, _)| k.value());
+        for (author, head) in std::mem::take(&mut self.moved) {
+            let previous = self
+                .heads
+                .get(&author.0)?
+                .map(|v| HeadRow::decode(v.value()).change);
+            if let Some(change) = previous {
+                self.changes.remove(change)?;
+            }
+            next += 1;
+            self.changes.insert(next, &author.0)?;
+            self.heads
+                .insert(&author.0, &HeadRow { head, change: next }.encode())?;
+        }
+        Ok(())
     }
 
     fn append_all(&mut self, entries: &[VerifiedEntry]) -> Result<AppendReport, StoreError> {
@@ -284,7 +311,13 @@ impl<'t> Tables<'t> {
     }
 
     fn head(&self, author: &AuthorKey) -> Result<Option<Head>, StoreError> {
-        Ok(self.heads.get(&author.0)?.map(|v| Head::decode(v.value())))
+        if let Some(head) = self.moved.get(author) {
+            return Ok(Some(*head));
+        }
+        Ok(self
+            .heads
+            .get(&author.0)?
+            .map(|v| HeadRow::decode(v.value()).head))
     }
 
     fn fork_seq(&self, author: &AuthorKey) -> Result<Option<u64>, StoreError> {
@@ -385,7 +418,10 @@ impl<'t> Tables<'t> {
                 if let Some(payload) = v.payload() {
                     let deleted = self.tombstones.get(&log_key(&author, seq))?.is_some();
                     if !deleted && self.payloads.get(&entry.payload_hash())?.is_none() {
-                        self.payloads.insert(&entry.payload_hash(), payload)?;
+                        // This entry was stored without its payload, so it was not
+                        // counted yet.
+                        self.payloads
+                            .insert(&entry.payload_hash(), &payload_row(1, payload)[..])?;
                     }
                 }
                 return Ok(Outcome::Duplicate);
@@ -425,23 +461,28 @@ impl<'t> Tables<'t> {
         let key = log_key(&author, seq);
         self.entries.insert(&key, entry.as_bytes())?;
         self.ids.insert(&v.id().0, &key)?;
-        self.heads
-            .insert(&author.0, &Head { seq, id: v.id() }.encode())?;
-        let change = self.changes.last()?.map(|(k, _)| k.value()).unwrap_or(0) + 1;
-        self.changes.insert(change, &author.0)?;
+        self.moved.insert(author, Head { seq, id: v.id() });
         let hash = entry.payload_hash();
-        let refs = self.refs.get(&hash)?.map(|v| v.value()).unwrap_or(0);
-        self.refs.insert(&hash, refs + 1)?;
-        if let Some(payload) = v.payload() {
-            if self.payloads.get(&hash)?.is_none() {
-                self.payloads.insert(&hash, payload)?;
+        let counted = self.payloads.get(&hash)?.map(|row| {
+            let (refs, bytes) = split_payload_row(row.value());
+            payload_row(refs.saturating_add(1), bytes)
+        });
+        match (counted, v.payload()) {
+            (Some(row), _) => {
+                self.payloads.insert(&hash, &row[..])?;
             }
-            if let Ok(Record::Delete { seq: target }) = Record::decode(payload)
-                && target >= 1
-                && target < seq
-            {
-                self.tombstone(&author, target, seq)?;
+            (None, Some(payload)) => {
+                self.payloads.insert(&hash, &payload_row(1, payload)[..])?;
             }
+            // Neither held nor brought: counted when a copy brings it.
+            (None, None) => {}
+        }
+        if let Some(payload) = v.payload()
+            && let Ok(Record::Delete { seq: target }) = Record::decode(payload)
+            && target >= 1
+            && target < seq
+        {
+            self.tombstone(&author, target, seq)?;
         }
         Ok(())
     }
@@ -458,12 +499,19 @@ impl<'t> Tables<'t> {
             Some(v) => <[u8; 32]>::try_from(&v.value()[121..153]).expect("32 bytes"),
             None => return Ok(()),
         };
-        let refs = self.refs.get(&hash)?.map(|v| v.value()).unwrap_or(0);
-        if refs <= 1 {
-            self.refs.remove(&hash)?;
-            self.payloads.remove(&hash)?;
-        } else {
-            self.refs.insert(&hash, refs - 1)?;
+        let counted = self.payloads.get(&hash)?.map(|row| {
+            let (refs, bytes) = split_payload_row(row.value());
+            (refs, bytes.to_vec())
+        });
+        match counted {
+            Some((refs, _)) if refs <= 1 => {
+                self.payloads.remove(&hash)?;
+            }
+            Some((refs, bytes)) => {
+                self.payloads
+                    .insert(&hash, &payload_row(refs - 1, &bytes)[..])?;
+            }
+            None => {}
         }
         Ok(())
     }

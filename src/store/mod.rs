@@ -97,22 +97,6 @@ pub struct Head {
     pub id: EntryId,
 }
 
-impl Head {
-    fn decode(b: &[u8; 40]) -> Head {
-        Head {
-            seq: u64::from_be_bytes(b[..8].try_into().expect("8 bytes")),
-            id: EntryId(b[8..].try_into().expect("32 bytes")),
-        }
-    }
-
-    fn encode(&self) -> [u8; 40] {
-        let mut b = [0u8; 40];
-        b[..8].copy_from_slice(&self.seq.to_be_bytes());
-        b[8..].copy_from_slice(&self.id.0);
-        b
-    }
-}
-
 /// One entry as [`Store::scan`] reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scanned {
@@ -225,7 +209,9 @@ impl Store {
     pub fn head(&self, author: &AuthorKey) -> Result<Option<Head>, StoreError> {
         let txn = self.db.begin_read()?;
         let heads = txn.open_table(HEADS)?;
-        Ok(heads.get(&author.0)?.map(|v| Head::decode(v.value())))
+        Ok(heads
+            .get(&author.0)?
+            .map(|v| HeadRow::decode(v.value()).head))
     }
 
     /// Every author held, with their heads, in key order.
@@ -235,7 +221,7 @@ impl Store {
         let mut out = Vec::with_capacity(heads.len()? as usize);
         for row in heads.iter()? {
             let (k, v) = row?;
-            out.push((AuthorKey(*k.value()), Head::decode(v.value())));
+            out.push((AuthorKey(*k.value()), HeadRow::decode(v.value()).head));
         }
         Ok(out)
     }
@@ -286,7 +272,7 @@ impl Store {
                 Some(_) => None,
                 None => payloads
                     .get(&entry.payload_hash())?
-                    .map(|p| p.value().to_vec()),
+                    .map(|row| split_payload_row(row.value()).1.to_vec()),
             };
             if !f(Scanned {
                 entry,
@@ -343,7 +329,9 @@ impl Store {
     pub fn payload(&self, hash: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.db.begin_read()?;
         let payloads = txn.open_table(PAYLOADS)?;
-        Ok(payloads.get(hash)?.map(|v| v.value().to_vec()))
+        Ok(payloads
+            .get(hash)?
+            .map(|row| split_payload_row(row.value()).1.to_vec()))
     }
 
     /// Every fork proof held.
@@ -367,6 +355,28 @@ impl Store {
         let txn = self.db.begin_read()?;
         let changes = txn.open_table(CHANGES)?;
         Ok(changes.last()?.map(|(k, _)| k.value()).unwrap_or(0))
+    }
+
+    /// The authors whose heads changed after change counter `since`, with
+    /// their heads now, oldest change first, and the counter to ask from next
+    /// time. One read, however many entries were appended meanwhile.
+    pub fn changed_since(&self, since: u64) -> Result<(Vec<(AuthorKey, Head)>, u64), StoreError> {
+        let txn = self.db.begin_read()?;
+        let changes = txn.open_table(CHANGES)?;
+        let heads = txn.open_table(HEADS)?;
+        let mut out = Vec::new();
+        let mut last = since;
+        for row in changes.range(since.saturating_add(1)..)? {
+            let (counter, author) = row?;
+            last = counter.value();
+            let author = AuthorKey(*author.value());
+            let head = heads
+                .get(&author.0)?
+                .ok_or_else(|| StoreError::Corrupt(format!("{author} changed but has no head")))?;
+            out.push((author, HeadRow::decode(head.value()).head));
+        }
+        let now = changes.last()?.map_or(since, |(k, _)| k.value());
+        Ok((out, last.max(now)))
     }
 
     /// Finishes every request sent, stops the writer and closes the file.
@@ -415,6 +425,60 @@ mod tests {
         let err = Store::open(&path).err().expect("refused");
         assert!(matches!(err, StoreError::NewerSchema { found: 2, .. }));
         assert!(err.to_string().contains("upgrade capsule"));
+    }
+
+    fn post(text: &str) -> Vec<u8> {
+        crate::log::record::Record::post(text).encode().unwrap()
+    }
+
+    #[test]
+    fn the_changelog_keeps_one_row_per_author() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let (alice, bob) = (
+            Arc::new(Identity::from_seed([1; 32])),
+            Arc::new(Identity::from_seed([2; 32])),
+        );
+        assert_eq!(store.changed_since(0).unwrap(), (vec![], 0));
+        for i in 0..5 {
+            store.publish(&alice, post(&format!("a{i}")), 1).unwrap();
+        }
+        let mark = store.change_counter().unwrap();
+        store.publish(&bob, post("b"), 1).unwrap();
+        store.publish(&alice, post("a5"), 1).unwrap();
+        let (changed, now) = store.changed_since(mark).unwrap();
+        let authors: Vec<_> = changed.iter().map(|(a, h)| (*a, h.seq)).collect();
+        assert_eq!(authors, vec![(bob.author(), 1), (alice.author(), 6)]);
+        assert_eq!(now, store.change_counter().unwrap());
+        assert_eq!(store.changed_since(now).unwrap(), (vec![], now));
+        // Everything since the start: both authors once each.
+        assert_eq!(store.changed_since(0).unwrap().0.len(), 2);
+        let txn = store.db.begin_read().unwrap();
+        assert_eq!(txn.open_table(CHANGES).unwrap().len().unwrap(), 2);
+    }
+
+    #[test]
+    fn a_deletion_keeps_another_authors_identical_payload() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let (alice, bob) = (
+            Arc::new(Identity::from_seed([1; 32])),
+            Arc::new(Identity::from_seed([2; 32])),
+        );
+        let a = store.publish(&alice, post("hello"), 1).unwrap();
+        let b = store.publish(&bob, post("hello"), 1).unwrap();
+        assert_eq!(a.payload_hash(), b.payload_hash());
+        let delete = crate::log::record::Record::Delete { seq: 1 }
+            .encode()
+            .unwrap();
+        store.publish(&alice, delete.clone(), 2).unwrap();
+        assert_eq!(store.deleted_by(&alice.author(), 1).unwrap(), Some(2));
+        assert_eq!(
+            store.payload(&b.payload_hash()).unwrap(),
+            Some(post("hello"))
+        );
+        store.publish(&bob, delete, 2).unwrap();
+        assert_eq!(store.payload(&b.payload_hash()).unwrap(), None);
     }
 
     #[test]

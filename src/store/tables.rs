@@ -4,8 +4,9 @@
 
 use redb::TableDefinition;
 
+use super::Head;
 use crate::identity::AuthorKey;
-use crate::log::entry::ENTRY_LEN;
+use crate::log::entry::{ENTRY_LEN, EntryId};
 
 /// The store layout this build writes, kept in `meta-1` under [`SCHEMA_KEY`].
 pub const SCHEMA_VERSION: u32 = 1;
@@ -20,23 +21,79 @@ pub type LogKey = [u8; 40];
 pub const ENTRIES: TableDefinition<&LogKey, &[u8; ENTRY_LEN]> = TableDefinition::new("entries-1");
 /// entry id → (author, seq).
 pub const ENTRY_IDS: TableDefinition<&[u8; 32], &LogKey> = TableDefinition::new("entry_ids-1");
-/// payload hash → payload bytes. Shared by every entry with that payload.
+/// payload hash → references (u32 BE) ‖ payload bytes. One row serves every
+/// entry with that payload; the count says how many undeleted entries name
+/// it, so a payload leaves the store with the last of them and one person's
+/// tombstone never removes another's identical post. (The count lives in the
+/// row rather than a table of its own: one random-keyed B-tree less to touch
+/// on every append.)
 pub const PAYLOADS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("payloads-1");
-/// payload hash → how many stored, undeleted entries hold that payload. A
-/// payload leaves the store when the last entry holding it is deleted, so one
-/// person's tombstone never removes another's identical post.
-pub const PAYLOAD_REFS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("payload_refs-1");
 /// (author, seq) of a deleted entry → seq of the Delete record that deleted it.
 pub const TOMBSTONES: TableDefinition<&LogKey, u64> = TableDefinition::new("tombstones-1");
-/// author → head: seq (u64 BE) then id (32 bytes).
-pub const HEADS: TableDefinition<&[u8; 32], &[u8; 40]> = TableDefinition::new("heads-1");
+/// author → head: seq (u64 BE) ‖ id (32 bytes) ‖ change counter (u64 BE) of
+/// the author's row in `changes-1`.
+pub const HEADS: TableDefinition<&[u8; 32], &[u8; HEAD_ROW_LEN]> = TableDefinition::new("heads-1");
 /// author → fork proof: the stored entry then the conflicting one (2 × 217 bytes).
 pub const FORKS: TableDefinition<&[u8; 32], &[u8; 2 * ENTRY_LEN]> = TableDefinition::new("forks-1");
-/// local change counter → author whose head changed (the changelog that lets
-/// a returning peer ask "what changed since C").
+/// local change counter → author whose head changed then: the changelog that
+/// lets a returning peer ask "which heads changed since C". Each author has
+/// one row, its latest change (the older one is removed), and a transaction
+/// writes it once per author however many entries it appends: the table
+/// stays as small as the set of authors.
 pub const CHANGES: TableDefinition<u64, &[u8; 32]> = TableDefinition::new("changes-1");
 /// Store-wide facts, such as the schema version.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta-1");
+
+/// Size of a `heads-1` value.
+pub const HEAD_ROW_LEN: usize = 48;
+
+/// A `heads-1` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadRow {
+    /// The head.
+    pub head: Head,
+    /// The key of the author's row in `changes-1`.
+    pub change: u64,
+}
+
+impl HeadRow {
+    /// Parses a stored value.
+    pub fn decode(b: &[u8; HEAD_ROW_LEN]) -> HeadRow {
+        HeadRow {
+            head: Head {
+                seq: u64::from_be_bytes(b[..8].try_into().expect("8 bytes")),
+                id: EntryId(b[8..40].try_into().expect("32 bytes")),
+            },
+            change: u64::from_be_bytes(b[40..].try_into().expect("8 bytes")),
+        }
+    }
+
+    /// The stored value.
+    pub fn encode(&self) -> [u8; HEAD_ROW_LEN] {
+        let mut b = [0u8; HEAD_ROW_LEN];
+        b[..8].copy_from_slice(&self.head.seq.to_be_bytes());
+        b[8..40].copy_from_slice(&self.head.id.0);
+        b[40..].copy_from_slice(&self.change.to_be_bytes());
+        b
+    }
+}
+
+/// A `payloads-1` value: the reference count, then the payload.
+pub fn payload_row(refs: u32, payload: &[u8]) -> Vec<u8> {
+    let mut row = Vec::with_capacity(4 + payload.len());
+    row.extend_from_slice(&refs.to_be_bytes());
+    row.extend_from_slice(payload);
+    row
+}
+
+/// Splits a `payloads-1` value into its reference count and payload. A value
+/// shorter than the count reads as unreferenced and empty.
+pub fn split_payload_row(row: &[u8]) -> (u32, &[u8]) {
+    match row.split_first_chunk::<4>() {
+        Some((refs, payload)) => (u32::from_be_bytes(*refs), payload),
+        None => (0, &[]),
+    }
+}
 
 /// The key of `(author, seq)`.
 pub fn log_key(author: &AuthorKey, seq: u64) -> LogKey {
