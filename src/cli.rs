@@ -71,13 +71,19 @@ pub enum Command {
         #[arg(long, env = "CAPSULE_JSON")]
         json: bool,
     },
-    /// Write whole logs, with payloads, to a self-contained archive file.
+    /// Write whole logs, with payloads, to a self-contained archive file; or,
+    /// with --identity, a backup of your key.
     Export {
         /// The author to export; yours if omitted.
         author: Option<AuthorKey>,
         /// Export every log this node holds.
         #[arg(long, conflicts_with = "author")]
         all: bool,
+        /// Write a backup of your identity (the secret key) instead. Keep it
+        /// offline: whoever has it can post as you. To restore, copy it to
+        /// identity.key in a data directory before `capsule init`.
+        #[arg(long, conflicts_with_all = ["author", "all"])]
+        identity: bool,
         /// The archive file to write.
         #[arg(short, long, value_name = "FILE")]
         output: PathBuf,
@@ -150,9 +156,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Delete { seq } => delete(&dir, seq),
         Command::Log { author, json } => log(&dir, author, json),
         Command::Export {
+            identity: true,
+            output,
+            ..
+        } => export_identity(&dir, &output),
+        Command::Export {
             author,
             all,
             output,
+            ..
         } => export(&dir, author, all, &output),
         Command::Import { file } => import(&dir, &file),
         Command::Verify { file, store } => match file {
@@ -188,7 +200,7 @@ fn init(dir: &DataDir) -> Result<ExitCode> {
         identity.save_new(&key_path)?;
         println!("Created a new identity in {}.", dir.root().display());
         println!(
-            "Keep {} safe and backed up: it is your identity. Whoever has it can post as you; if it is lost, so is your log.",
+            "Keep {} safe: it is your identity. Whoever has it can post as you; if it is lost, your log cannot grow. Back it up with `capsule export --identity -o FILE`.",
             key_path.display()
         );
         identity
@@ -448,6 +460,26 @@ fn format_time(us: u64) -> String {
         (rem % 3600) / 60,
         rem % 60
     )
+}
+
+fn export_identity(dir: &DataDir, output: &Path) -> Result<ExitCode> {
+    let identity = load_identity(dir)?;
+    if output.exists() {
+        bail!(
+            "{} already exists; choose a new file for the backup",
+            output.display()
+        );
+    }
+    identity.save_new(output)?;
+    println!(
+        "wrote a backup of identity {} to {} (readable only by you).",
+        identity.author(),
+        output.display()
+    );
+    println!(
+        "Keep it offline: whoever has it can post as you. To restore it, copy it to identity.key in the data directory before `capsule init`."
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn export(dir: &DataDir, author: Option<AuthorKey>, all: bool, output: &Path) -> Result<ExitCode> {

@@ -123,6 +123,44 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
 }
 
 #[test]
+fn an_identity_backup_restores_the_same_author() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node");
+    let key = capsule_ok(&data, &["init"])
+        .lines()
+        .find_map(|l| l.strip_prefix("Your author key: ").map(str::to_string))
+        .unwrap();
+    let backup = dir.path().join("backup.key");
+    let out = capsule_ok(
+        &data,
+        &["export", "--identity", "-o", backup.to_str().unwrap()],
+    );
+    assert!(out.contains(&key), "{out}");
+    let mode = std::fs::metadata(&backup).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // Never overwrites.
+    let again = capsule(
+        &data,
+        &["export", "--identity", "-o", backup.to_str().unwrap()],
+    );
+    assert!(stderr(&again).contains("already exists"));
+    // Restore on a new machine: the key file first, then init keeps it.
+    let restored = dir.path().join("restored");
+    std::fs::create_dir_all(&restored).unwrap();
+    std::fs::copy(&backup, restored.join("identity.key")).unwrap();
+    std::fs::set_permissions(
+        restored.join("identity.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let out = capsule_ok(&restored, &["init"]);
+    assert!(
+        out.contains("already exists") && out.contains(&key),
+        "{out}"
+    );
+}
+
+#[test]
 fn a_store_held_by_another_process_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("node");
