@@ -3,24 +3,19 @@
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-/// A bar counting `unit`s up to `len`, hidden when stderr is not a terminal.
-pub fn bar(len: u64, what: &str) -> ProgressBar {
+fn styled(len: u64, what: &str, counts: &str) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-    let style = ProgressStyle::with_template(&format!(
-        "{what} [{{elapsed_precise}}] {{wide_bar}} {{pos}}/{{len}} ({{per_sec}}, {{eta}} left)"
-    ))
-    .expect("valid template");
-    bar.set_style(style);
+    let template = format!("{what} [{{elapsed_precise}}] {{wide_bar}} {counts} ({{eta}} left)");
+    bar.set_style(ProgressStyle::with_template(&template).expect("valid template"));
     bar
+}
+
+/// A bar counting items up to `len`, hidden when stderr is not a terminal.
+pub fn bar(len: u64, what: &str) -> ProgressBar {
+    styled(len, what, "{pos}/{len} ({per_sec})")
 }
 
 /// A bar counting bytes up to `len`, hidden when stderr is not a terminal.
 pub fn bytes(len: u64, what: &str) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-    let style = ProgressStyle::with_template(&format!(
-        "{what} [{{elapsed_precise}}] {{wide_bar}} {{bytes}}/{{total_bytes}} ({{bytes_per_sec}}, {{eta}} left)"
-    ))
-    .expect("valid template");
-    bar.set_style(style);
-    bar
+    styled(len, what, "{bytes}/{total_bytes} ({bytes_per_sec})")
 }

@@ -4,7 +4,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use capsule::store::Store;
 
-use crate::common::{capsule, capsule_ok};
+use crate::common::{capsule, capsule_ok, init};
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
@@ -14,13 +14,7 @@ fn stderr(out: &std::process::Output) -> String {
 fn init_creates_a_private_key_and_keeps_it() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("node");
-    let first = capsule_ok(&data, &["init"]);
-    assert!(first.contains("Created a new identity"));
-    let key = first
-        .lines()
-        .find_map(|l| l.strip_prefix("Your author key: "))
-        .unwrap()
-        .to_string();
+    let key = init(&data);
     assert_eq!(key.len(), 52);
     let mode = std::fs::metadata(data.join("identity.key"))
         .unwrap()
@@ -126,10 +120,7 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
 fn an_identity_backup_restores_the_same_author() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("node");
-    let key = capsule_ok(&data, &["init"])
-        .lines()
-        .find_map(|l| l.strip_prefix("Your author key: ").map(str::to_string))
-        .unwrap();
+    let key = init(&data);
     let backup = dir.path().join("backup.key");
     let out = capsule_ok(
         &data,

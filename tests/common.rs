@@ -37,6 +37,14 @@ pub fn capsule_ok(dir: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Runs `capsule init` in `dir` and returns the author key it printed.
+pub fn init(dir: &Path) -> String {
+    capsule_ok(dir, &["init"])
+        .lines()
+        .find_map(|l| l.strip_prefix("Your author key: ").map(str::to_string))
+        .expect("init prints the author key")
+}
+
 /// A fixed identity for tests.
 pub fn test_identity(n: u8) -> Identity {
     Identity::from_seed([n; 32])

@@ -427,18 +427,22 @@ mod tests {
         assert!(err.to_string().contains("upgrade capsule"));
     }
 
+    /// A new store in a temporary directory, and two identities.
+    fn two_authors() -> (tempfile::TempDir, Store, Arc<Identity>, Arc<Identity>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let alice = Arc::new(Identity::from_seed([1; 32]));
+        let bob = Arc::new(Identity::from_seed([2; 32]));
+        (dir, store, alice, bob)
+    }
+
     fn post(text: &str) -> Vec<u8> {
         crate::log::record::Record::post(text).encode().unwrap()
     }
 
     #[test]
     fn the_changelog_keeps_one_row_per_author() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.redb")).unwrap();
-        let (alice, bob) = (
-            Arc::new(Identity::from_seed([1; 32])),
-            Arc::new(Identity::from_seed([2; 32])),
-        );
+        let (_dir, store, alice, bob) = two_authors();
         assert_eq!(store.changed_since(0).unwrap(), (vec![], 0));
         for i in 0..5 {
             store.publish(&alice, post(&format!("a{i}")), 1).unwrap();
@@ -459,12 +463,7 @@ mod tests {
 
     #[test]
     fn a_deletion_keeps_another_authors_identical_payload() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.redb")).unwrap();
-        let (alice, bob) = (
-            Arc::new(Identity::from_seed([1; 32])),
-            Arc::new(Identity::from_seed([2; 32])),
-        );
+        let (_dir, store, alice, bob) = two_authors();
         let a = store.publish(&alice, post("hello"), 1).unwrap();
         let b = store.publish(&bob, post("hello"), 1).unwrap();
         assert_eq!(a.payload_hash(), b.payload_hash());
