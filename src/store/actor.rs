@@ -14,7 +14,7 @@ use redb::{Database, ReadableTable, Table, WriteTransaction};
 use tokio::sync::oneshot;
 
 use super::tables::*;
-use super::{Head, StoreError};
+use super::{Head, StoreError, decode_stored};
 use crate::identity::{AuthorKey, Identity};
 use crate::log::entry::{Draft, ENTRY_LEN, Entry, EntryId};
 use crate::log::lipmaa::lipmaa;
@@ -321,10 +321,11 @@ impl<'t> Tables<'t> {
     }
 
     fn fork_seq(&self, author: &AuthorKey) -> Result<Option<u64>, StoreError> {
-        Ok(self
-            .forks
-            .get(&author.0)?
-            .map(|v| u64::from_be_bytes(v.value()[33..41].try_into().expect("8 bytes"))))
+        let Some(proof) = self.forks.get(&author.0)? else {
+            return Ok(None);
+        };
+        let first: &[u8; ENTRY_LEN] = proof.value()[..ENTRY_LEN].try_into().expect("217 bytes");
+        Ok(Some(decode_stored(first)?.seq()))
     }
 
     fn stored_id(
@@ -365,8 +366,7 @@ impl<'t> Tables<'t> {
                             .ok_or_else(|| {
                                 StoreError::Corrupt(format!("head entry {} is missing", head.seq))
                             })?;
-                    let ts =
-                        u64::from_be_bytes(previous.value()[41..49].try_into().expect("8 bytes"));
+                    let ts = decode_stored(previous.value())?.timestamp_us();
                     let skip = self
                         .stored_id(&author, lipmaa(seq))?
                         .ok_or_else(|| {
@@ -496,7 +496,7 @@ impl<'t> Tables<'t> {
         }
         self.tombstones.insert(&key, by)?;
         let hash = match self.entries.get(&key)? {
-            Some(v) => <[u8; 32]>::try_from(&v.value()[121..153]).expect("32 bytes"),
+            Some(v) => decode_stored(v.value())?.payload_hash(),
             None => return Ok(()),
         };
         let counted = self.payloads.get(&hash)?.map(|row| {
