@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use capsule::log::entry::{Draft, Entry};
 use capsule::log::lipmaa::lipmaa;
-use capsule::log::verify::{Invalid, verify_batch, verify_one};
+use capsule::log::verify::{verify_batch, verify_one};
 use capsule::store::{Store, StoreError};
 
 use crate::common::{capsule, capsule_ok, make_log, test_identity};
@@ -69,7 +69,6 @@ fn a_fork_is_stored_as_proof_and_the_author_refused() {
         .unwrap_err();
     assert!(matches!(err, StoreError::OwnLogForked(3)), "{err}");
     assert!(err.to_string().contains("forked"));
-    let _ = Invalid::AuthorForked(3);
 }
 
 #[test]

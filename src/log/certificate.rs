@@ -72,7 +72,9 @@ pub fn certificate_path(
 /// returns the target entry it proves. The caller decides whether it trusts
 /// the first entry (for example, by comparing its id with a known head).
 pub fn verify_path<'a>(path: &'a [Entry], author: &AuthorKey) -> Result<&'a Entry, PathError> {
-    let first = path.first().ok_or(PathError::Empty)?;
+    if path.is_empty() {
+        return Err(PathError::Empty);
+    }
     for entry in path {
         if entry.author() != *author {
             return Err(PathError::WrongAuthor { seq: entry.seq() });
@@ -81,7 +83,6 @@ pub fn verify_path<'a>(path: &'a [Entry], author: &AuthorKey) -> Result<&'a Entr
             return Err(PathError::BadSignature { seq: entry.seq() });
         }
     }
-    let _ = first;
     for pair in path.windows(2) {
         let (from, to) = (&pair[0], &pair[1]);
         let id = to.id();

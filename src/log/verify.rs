@@ -149,11 +149,6 @@ pub fn verify_one(entry: Entry, payload: Option<Vec<u8>>) -> Result<VerifiedEntr
     if !signature_valid(&entry) {
         return Err(BadEntry::of(&entry, Invalid::BadSignature));
     }
-    check_payload(entry, payload)
-}
-
-fn check_payload(entry: Entry, payload: Option<Vec<u8>>) -> Result<VerifiedEntry, BadEntry> {
-    // Kept apart from the batch path, which checks the same by reference.
     if let Some(p) = &payload
         && !payload_matches(&entry, p)
     {

@@ -123,7 +123,6 @@ pub struct Store {
     db: Arc<Database>,
     writer: Option<mpsc::Sender<actor::Request>>,
     thread: Option<JoinHandle<()>>,
-    path: PathBuf,
 }
 
 impl Store {
@@ -148,13 +147,7 @@ impl Store {
             db,
             writer: Some(writer),
             thread: Some(thread),
-            path: path.to_path_buf(),
         })
-    }
-
-    /// The store file.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     fn request<T>(
