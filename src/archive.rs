@@ -28,9 +28,12 @@ pub const MAGIC: &[u8; 15] = b"capsule-archive";
 /// The archive version this build writes and reads.
 pub const VERSION: u8 = 1;
 const FRAME_END: u8 = 0;
-const FRAME_ENTRY: u8 = 1;
-const NO_PAYLOAD: u8 = 0;
-const WITH_PAYLOAD: u8 = 1;
+/// Tag of an entry frame (shared with sync's entries messages).
+pub const FRAME_ENTRY: u8 = 1;
+/// Flag: the entry's payload is not included.
+pub const FRAME_NO_PAYLOAD: u8 = 0;
+/// Flag: the entry's payload follows.
+pub const FRAME_PAYLOAD: u8 = 1;
 
 /// Why a file is not a well-formed archive.
 #[derive(Debug, thiserror::Error)]
@@ -142,10 +145,10 @@ impl<W: Write> ArchiveWriter<W> {
         self.put(entry.as_bytes())?;
         match payload {
             Some(p) => {
-                self.put(&[WITH_PAYLOAD])?;
+                self.put(&[FRAME_PAYLOAD])?;
                 self.put(p)?;
             }
-            None => self.put(&[NO_PAYLOAD])?,
+            None => self.put(&[FRAME_NO_PAYLOAD])?,
         }
         self.count += 1;
         Ok(())
@@ -271,8 +274,8 @@ impl<R: Read> ArchiveReader<R> {
                     }
                 })?;
                 let payload = match frame[1 + ENTRY_LEN] {
-                    NO_PAYLOAD => None,
-                    WITH_PAYLOAD => {
+                    FRAME_NO_PAYLOAD => None,
+                    FRAME_PAYLOAD => {
                         // Bounded: Entry::decode caps payload_len at MAX_PAYLOAD.
                         let mut payload = vec![0u8; entry.payload_len() as usize];
                         self.fill(&mut payload)?;

@@ -12,6 +12,7 @@
 //! - [`data_dir`]: where a node keeps its files.
 //! - [`progress`]: progress bars for long work, shown only on a terminal.
 //! - [`bench`]: the measurements behind `capsule bench`.
+//! - [`sync`]: replication of logs between nodes over QUIC.
 //! - [`cli`]: the `capsule` command line.
 #![deny(missing_docs)]
 
@@ -24,3 +25,4 @@ pub mod identity;
 pub mod log;
 pub mod progress;
 pub mod store;
+pub mod sync;

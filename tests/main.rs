@@ -8,6 +8,7 @@ mod crash;
 mod fork;
 mod import;
 mod roundtrip;
+mod sync_protocol;
 mod schema_doc;
 mod tamper;
 mod vectors;

@@ -33,6 +33,10 @@ pub enum Request {
     Append {
         /// The entries, in order.
         entries: Vec<VerifiedEntry>,
+        /// Whether the commit must reach the disk before the reply. Entries
+        /// mirrored from a peer need not: after a crash they are fetched again
+        /// (the next durable commit, or [`Request::Flush`], makes them so).
+        durable: bool,
         /// Where the report goes.
         reply: Reply<AppendReport>,
     },
@@ -46,6 +50,29 @@ pub enum Request {
         timestamp_us: u64,
         /// Where the new entry goes.
         reply: Reply<Entry>,
+    },
+    /// Add an author to (or remove one from) the mirror set.
+    Mirror {
+        /// The author.
+        author: AuthorKey,
+        /// Add (true) or remove (false).
+        add: bool,
+        /// Whether the set changed.
+        reply: Reply<bool>,
+    },
+    /// Remember what a sync session with a peer established.
+    SetPeer {
+        /// The peer's node key.
+        peer: [u8; 32],
+        /// The row.
+        row: PeerRow,
+        /// Done.
+        reply: Reply<()>,
+    },
+    /// Make every earlier commit durable.
+    Flush {
+        /// Done.
+        reply: Reply<()>,
     },
     /// Import a stream of batches, all or nothing.
     Import {
@@ -102,7 +129,14 @@ pub fn prepare(db: &Database, path: &Path) -> Result<(), StoreError> {
                 }
             }
         }
+        if meta.get(STORE_ID_KEY)?.is_none() {
+            let mut id = [0u8; 16];
+            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut id);
+            meta.insert(STORE_ID_KEY, &id[..])?;
+        }
         drop(Tables::open(&txn)?);
+        drop(txn.open_table(INTEREST)?);
+        drop(txn.open_table(PEERS)?);
     }
     txn.commit()?;
     Ok(())
@@ -110,6 +144,8 @@ pub fn prepare(db: &Database, path: &Path) -> Result<(), StoreError> {
 
 /// The writer loop: runs until every sender is gone.
 pub fn run(db: &Database, requests: Receiver<Request>) {
+    // Whether a commit since the last durable one skipped the disk.
+    let mut pending = false;
     while let Ok(first) = requests.recv() {
         let mut group = Vec::new();
         let mut import = None;
@@ -125,10 +161,12 @@ pub fn run(db: &Database, requests: Receiver<Request>) {
             }
         }
         if !group.is_empty() {
-            serve_group(db, group);
+            pending = serve_group(db, group, pending);
         }
         if let Some((batches, reply)) = import {
             let _ = reply.send(serve_import(db, batches));
+            // An import commits durably, and so carries earlier commits.
+            pending = false;
         }
     }
 }
@@ -136,20 +174,54 @@ pub fn run(db: &Database, requests: Receiver<Request>) {
 enum Answer {
     Report(Reply<AppendReport>, AppendReport),
     Entry(Reply<Entry>, Result<Entry, StoreError>),
+    Changed(Reply<bool>, bool),
+    Done(Reply<()>),
 }
 
-fn serve_group(db: &Database, group: Vec<Request>) {
+/// Serves a group in one transaction; returns whether a non-durable commit
+/// is still pending after it.
+fn serve_group(db: &Database, group: Vec<Request>, pending: bool) -> bool {
     let mut answers = Vec::with_capacity(group.len());
+    // A durable commit is needed if any request asks for one; the group's
+    // commit then also makes every earlier non-durable commit durable.
+    let durable = group
+        .iter()
+        .any(|r| !matches!(r, Request::Append { durable: false, .. }));
+    if group.iter().all(|r| matches!(r, Request::Flush { .. })) && !pending {
+        for r in group {
+            if let Request::Flush { reply } = r {
+                let _ = reply.send(Ok(()));
+            }
+        }
+        return false;
+    }
     let result = (|| -> Result<(), StoreError> {
-        let txn = db.begin_write()?;
+        let mut txn = db.begin_write()?;
+        if !durable {
+            txn.set_durability(redb::Durability::None)?;
+        }
         {
             let mut tables = Tables::open(&txn)?;
             for request in group {
                 match request {
-                    Request::Append { entries, reply } => {
+                    Request::Append { entries, reply, .. } => {
                         let report = tables.append_all(&entries)?;
                         answers.push(Answer::Report(reply, report));
                     }
+                    Request::Mirror { author, add, reply } => {
+                        let mut interest = txn.open_table(INTEREST)?;
+                        let changed = if add {
+                            interest.insert(&author.0, MirrorReason::Mirror as u8)?.is_none()
+                        } else {
+                            interest.remove(&author.0)?.is_some()
+                        };
+                        answers.push(Answer::Changed(reply, changed));
+                    }
+                    Request::SetPeer { peer, row, reply } => {
+                        txn.open_table(PEERS)?.insert(&peer, &row.encode()[..])?;
+                        answers.push(Answer::Done(reply));
+                    }
+                    Request::Flush { reply } => answers.push(Answer::Done(reply)),
                     Request::Publish {
                         identity,
                         payload,
@@ -177,8 +249,15 @@ fn serve_group(db: &Database, group: Vec<Request>) {
                     Answer::Entry(reply, entry) => {
                         let _ = reply.send(entry);
                     }
+                    Answer::Changed(reply, changed) => {
+                        let _ = reply.send(Ok(changed));
+                    }
+                    Answer::Done(reply) => {
+                        let _ = reply.send(Ok(()));
+                    }
                 }
             }
+            !durable
         }
         Err(e) => {
             // Nothing of the group was committed: every request fails alike.
@@ -192,8 +271,15 @@ fn serve_group(db: &Database, group: Vec<Request>) {
                     Answer::Entry(reply, _) => {
                         let _ = reply.send(Err(err()));
                     }
+                    Answer::Changed(reply, _) => {
+                        let _ = reply.send(Err(err()));
+                    }
+                    Answer::Done(reply) => {
+                        let _ = reply.send(Err(err()));
+                    }
                 }
             }
+            pending
         }
     }
 }

@@ -85,7 +85,8 @@ redb_errors!(
     redb::TransactionError,
     redb::TableError,
     redb::StorageError,
-    redb::CommitError
+    redb::CommitError,
+    redb::SetDurabilityError
 );
 
 /// Where a log stands: its newest entry.
@@ -95,6 +96,17 @@ pub struct Head {
     pub seq: u64,
     /// Its id.
     pub id: EntryId,
+}
+
+/// A log's head as [`Store::head_entries`] reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadEntry {
+    /// The head entry.
+    pub entry: Entry,
+    /// Its id.
+    pub id: EntryId,
+    /// The change counter of the author's latest change.
+    pub change: u64,
 }
 
 /// One entry as [`Store::scan`] reads it.
@@ -121,6 +133,7 @@ pub struct ForkProof {
 /// has finished every request already sent, and closes the file.
 pub struct Store {
     db: Arc<Database>,
+    id: [u8; 16],
     writer: Option<mpsc::Sender<actor::Request>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -135,7 +148,27 @@ impl Store {
             }
             Err(e) => return Err(e.into()),
         };
+        Self::start(db, path)
+    }
+
+    /// A store held in memory only (redb's in-memory backend): the same
+    /// tables and writer, for tests and benchmarks.
+    pub fn open_in_memory() -> Result<Store, StoreError> {
+        let db = Database::builder()
+            .set_cache_size(CACHE_SIZE)
+            .create_with_backend(redb::backends::InMemoryBackend::new())?;
+        Self::start(db, Path::new(":memory:"))
+    }
+
+    fn start(db: Database, path: &Path) -> Result<Store, StoreError> {
         actor::prepare(&db, path)?;
+        let id = {
+            let txn = db.begin_read()?;
+            let meta = txn.open_table(META)?;
+            let v = meta.get(STORE_ID_KEY)?;
+            v.and_then(|v| <[u8; 16]>::try_from(v.value()).ok())
+                .ok_or_else(|| StoreError::Corrupt("the store id is missing".into()))?
+        };
         let db = Arc::new(db);
         let (writer, requests) = mpsc::channel();
         let thread_db = Arc::clone(&db);
@@ -145,6 +178,7 @@ impl Store {
             .map_err(|e| StoreError::Corrupt(format!("cannot start the store thread: {e}")))?;
         Ok(Store {
             db,
+            id,
             writer: Some(writer),
             thread: Some(thread),
         })
@@ -167,7 +201,106 @@ impl Store {
     /// against the store. Valid entries are committed, durably, before this
     /// returns; the report says what happened to each.
     pub fn append(&self, entries: Vec<VerifiedEntry>) -> Result<AppendReport, StoreError> {
-        self.request(|reply| actor::Request::Append { entries, reply })
+        self.request(|reply| actor::Request::Append {
+            entries,
+            durable: true,
+            reply,
+        })
+    }
+
+    /// Appends entries mirrored from a peer, like [`Store::append`], but
+    /// without waiting for the disk: after a crash they are fetched again. A
+    /// later durable commit (any post, [`Store::flush`]) makes them durable;
+    /// a crash before that rolls the store back to a consistent earlier state.
+    pub fn append_mirrored(
+        &self,
+        entries: Vec<VerifiedEntry>,
+    ) -> Result<AppendReport, StoreError> {
+        self.request(|reply| actor::Request::Append {
+            entries,
+            durable: false,
+            reply,
+        })
+    }
+
+    /// Makes every earlier commit durable. Before this node tells a peer its
+    /// change counter, so a counter it hands out can never be rolled back.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.request(|reply| actor::Request::Flush { reply })
+    }
+
+    /// This store's random identity, made when the file was created.
+    pub fn id(&self) -> [u8; 16] {
+        self.id
+    }
+
+    /// Adds `author` to the mirror set; false if it was there already.
+    pub fn mirror(&self, author: AuthorKey) -> Result<bool, StoreError> {
+        self.request(|reply| actor::Request::Mirror {
+            author,
+            add: true,
+            reply,
+        })
+    }
+
+    /// Removes `author` from the mirror set (its entries stay); false if it
+    /// was not there.
+    pub fn unmirror(&self, author: AuthorKey) -> Result<bool, StoreError> {
+        self.request(|reply| actor::Request::Mirror {
+            author,
+            add: false,
+            reply,
+        })
+    }
+
+    /// The mirror set, in key order.
+    pub fn mirrors(&self) -> Result<Vec<AuthorKey>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let interest = txn.open_table(INTEREST)?;
+        let mut out = Vec::new();
+        for row in interest.iter()? {
+            out.push(AuthorKey(*row?.0.value()));
+        }
+        Ok(out)
+    }
+
+    /// What this node remembers of a peer.
+    pub fn peer(&self, peer: &[u8; 32]) -> Result<Option<PeerRow>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let peers = txn.open_table(PEERS)?;
+        Ok(peers.get(peer)?.and_then(|v| PeerRow::decode(v.value())))
+    }
+
+    /// Remembers what a sync session with `peer` established (durably).
+    pub fn set_peer(&self, peer: [u8; 32], row: PeerRow) -> Result<(), StoreError> {
+        self.request(|reply| actor::Request::SetPeer { peer, row, reply })
+    }
+
+    /// The heads of `authors` (those held), each with its head entry and the
+    /// change counter of its latest change, and the store's change counter,
+    /// all from one snapshot.
+    pub fn head_entries(&self, authors: &[AuthorKey]) -> Result<(Vec<HeadEntry>, u64), StoreError> {
+        let txn = self.db.begin_read()?;
+        let heads = txn.open_table(HEADS)?;
+        let entries = txn.open_table(ENTRIES)?;
+        let changes = txn.open_table(CHANGES)?;
+        let mut out = Vec::with_capacity(authors.len());
+        for author in authors {
+            let Some(row) = heads.get(&author.0)? else {
+                continue;
+            };
+            let row = HeadRow::decode(row.value());
+            let entry = entries
+                .get(&log_key(author, row.head.seq))?
+                .ok_or_else(|| StoreError::Corrupt(format!("head entry of {author} is missing")))?;
+            out.push(HeadEntry {
+                id: row.head.id,
+                entry: decode_stored(entry.value())?,
+                change: row.change,
+            });
+        }
+        let counter = changes.last()?.map_or(0, |(k, _)| k.value());
+        Ok((out, counter))
     }
 
     /// Signs `payload` as the next entry of `identity`'s log and commits it.

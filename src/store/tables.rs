@@ -41,8 +41,73 @@ pub const FORKS: TableDefinition<&[u8; 32], &[u8; 2 * ENTRY_LEN]> = TableDefinit
 /// writes it once per author however many entries it appends: the table
 /// stays as small as the set of authors.
 pub const CHANGES: TableDefinition<u64, &[u8; 32]> = TableDefinition::new("changes-1");
+/// author → why this node mirrors it (one byte, see [`MirrorReason`]): the
+/// authors a sync session asks peers for, besides the node's own.
+pub const INTEREST: TableDefinition<&[u8; 32], u8> = TableDefinition::new("interest-1");
+/// peer node key → what this node remembers of the peer, a versioned row (see
+/// [`PeerRow`]).
+pub const PEERS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("peers-1");
 /// Store-wide facts, such as the schema version.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta-1");
+
+/// Key of the store's random 16-byte identity in `meta-1`. A changelog cursor
+/// names it, so a cursor into a replaced store is recognised as foreign.
+pub const STORE_ID_KEY: &str = "store-id";
+
+/// Why an author is in `interest-1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum MirrorReason {
+    /// `capsule mirror KEY` asked for it.
+    Mirror = 1,
+}
+
+/// A `peers-1` value, version 1: what a successful sync session with the
+/// peer established, so the next one can start from a changelog cursor.
+/// Layout: 0x01 ‖ the peer's store id (16) ‖ the peer's change counter we
+/// hold everything up to (u64 BE) ‖ the interest digest both sides shared
+/// (16) ‖ our change counter the peer holds everything up to (u64 BE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerRow {
+    /// The peer's store id when the cursor was taken.
+    pub their_store: [u8; 16],
+    /// The peer's change counter up to which we hold every head it had.
+    pub their_counter: u64,
+    /// The digest of the shared interest at the time.
+    pub interest: [u8; 16],
+    /// Our change counter up to which the peer holds every head we had.
+    pub our_counter: u64,
+}
+
+impl PeerRow {
+    /// Length of an encoded version-1 row.
+    pub const LEN: usize = 1 + 16 + 8 + 16 + 8;
+
+    /// The stored value.
+    pub fn encode(&self) -> [u8; Self::LEN] {
+        let mut b = [0u8; Self::LEN];
+        b[0] = 1;
+        b[1..17].copy_from_slice(&self.their_store);
+        b[17..25].copy_from_slice(&self.their_counter.to_be_bytes());
+        b[25..41].copy_from_slice(&self.interest);
+        b[41..49].copy_from_slice(&self.our_counter.to_be_bytes());
+        b
+    }
+
+    /// Parses a stored value; None for an unknown version or length (a
+    /// newer capsule's row): the peer is then treated as new.
+    pub fn decode(b: &[u8]) -> Option<PeerRow> {
+        if b.len() != Self::LEN || b[0] != 1 {
+            return None;
+        }
+        Some(PeerRow {
+            their_store: b[1..17].try_into().ok()?,
+            their_counter: u64::from_be_bytes(b[17..25].try_into().ok()?),
+            interest: b[25..41].try_into().ok()?,
+            our_counter: u64::from_be_bytes(b[41..49].try_into().ok()?),
+        })
+    }
+}
 
 /// Size of a `heads-1` value.
 pub const HEAD_ROW_LEN: usize = 48;

@@ -1,0 +1,775 @@
+//! One sync session as a pure state machine: messages in, actions out. No
+//! I/O and no clock: the driver ([`super::session`]) reads the store, moves
+//! bytes and keeps time.
+//!
+//! The flow (schema/sync.md has it message by message):
+//! 1. Interest. The initiator sends a digest of the authors it wants. Equal
+//!    to the responder's: the shared interest is that set. Otherwise the
+//!    initiator's sorted list settles it (sent at once when short), and the
+//!    responder answers with a bitmap of the authors it wants too.
+//! 2. Heads. With a changelog cursor honoured on both sides, each side sends
+//!    the heads changed since the other's cursor: one round trip. Otherwise
+//!    the heads are reconciled range by range ([`super::range`]); an
+//!    initiator with a large interest sends its first ranges with its hello,
+//!    betting the interest is shared.
+//! 3. Entries. Whoever learns that the other side is ahead on an author asks
+//!    for the suffix it lacks (the side behind always learns the other's
+//!    head, so it alone asks: no entry is sent twice). Same seq with a
+//!    different id, or a suffix that does not chain onto the local head, is a
+//!    fork: the side asks for the other's entry at that seq, and its store
+//!    keeps the proof.
+//! 4. Done. A side that wants nothing more says so; the session ends when
+//!    both have.
+//!
+//! Every message is checked against what the session expects: an entry that
+//! was not asked for, an author outside the interest, or a want beyond what
+//! this side holds ends the session with a [`Violation`].
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use super::range::{self, Item, ItemRef, RangeError, Reconciler};
+use super::wire::{Cursor, MAX_MESSAGE, Message, PROTOCOL_VERSION, Shared};
+use crate::identity::AuthorKey;
+use crate::log::entry::EntryId;
+use crate::log::verify::Unverified;
+use crate::store::AppendReport;
+use crate::store::tables::PeerRow;
+
+/// Wanted lists up to this many authors go out with the hello (32 KB), so a
+/// typical follower settles the interest without an extra round trip; longer
+/// ones first try the digest.
+pub const INLINE_INTEREST: usize = 1024;
+
+/// Most authors one interest may name: bounds what a peer's list can make a
+/// node hold (3.2 MB).
+pub const MAX_INTEREST: usize = 100_000;
+
+/// Authors per interest chunk, to stay under [`MAX_MESSAGE`].
+pub const INTEREST_CHUNK: usize = (MAX_MESSAGE - 64) / 33;
+
+/// Heads per heads chunk, to stay under [`MAX_MESSAGE`].
+pub const HEADS_CHUNK: usize = (MAX_MESSAGE - 64) / 24;
+
+/// How often a peer may ask for entries of one author in a session: its
+/// suffix, then the entry proving a fork. More is a peer making this node
+/// serve the same log again and again.
+pub const MAX_WANTS_PER_AUTHOR: u8 = 2;
+
+/// The digest of a wanted set (sorted, without repeats): the first 16 bytes
+/// of blake3 over a domain string and the keys.
+pub fn interest_digest(wanted: &[AuthorKey]) -> [u8; 16] {
+    let mut h = blake3::Hasher::new();
+    h.update(b"capsule-interest-v1");
+    for a in wanted {
+        h.update(&a.0);
+    }
+    h.finalize().as_bytes()[..16].try_into().expect("prefix")
+}
+
+/// A log head as a session sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadInfo {
+    /// The head's seq.
+    pub seq: u64,
+    /// The head's id.
+    pub id: EntryId,
+    /// The head entry's timestamp.
+    pub ts: u64,
+    /// The change counter of the author's latest change.
+    pub change: u64,
+}
+
+/// What a session knows of its own store, read once at its start.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// The store's id.
+    pub store: [u8; 16],
+    /// Its change counter.
+    pub counter: u64,
+    /// The authors this node wants, sorted, without repeats.
+    pub wanted: Vec<AuthorKey>,
+    /// The heads of the wanted authors it holds.
+    pub heads: HashMap<AuthorKey, HeadInfo>,
+}
+
+/// Which end of the connection this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Dialled the peer.
+    Initiator,
+    /// Accepted the connection.
+    Responder,
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send a message.
+    Send(Message),
+    /// Send entries `from..=to` of `author`, with payloads, as
+    /// [`Message::Entries`] no larger than [`MAX_MESSAGE`].
+    Serve {
+        /// The author.
+        author: AuthorKey,
+        /// First seq.
+        from: u64,
+        /// Last seq.
+        to: u64,
+    },
+    /// Verify these entries and store them, then call
+    /// [`Session::on_stored`] with the report.
+    Store(Vec<Unverified>),
+    /// The session is over: both sides are done.
+    Finished,
+}
+
+/// A peer broke the protocol; the session ends.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Violation {
+    /// A message came that this point of the session does not allow.
+    #[error("unexpected {0} message")]
+    Unexpected(&'static str),
+    /// The peer speaks another version.
+    #[error("the peer speaks protocol version {0}, this node {PROTOCOL_VERSION}")]
+    Version(u16),
+    /// A malformed reconciliation step.
+    #[error("bad ranges: {0}")]
+    Ranges(#[from] RangeError),
+    /// An author index outside the shared interest.
+    #[error("author index {0} is outside the shared interest")]
+    UnknownAuthor(u32),
+    /// An interest list that is too long, unsorted or repeats itself.
+    #[error("bad interest list: {0}")]
+    BadInterest(&'static str),
+    /// An entry this node did not ask for.
+    #[error("entry {seq} of {author} was not asked for")]
+    Unrequested {
+        /// The author.
+        author: AuthorKey,
+        /// The seq.
+        seq: u64,
+    },
+    /// A want this node cannot or will not serve.
+    #[error("a want for entries {from}..={to} of author index {author} is beyond what was offered")]
+    BadWant {
+        /// Author index.
+        author: u32,
+        /// First seq.
+        from: u64,
+        /// Last seq.
+        to: u64,
+    },
+    /// Too many heads.
+    #[error("more heads than authors in the shared interest")]
+    TooManyHeads,
+}
+
+/// What a session did, for the person watching and for the benchmark.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Entries received and handed to the store.
+    pub entries_received: u64,
+    /// Entries the store newly accepted.
+    pub entries_stored: u64,
+    /// Authors whose logs grew.
+    pub authors_updated: u64,
+    /// Forks found (proofs stored).
+    pub forks: Vec<(AuthorKey, u64)>,
+    /// Entries refused by the store (besides forks).
+    pub refused: u64,
+    /// Round trips the initiator waited for.
+    pub round_trips: u64,
+    /// Whether the heads were settled by changelog cursors.
+    pub by_cursor: bool,
+    /// Authors in the shared interest.
+    pub shared_authors: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Initiator: before start. Responder: waiting for the hello.
+    Start,
+    /// Initiator: waiting for the welcome.
+    AwaitWelcome,
+    /// Responder: waiting for the initiator's interest list.
+    AwaitInterest,
+    /// Interest settled.
+    Running,
+}
+
+/// One side of a session.
+pub struct Session {
+    role: Role,
+    snap: Snapshot,
+    digest: [u8; 16],
+    remembered: Option<PeerRow>,
+    phase: Phase,
+    universe: Vec<AuthorKey>,
+    index: HashMap<AuthorKey, u32>,
+    reconciler: Option<Reconciler>,
+    their_store: Option<Cursor>,
+    /// Initiator: sent ranges over its whole interest with the hello.
+    /// Responder: the initiator did so and the interest turned out different,
+    /// so that message is to be dropped.
+    optimistic: bool,
+    /// Responder: the initiator sends its list, and it is not needed.
+    discard_list: bool,
+    list_in: Vec<AuthorKey>,
+    /// Responder: the initiator's cursor, until the interest is settled.
+    pending_cursor: Option<Cursor>,
+    by_cursor: bool,
+    heads_in: usize,
+    decided: HashSet<u32>,
+    expect: HashMap<u32, VecDeque<(u64, u64)>>,
+    wants_in: HashMap<u32, u8>,
+    evidence: HashSet<u32>,
+    updated: HashSet<u32>,
+    pending_stores: usize,
+    reconciled: bool,
+    /// This side's last ranges message asked nothing of the peer (no
+    /// fingerprint, no list awaiting a reply): it knows every differing head.
+    settled: bool,
+    done_sent: bool,
+    done_received: bool,
+    awaiting: bool,
+    stats: Stats,
+}
+
+impl Session {
+    /// A session over `snap`, with what this node remembers of the peer.
+    pub fn new(role: Role, snap: Snapshot, remembered: Option<PeerRow>) -> Session {
+        let digest = interest_digest(&snap.wanted);
+        Session {
+            role,
+            snap,
+            digest,
+            remembered,
+            phase: Phase::Start,
+            universe: Vec::new(),
+            index: HashMap::new(),
+            reconciler: None,
+            their_store: None,
+            optimistic: false,
+            discard_list: false,
+            list_in: Vec::new(),
+            pending_cursor: None,
+            by_cursor: false,
+            heads_in: 0,
+            decided: HashSet::new(),
+            expect: HashMap::new(),
+            wants_in: HashMap::new(),
+            evidence: HashSet::new(),
+            updated: HashSet::new(),
+            pending_stores: 0,
+            reconciled: false,
+            settled: false,
+            done_sent: false,
+            done_received: false,
+            awaiting: false,
+            stats: Stats::default(),
+        }
+    }
+
+    /// What the session did so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The shared interest, once settled.
+    pub fn universe(&self) -> &[AuthorKey] {
+        &self.universe
+    }
+
+    /// The peer's store and counter, as it said at the start.
+    pub fn their_store(&self) -> Option<Cursor> {
+        self.their_store
+    }
+
+    /// What to remember of the peer after the session finished: cursors
+    /// into each other's changelogs as of the session's snapshots.
+    pub fn checkpoint(&self) -> Option<PeerRow> {
+        let theirs = self.their_store?;
+        (self.done_sent && self.done_received).then_some(PeerRow {
+            their_store: theirs.store,
+            their_counter: theirs.counter,
+            interest: self.digest,
+            our_counter: self.snap.counter,
+        })
+    }
+
+    fn my_cursor(&self) -> Cursor {
+        Cursor {
+            store: self.snap.store,
+            counter: self.snap.counter,
+        }
+    }
+
+    /// The remembered cursor into the peer's changelog, if it is for the
+    /// interest this node has now.
+    fn remembered_cursor(&self) -> Option<Cursor> {
+        self.remembered
+            .filter(|r| r.interest == self.digest)
+            .map(|r| Cursor {
+                store: r.their_store,
+                counter: r.their_counter,
+            })
+    }
+
+    /// The initiator's first messages.
+    pub fn start(&mut self) -> Vec<Action> {
+        assert_eq!(self.role, Role::Initiator, "only the initiator starts");
+        let cursor = self.remembered_cursor();
+        let list = cursor.is_none() && self.snap.wanted.len() <= INLINE_INTEREST;
+        self.optimistic = cursor.is_none() && !list;
+        let mut out = vec![Action::Send(Message::Hello {
+            version: PROTOCOL_VERSION,
+            interest: self.digest,
+            interest_len: self.snap.wanted.len() as u32,
+            store: self.my_cursor(),
+            cursor,
+            optimistic: self.optimistic,
+        })];
+        if list {
+            self.send_list(&mut out);
+        }
+        if self.optimistic {
+            self.settle(self.snap.wanted.clone());
+            let initial = self.reconciler().initial();
+            out.push(Action::Send(Message::Ranges(range::to_wire(&initial.ranges))));
+        }
+        self.phase = Phase::AwaitWelcome;
+        self.awaiting = true;
+        out
+    }
+
+    fn send_list(&self, out: &mut Vec<Action>) {
+        let chunks: Vec<_> = self.snap.wanted.chunks(INTEREST_CHUNK).collect();
+        if chunks.is_empty() {
+            out.push(Action::Send(Message::Interest {
+                authors: vec![],
+                last: true,
+            }));
+        }
+        for (i, chunk) in chunks.iter().enumerate() {
+            out.push(Action::Send(Message::Interest {
+                authors: chunk.iter().map(|a| a.0).collect(),
+                last: i + 1 == chunks.len(),
+            }));
+        }
+    }
+
+    /// Fixes the shared interest and the items to reconcile.
+    fn settle(&mut self, universe: Vec<AuthorKey>) {
+        self.index = universe
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (*a, i as u32))
+            .collect();
+        let items = universe
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| {
+                self.snap.heads.get(a).map(|h| Item {
+                    ts: h.ts,
+                    author: i as u32,
+                    seq: h.seq,
+                    id: h.id.0,
+                })
+            })
+            .collect();
+        self.reconciler = Some(Reconciler::new(items, universe.len() as u32));
+        self.stats.shared_authors = universe.len() as u64;
+        self.universe = universe;
+    }
+
+    fn reconciler(&self) -> &Reconciler {
+        self.reconciler.as_ref().expect("settled")
+    }
+
+    fn author(&self, index: u32) -> Result<AuthorKey, Violation> {
+        self.universe
+            .get(index as usize)
+            .copied()
+            .ok_or(Violation::UnknownAuthor(index))
+    }
+
+    /// Handles one message from the peer.
+    pub fn on_message(&mut self, message: Message) -> Result<Vec<Action>, Violation> {
+        if self.role == Role::Initiator && std::mem::take(&mut self.awaiting) {
+            self.stats.round_trips += 1;
+        }
+        let mut out = Vec::new();
+        match message {
+            Message::Hello {
+                version,
+                interest,
+                interest_len,
+                store,
+                cursor,
+                optimistic,
+            } => {
+                if self.role != Role::Responder || self.phase != Phase::Start {
+                    return Err(Violation::Unexpected("hello"));
+                }
+                if version != PROTOCOL_VERSION {
+                    return Err(Violation::Version(version));
+                }
+                self.their_store = Some(store);
+                let list_coming = cursor.is_none() && interest_len as usize <= INLINE_INTEREST;
+                if interest == self.digest {
+                    self.discard_list = list_coming;
+                    self.settle(self.snap.wanted.clone());
+                    // An optimistic first step is answered when it arrives.
+                    self.welcome(Shared::Same, cursor, !optimistic, &mut out);
+                } else {
+                    self.optimistic = optimistic;
+                    self.phase = Phase::AwaitInterest;
+                    self.pending_cursor = cursor;
+                    if !list_coming {
+                        out.push(Action::Send(Message::Welcome {
+                            shared: Shared::SendList,
+                            store: self.my_cursor(),
+                            cursor_ok: false,
+                            cursor: None,
+                        }));
+                    }
+                }
+            }
+            Message::Interest { authors, last } => {
+                if self.role != Role::Responder
+                    || !(self.phase == Phase::AwaitInterest || self.discard_list)
+                {
+                    return Err(Violation::Unexpected("interest"));
+                }
+                if self.list_in.len() + authors.len() > MAX_INTEREST {
+                    return Err(Violation::BadInterest("too many authors"));
+                }
+                for a in authors {
+                    let a = AuthorKey(a);
+                    if self.list_in.last().is_some_and(|l| *l >= a) {
+                        return Err(Violation::BadInterest("not sorted"));
+                    }
+                    self.list_in.push(a);
+                }
+                if last {
+                    let list = std::mem::take(&mut self.list_in);
+                    if std::mem::take(&mut self.discard_list) {
+                        return Ok(out);
+                    }
+                    let mine: HashSet<&AuthorKey> = self.snap.wanted.iter().collect();
+                    let mut bitmap = vec![0u8; list.len().div_ceil(8)];
+                    let mut universe = Vec::new();
+                    for (i, a) in list.iter().enumerate() {
+                        if mine.contains(a) {
+                            bitmap[i / 8] |= 1 << (i % 8);
+                            universe.push(*a);
+                        }
+                    }
+                    self.settle(universe);
+                    let cursor = self.pending_cursor.take();
+                    self.welcome(Shared::Bitmap(bitmap), cursor, true, &mut out);
+                }
+            }
+            Message::Welcome {
+                shared,
+                store,
+                cursor_ok,
+                cursor,
+            } => {
+                if self.role != Role::Initiator || self.phase != Phase::AwaitWelcome {
+                    return Err(Violation::Unexpected("welcome"));
+                }
+                self.their_store = Some(store);
+                match shared {
+                    Shared::Same => {
+                        if !self.optimistic {
+                            self.settle(self.snap.wanted.clone());
+                        }
+                    }
+                    Shared::Bitmap(bits) => {
+                        if bits.len() != self.snap.wanted.len().div_ceil(8) {
+                            return Err(Violation::BadInterest("bitmap of the wrong length"));
+                        }
+                        let universe = self
+                            .snap
+                            .wanted
+                            .iter()
+                            .enumerate()
+                            .filter(|(i, _)| bits[i / 8] & (1 << (i % 8)) != 0)
+                            .map(|(_, a)| *a)
+                            .collect();
+                        self.settle(universe);
+                    }
+                    Shared::SendList => {
+                        self.send_list(&mut out);
+                        self.awaiting = true;
+                        return Ok(out);
+                    }
+                }
+                self.phase = Phase::Running;
+                if cursor_ok {
+                    self.by_cursor = true;
+                    self.stats.by_cursor = true;
+                    // The responder's cursor into our changelog, if it is ours.
+                    let since = cursor
+                        .filter(|c| c.store == self.snap.store && c.counter <= self.snap.counter)
+                        .map(|c| c.counter);
+                    self.send_heads(since, &mut out);
+                }
+            }
+            Message::Ranges(ranges) => {
+                if self.phase != Phase::Running || self.by_cursor || self.reconciled {
+                    if self.role == Role::Responder && self.phase == Phase::AwaitInterest && self.optimistic {
+                        // The optimistic step over an interest that is not shared.
+                        self.optimistic = false;
+                        return Ok(out);
+                    }
+                    return Err(Violation::Unexpected("ranges"));
+                }
+                let ranges = range::from_wire(ranges)?;
+                if ranges.is_empty() {
+                    self.reconciled = true;
+                } else {
+                    let answer = self.reconciler().answer(&ranges)?;
+                    for item in answer.learned {
+                        self.learn(item, &mut out)?;
+                    }
+                    if answer.ranges.is_empty() {
+                        self.reconciled = true;
+                    }
+                    self.settled = answer.ranges.iter().all(|(_, mode)| {
+                        matches!(mode, range::Mode::Skip | range::Mode::Items { reply: false, .. })
+                    });
+                    out.push(Action::Send(Message::Ranges(range::to_wire(
+                        &answer.ranges,
+                    ))));
+                }
+            }
+            Message::Heads { items, last } => {
+                if self.phase != Phase::Running || !self.by_cursor || self.reconciled {
+                    return Err(Violation::Unexpected("heads"));
+                }
+                self.heads_in += items.len();
+                if self.heads_in > self.universe.len() {
+                    return Err(Violation::TooManyHeads);
+                }
+                for item in items {
+                    self.author(item.author)?;
+                    self.learn(item, &mut out)?;
+                }
+                self.reconciled = last;
+            }
+            Message::Want { author, from, to } => {
+                if self.phase != Phase::Running {
+                    return Err(Violation::Unexpected("want"));
+                }
+                let key = self.author(author)?;
+                let held = self.snap.heads.get(&key).map_or(0, |h| h.seq);
+                let asked = self.wants_in.entry(author).or_insert(0);
+                *asked += 1;
+                if from == 0 || from > to || to > held || *asked > MAX_WANTS_PER_AUTHOR {
+                    return Err(Violation::BadWant { author, from, to });
+                }
+                out.push(Action::Serve {
+                    author: key,
+                    from,
+                    to,
+                });
+            }
+            Message::Entries(body) => {
+                if self.phase != Phase::Running {
+                    return Err(Violation::Unexpected("entries"));
+                }
+                let entries = super::wire::decode_entries(&body)
+                    .map_err(|_| Violation::Unexpected("malformed entries"))?;
+                for (entry, _) in &entries {
+                    let author = entry.author();
+                    let seq = entry.seq();
+                    let unrequested = Violation::Unrequested { author, seq };
+                    let index = *self.index.get(&author).ok_or(unrequested.clone())?;
+                    let queue = self.expect.get_mut(&index).ok_or(unrequested.clone())?;
+                    let (next, to) = queue.front_mut().ok_or(unrequested.clone())?;
+                    if seq != *next {
+                        return Err(unrequested);
+                    }
+                    *next += 1;
+                    if *next > *to {
+                        queue.pop_front();
+                        if queue.is_empty() {
+                            self.expect.remove(&index);
+                        }
+                    }
+                }
+                self.stats.entries_received += entries.len() as u64;
+                if !entries.is_empty() {
+                    self.pending_stores += 1;
+                    out.push(Action::Store(entries));
+                }
+            }
+            Message::Done => {
+                if self.phase != Phase::Running || self.done_received {
+                    return Err(Violation::Unexpected("done"));
+                }
+                self.done_received = true;
+            }
+        }
+        self.progress(&mut out);
+        Ok(out)
+    }
+
+    /// Sends the welcome, and then either the heads changed since the
+    /// initiator's cursor or (unless the initiator already sent one) the
+    /// first reconciliation step.
+    fn welcome(
+        &mut self,
+        shared: Shared,
+        cursor: Option<Cursor>,
+        start_ranges: bool,
+        out: &mut Vec<Action>,
+    ) {
+        let since = cursor
+            .filter(|c| c.store == self.snap.store && c.counter <= self.snap.counter)
+            .map(|c| c.counter);
+        let mine = self.remembered_cursor();
+        // The cursor path needs both cursors to be for this interest: ours is
+        // (remembered_cursor checks), the peer's counter must be ours.
+        let cursor_ok = since.is_some() && mine.is_some();
+        self.phase = Phase::Running;
+        out.push(Action::Send(Message::Welcome {
+            shared,
+            store: self.my_cursor(),
+            cursor_ok,
+            cursor: if cursor_ok { mine } else { None },
+        }));
+        if cursor_ok {
+            self.by_cursor = true;
+            self.stats.by_cursor = true;
+            self.send_heads(since, out);
+        } else if start_ranges {
+            let initial = self.reconciler().initial();
+            out.push(Action::Send(Message::Ranges(range::to_wire(&initial.ranges))));
+        }
+    }
+
+    /// Sends the heads changed since `since` (all heads when None).
+    fn send_heads(&self, since: Option<u64>, out: &mut Vec<Action>) {
+        let items: Vec<ItemRef> = self
+            .reconciler()
+            .items()
+            .iter()
+            .filter(|item| {
+                let head = &self.snap.heads[&self.universe[item.author as usize]];
+                since.is_none_or(|c| head.change > c)
+            })
+            .map(Item::reference)
+            .collect();
+        let mut chunks = items.chunks(HEADS_CHUNK).peekable();
+        if chunks.peek().is_none() {
+            out.push(Action::Send(Message::Heads {
+                items: vec![],
+                last: true,
+            }));
+        }
+        while let Some(chunk) = chunks.next() {
+            out.push(Action::Send(Message::Heads {
+                items: chunk.to_vec(),
+                last: chunks.peek().is_none(),
+            }));
+        }
+    }
+
+    /// Acts on the peer's head of one author.
+    fn learn(&mut self, theirs: ItemRef, out: &mut Vec<Action>) -> Result<(), Violation> {
+        let key = self.author(theirs.author)?;
+        if !self.decided.insert(theirs.author) {
+            return Ok(());
+        }
+        let mine = self.snap.heads.get(&key);
+        let held = mine.map_or(0, |h| h.seq);
+        if theirs.seq > held {
+            self.want(theirs.author, held + 1, theirs.seq, out);
+        } else if let Some(h) = mine
+            && theirs.seq == h.seq
+            && theirs.id[..] != h.id.0[..range::ID_PREFIX]
+        {
+            // Two entries signed for one seq: fetch theirs for the proof.
+            self.evidence.insert(theirs.author);
+            self.want(theirs.author, h.seq, h.seq, out);
+        }
+        Ok(())
+    }
+
+    fn want(&mut self, author: u32, from: u64, to: u64, out: &mut Vec<Action>) {
+        self.expect.entry(author).or_default().push_back((from, to));
+        out.push(Action::Send(Message::Want { author, from, to }));
+    }
+
+    /// Takes the store's report on one [`Action::Store`].
+    pub fn on_stored(&mut self, report: &AppendReport) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.pending_stores = self.pending_stores.saturating_sub(1);
+        self.stats.entries_stored += report.accepted;
+        self.stats.forks.extend(report.forks.iter().copied());
+        self.stats.refused += report.refused_forked;
+        if let Some(bad) = &report.rejected {
+            self.stats.refused += 1;
+            // A suffix that does not chain onto our head: the author signed
+            // another entry for a seq we hold. Ask for it, for the proof.
+            if let crate::log::verify::Invalid::BrokenBacklink(seq) = bad.reason
+                && let Some(&index) = self.index.get(&bad.author)
+                && self.evidence.insert(index)
+                && seq >= 1
+            {
+                self.want(index, seq, seq, &mut out);
+            }
+        }
+        self.progress(&mut out);
+        out
+    }
+
+    /// Records entries of `author` newly stored (for the stats).
+    pub fn note_updated(&mut self, authors: impl IntoIterator<Item = AuthorKey>) {
+        for a in authors {
+            if let Some(&i) = self.index.get(&a)
+                && self.updated.insert(i)
+            {
+                self.stats.authors_updated += 1;
+            }
+        }
+    }
+
+    fn progress(&mut self, out: &mut Vec<Action>) {
+        if !self.done_sent
+            && self.phase == Phase::Running
+            && self.reconciled
+            && self.expect.is_empty()
+            && self.pending_stores == 0
+        {
+            self.done_sent = true;
+            out.push(Action::Send(Message::Done));
+        }
+        if self.done_sent && self.done_received {
+            out.push(Action::Finished);
+        }
+        if self.role == Role::Initiator
+            && out.iter().any(|a| matches!(a, Action::Send(_) | Action::Serve { .. }))
+        {
+            self.awaiting = true;
+        }
+    }
+
+    /// Which end this is.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Whether this side knows every head where the two sides differ.
+    pub fn heads_settled(&self) -> bool {
+        self.reconciled || self.settled
+    }
+
+    /// Whether both sides are done.
+    pub fn finished(&self) -> bool {
+        self.done_sent && self.done_received
+    }
+}

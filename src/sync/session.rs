@@ -1,0 +1,288 @@
+//! Runs a [`Session`] against a real store: takes the snapshot, serves
+//! wanted entries, verifies and stores received ones.
+//!
+//! [`run_lockstep`] drives two sessions in one thread, delivering every
+//! message of one side before the other answers: the reference for the
+//! protocol's round trips and bytes, used by tests and `capsule bench sync`.
+//! The QUIC driver ([`super::transport`]) runs the same steps over the
+//! network.
+
+use std::collections::HashSet;
+
+use super::protocol::{Action, HeadInfo, Role, Session, Snapshot, Stats, Violation};
+use super::wire::{self, MAX_MESSAGE, Message, WireError};
+use crate::identity::AuthorKey;
+use crate::log::verify::{BadEntry, Unverified, verify_batch};
+use crate::store::{AppendReport, Store, StoreError};
+
+/// Why a session failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The peer broke the protocol.
+    #[error("the peer broke the protocol: {0}")]
+    Violation(#[from] Violation),
+    /// The peer sent bytes that are not a message.
+    #[error("the peer sent a bad message: {0}")]
+    Wire(#[from] WireError),
+    /// The peer sent an entry that does not verify.
+    #[error("the peer sent an invalid entry: {0}")]
+    BadEntry(BadEntry),
+    /// The local store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The peer stopped answering.
+    #[error("the peer stopped answering for {0} s")]
+    Timeout(u64),
+    /// The connection failed or the peer closed it early.
+    #[error("connection: {0}")]
+    Transport(String),
+}
+
+/// Reads what a session needs of the store: the wanted authors (the mirror
+/// set and `own`) and their heads. First makes every commit durable, so the
+/// change counter handed to the peer can never be rolled back by a crash.
+pub fn snapshot(store: &Store, own: Option<AuthorKey>) -> Result<Snapshot, StoreError> {
+    store.flush()?;
+    let mut wanted = store.mirrors()?;
+    wanted.extend(own);
+    wanted.sort();
+    wanted.dedup();
+    let (heads, counter) = store.head_entries(&wanted)?;
+    Ok(Snapshot {
+        store: store.id(),
+        counter,
+        wanted,
+        heads: heads
+            .into_iter()
+            .map(|h| {
+                let info = HeadInfo {
+                    seq: h.entry.seq(),
+                    id: h.id,
+                    ts: h.entry.timestamp_us(),
+                    change: h.change,
+                };
+                (h.entry.author(), info)
+            })
+            .collect(),
+    })
+}
+
+/// Sends entries `from..=to` of `author` (with payloads held) as entries
+/// messages of at most [`MAX_MESSAGE`] bytes. Returns the bytes of entries
+/// and payloads sent.
+pub fn serve(
+    store: &Store,
+    author: &AuthorKey,
+    from: u64,
+    to: u64,
+    send: &mut dyn FnMut(Message) -> Result<(), SessionError>,
+) -> Result<u64, SessionError> {
+    // Room for the enum tag and the body's length varint.
+    const BUDGET: usize = MAX_MESSAGE - 16;
+    let mut body = Vec::with_capacity(BUDGET.min(64 * 1024));
+    let mut sent = 0u64;
+    let mut failed = None;
+    store.scan(author, from, |s| {
+        if s.entry.seq() > to {
+            return false;
+        }
+        let payload = s.payload.as_deref();
+        let len = wire::entry_frame_len(&s.entry, payload.is_some());
+        if body.len() + len > BUDGET {
+            if let Err(e) = send(Message::Entries(std::mem::take(&mut body))) {
+                failed = Some(e);
+                return false;
+            }
+        }
+        wire::push_entry(&mut body, &s.entry, payload);
+        sent += len as u64 - 2;
+        true
+    })?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    if !body.is_empty() {
+        send(Message::Entries(body))?;
+    }
+    Ok(sent)
+}
+
+/// Verifies received entries (batched signatures, payload hashes) and hands
+/// them to the store, which checks the links, records forks, and commits
+/// without waiting for the disk (see [`Store::append_mirrored`]). An entry
+/// that does not verify fails the session: nothing of that message is
+/// stored.
+pub fn ingest(store: &Store, entries: Vec<Unverified>) -> Result<AppendReport, SessionError> {
+    let verified = verify_batch(entries).map_err(|(_, bad)| SessionError::BadEntry(bad))?;
+    Ok(store.append_mirrored(verified)?)
+}
+
+/// The authors of a batch of entries.
+pub fn authors_of(entries: &[Unverified]) -> Vec<AuthorKey> {
+    let mut seen = HashSet::new();
+    entries
+        .iter()
+        .map(|(e, _)| e.author())
+        .filter(|a| seen.insert(*a))
+        .collect()
+}
+
+/// Bytes that crossed between the two sides of a lockstep run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Every frame byte, initiator → responder.
+    pub to_responder: u64,
+    /// Every frame byte, responder → initiator.
+    pub to_initiator: u64,
+    /// Of those, bytes of entries and payloads themselves (both ways).
+    pub entry_bytes: u64,
+}
+
+impl Traffic {
+    /// Everything sent except the entries and payloads themselves.
+    pub fn overhead(&self) -> u64 {
+        self.to_responder + self.to_initiator - self.entry_bytes
+    }
+}
+
+/// What a lockstep run measured.
+#[derive(Debug, Clone, Default)]
+pub struct Lockstep {
+    /// The initiator's stats (its round trips are the session's).
+    pub initiator: Stats,
+    /// The responder's stats.
+    pub responder: Stats,
+    /// Bytes each way.
+    pub traffic: Traffic,
+    /// Round trips until the initiator knew every head where the two sides
+    /// differ (the responder knows them at the latest with the initiator's
+    /// next message): the measure negentropy reports.
+    pub reconcile_round_trips: u64,
+}
+
+struct Side<'a> {
+    store: &'a Store,
+    session: Session,
+    peer: [u8; 32],
+}
+
+/// Runs one session between two stores in this thread: the initiator's
+/// messages are all delivered, then the responder's, and so on; each such
+/// exchange is one round trip. `*_node` are the node keys the sides
+/// remember each other by. On success both sides store their checkpoints,
+/// as a networked session does.
+pub fn run_lockstep(
+    initiator: (&Store, Option<AuthorKey>, [u8; 32]),
+    responder: (&Store, Option<AuthorKey>, [u8; 32]),
+) -> Result<Lockstep, SessionError> {
+    let (i_store, i_own, i_node) = initiator;
+    let (r_store, r_own, r_node) = responder;
+    let mut a = Side {
+        store: i_store,
+        session: Session::new(
+            Role::Initiator,
+            snapshot(i_store, i_own)?,
+            i_store.peer(&r_node)?,
+        ),
+        peer: r_node,
+    };
+    let mut b = Side {
+        store: r_store,
+        session: Session::new(
+            Role::Responder,
+            snapshot(r_store, r_own)?,
+            r_store.peer(&i_node)?,
+        ),
+        peer: i_node,
+    };
+    let mut result = Lockstep::default();
+    let mut to_b = Vec::new();
+    let mut to_a = Vec::new();
+    let actions = a.session.start();
+    execute(&mut a, actions, &mut to_b, &mut result.traffic)?;
+    let mut round_trips = 0;
+    // No honest session needs more turns than messages it can send; this
+    // bounds a bug's loop.
+    for _ in 0..100_000 {
+        if to_b.is_empty() && to_a.is_empty() {
+            break;
+        }
+        let asked = !to_b.is_empty();
+        for m in std::mem::take(&mut to_b) {
+            let actions = b.session.on_message(m)?;
+            execute(&mut b, actions, &mut to_a, &mut result.traffic)?;
+        }
+        if asked && !to_a.is_empty() {
+            round_trips += 1;
+        }
+        for m in std::mem::take(&mut to_a) {
+            let actions = a.session.on_message(m)?;
+            execute(&mut a, actions, &mut to_b, &mut result.traffic)?;
+        }
+        if result.reconcile_round_trips == 0 && a.session.heads_settled() {
+            result.reconcile_round_trips = round_trips;
+        }
+    }
+    if !(a.session.finished() && b.session.finished()) {
+        return Err(SessionError::Transport(
+            "the session stalled before both sides were done".into(),
+        ));
+    }
+    for side in [&a, &b] {
+        if let Some(row) = side.session.checkpoint() {
+            side.store.set_peer(side.peer, row)?;
+        }
+    }
+    result.initiator = a.session.stats().clone();
+    result.initiator.round_trips = round_trips;
+    result.responder = b.session.stats().clone();
+    Ok(result)
+}
+
+fn execute(
+    side: &mut Side<'_>,
+    actions: Vec<Action>,
+    out: &mut Vec<Message>,
+    traffic: &mut Traffic,
+) -> Result<(), SessionError> {
+    let to_responder = side.session.role() == Role::Initiator;
+    let count = |m: &Message, traffic: &mut Traffic| {
+        let len = wire::encode(m).len() as u64;
+        if to_responder {
+            traffic.to_responder += len;
+        } else {
+            traffic.to_initiator += len;
+        }
+    };
+    let mut queue: std::collections::VecDeque<Action> = actions.into();
+    while let Some(action) = queue.pop_front() {
+        match action {
+            Action::Send(m) => {
+                count(&m, traffic);
+                out.push(m);
+            }
+            Action::Serve { author, from, to } => {
+                let mut sent = Vec::new();
+                let bytes = serve(side.store, &author, from, to, &mut |m| {
+                    sent.push(m);
+                    Ok(())
+                })?;
+                traffic.entry_bytes += bytes;
+                for m in sent {
+                    count(&m, traffic);
+                    out.push(m);
+                }
+            }
+            Action::Store(entries) => {
+                let authors = authors_of(&entries);
+                let report = ingest(side.store, entries)?;
+                if report.accepted > 0 {
+                    side.session.note_updated(authors);
+                }
+                queue.extend(side.session.on_stored(&report));
+            }
+            Action::Finished => {}
+        }
+    }
+    Ok(())
+}

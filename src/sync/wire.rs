@@ -1,0 +1,224 @@
+//! The messages of `capsule/1` and their framing.
+//!
+//! Every message travels as a u32 big-endian length, then the postcard
+//! encoding of [`Message`]. A length over [`MAX_MESSAGE`] is refused before
+//! anything is allocated, and a message must decode exactly (no trailing
+//! bytes). The protocol's version is the ALPN `capsule/1`, repeated in
+//! [`Message::Hello`]; a later version adds variants at the end of the enum
+//! and announces itself by a new ALPN, so a peer never misreads a message.
+//! schema/sync.md documents every message and the session flow.
+
+use serde::{Deserialize, Serialize};
+
+use super::range::WireRange;
+use crate::archive::{FRAME_ENTRY, FRAME_NO_PAYLOAD, FRAME_PAYLOAD};
+use crate::log::entry::{ENTRY_LEN, Entry, MAX_PAYLOAD};
+use crate::log::verify::Unverified;
+
+/// Largest message, length prefix excluded: bounds what one frame can make
+/// a node allocate, and is large enough for ~4,000 entries without payloads.
+pub const MAX_MESSAGE: usize = 1024 * 1024;
+
+/// The protocol version carried by [`Message::Hello`].
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// A changelog cursor: "I hold every head your store `store` had at change
+/// counter `counter`".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// The store the counter belongs to.
+    pub store: [u8; 16],
+    /// The counter.
+    pub counter: u64,
+}
+
+/// How the responder establishes the shared interest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Shared {
+    /// Both sides want the same authors (the digests match).
+    Same,
+    /// One bit per author of the initiator's list (in its order, least
+    /// significant bit first): set where the responder wants it too.
+    Bitmap(Vec<u8>),
+    /// The digests differ and the list was not sent: send it.
+    SendList,
+}
+
+/// Every message of a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// Initiator → responder, first.
+    Hello {
+        /// [`PROTOCOL_VERSION`].
+        version: u16,
+        /// Digest of the authors the initiator wants (see
+        /// [`super::protocol::interest_digest`]).
+        interest: [u8; 16],
+        /// How many they are.
+        interest_len: u32,
+        /// The initiator's store and its change counter now.
+        store: Cursor,
+        /// The initiator's cursor into the responder's changelog, if it has
+        /// one for the same interest.
+        cursor: Option<Cursor>,
+        /// Whether the next message is a [`Message::Ranges`] computed over
+        /// the initiator's whole interest, in the hope it is shared.
+        optimistic: bool,
+    },
+    /// Initiator → responder: its wanted authors, sorted, in chunks.
+    Interest {
+        /// The authors.
+        authors: Vec<[u8; 32]>,
+        /// Whether this is the last chunk.
+        last: bool,
+    },
+    /// Responder → initiator: the shared interest and the cursors.
+    Welcome {
+        /// How the interest is shared.
+        shared: Shared,
+        /// The responder's store and its change counter now.
+        store: Cursor,
+        /// Whether the initiator's cursor is honoured: then the responder
+        /// sends the heads changed since it, and no reconciliation happens.
+        cursor_ok: bool,
+        /// The responder's cursor into the initiator's changelog.
+        cursor: Option<Cursor>,
+    },
+    /// A reconciliation step; empty means every range matched.
+    Ranges(Vec<WireRange>),
+    /// Heads changed since a cursor (or all heads, when the cursor was not
+    /// honoured), as listed items.
+    Heads {
+        /// The heads.
+        items: Vec<super::range::ItemRef>,
+        /// Whether this is the last chunk.
+        last: bool,
+    },
+    /// Ask for entries `from..=to` of the author with this index.
+    Want {
+        /// Author index in the shared interest.
+        author: u32,
+        /// First seq.
+        from: u64,
+        /// Last seq.
+        to: u64,
+    },
+    /// Entries answering wants, in order, as archive frames (see
+    /// schema/archive.md): 0x01 ‖ entry ‖ flag ‖ payload when flagged.
+    Entries(Vec<u8>),
+    /// The sender wants nothing more and has sent everything asked of it.
+    Done,
+}
+
+/// Why a frame or message was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// The length prefix is over [`MAX_MESSAGE`].
+    #[error("a message claims {0} bytes, over the limit of {MAX_MESSAGE}")]
+    TooLarge(u64),
+    /// The bytes are not a message.
+    #[error("undecodable message: {0}")]
+    Undecodable(String),
+    /// An entries message is malformed.
+    #[error("malformed entries: {0}")]
+    BadEntries(String),
+}
+
+/// The frame of `message`: length prefix and encoding.
+pub fn encode(message: &Message) -> Vec<u8> {
+    let mut frame = postcard::to_extend(message, vec![0u8; 4]).expect("messages always encode");
+    let len = (frame.len() - 4) as u32;
+    frame[..4].copy_from_slice(&len.to_be_bytes());
+    frame
+}
+
+/// Checks a length prefix.
+pub fn check_len(prefix: [u8; 4]) -> Result<usize, WireError> {
+    let len = u32::from_be_bytes(prefix) as usize;
+    if len > MAX_MESSAGE {
+        return Err(WireError::TooLarge(len as u64));
+    }
+    Ok(len)
+}
+
+/// Decodes a message body (the bytes after the length prefix).
+pub fn decode(body: &[u8]) -> Result<Message, WireError> {
+    match postcard::take_from_bytes::<Message>(body) {
+        Ok((m, [])) => Ok(m),
+        Ok(_) => Err(WireError::Undecodable("trailing bytes".into())),
+        Err(e) => Err(WireError::Undecodable(e.to_string())),
+    }
+}
+
+/// Appends the frame of one entry to an entries body.
+pub fn push_entry(body: &mut Vec<u8>, entry: &Entry, payload: Option<&[u8]>) {
+    body.push(FRAME_ENTRY);
+    body.extend_from_slice(entry.as_bytes());
+    match payload {
+        Some(p) => {
+            body.push(FRAME_PAYLOAD);
+            body.extend_from_slice(p);
+        }
+        None => body.push(FRAME_NO_PAYLOAD),
+    }
+}
+
+/// Size of one entry's frame.
+pub fn entry_frame_len(entry: &Entry, with_payload: bool) -> usize {
+    2 + ENTRY_LEN + if with_payload { entry.payload_len() as usize } else { 0 }
+}
+
+/// Splits an entries body into entries and payloads (nothing is verified).
+pub fn decode_entries(body: &[u8]) -> Result<Vec<Unverified>, WireError> {
+    let bad = |s: &str| WireError::BadEntries(s.into());
+    let mut out = Vec::new();
+    let mut rest = body;
+    while !rest.is_empty() {
+        if rest[0] != FRAME_ENTRY || rest.len() < 2 + ENTRY_LEN {
+            return Err(bad("a frame is not an entry"));
+        }
+        let entry = Entry::decode(&rest[1..1 + ENTRY_LEN])
+            .map_err(|e| WireError::BadEntries(e.to_string()))?;
+        let flag = rest[1 + ENTRY_LEN];
+        rest = &rest[2 + ENTRY_LEN..];
+        let payload = match flag {
+            FRAME_NO_PAYLOAD => None,
+            FRAME_PAYLOAD => {
+                let len = entry.payload_len();
+                if len > MAX_PAYLOAD || len as usize > rest.len() {
+                    return Err(bad("a payload is cut short"));
+                }
+                let (p, tail) = rest.split_at(len as usize);
+                rest = tail;
+                Some(p.to_vec())
+            }
+            _ => return Err(bad("unknown payload flag")),
+        };
+        out.push((entry, payload));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_is_its_length_then_the_message() {
+        let frame = encode(&Message::Done);
+        let len = check_len(frame[..4].try_into().unwrap()).unwrap();
+        assert_eq!(len, frame.len() - 4);
+        assert_eq!(decode(&frame[4..]).unwrap(), Message::Done);
+    }
+
+    #[test]
+    fn oversized_and_trailing_bytes_are_refused() {
+        assert!(matches!(
+            check_len(u32::MAX.to_be_bytes()),
+            Err(WireError::TooLarge(_))
+        ));
+        let mut frame = encode(&Message::Done);
+        frame.push(0);
+        assert!(decode(&frame[4..]).is_err());
+    }
+}

@@ -1,0 +1,208 @@
+//! The sync protocol between two in-memory stores, without any network:
+//! after a session both hold the union of what they share, nothing is sent
+//! twice, forks are found, and the round trips stay within the design's
+//! bound.
+
+use capsule::identity::{AuthorKey, Identity};
+use capsule::log::builder::LogBuilder;
+use capsule::log::record::Record;
+use capsule::log::verify::{Unverified, verify_batch};
+use capsule::store::Store;
+use capsule::sync::range::{ITEM_THRESHOLD, SPLIT};
+use capsule::sync::session::{Lockstep, run_lockstep};
+use proptest::prelude::*;
+
+const NODE_A: [u8; 32] = [0xa; 32];
+const NODE_B: [u8; 32] = [0xb; 32];
+
+/// A log of `n` posts; `variant` changes the posts' text, so two variants
+/// of one author are a fork from seq 1.
+pub fn log(identity: &Identity, n: u64, variant: u8) -> Vec<Unverified> {
+    let mut builder = LogBuilder::new(identity);
+    (1..=n)
+        .map(|seq| {
+            let payload = Record::post(format!("post {seq} v{variant}"))
+                .encode()
+                .unwrap();
+            (builder.next(1_000 + seq * 7, &payload), Some(payload))
+        })
+        .collect()
+}
+
+/// Stores `entries` as a node that made or imported them would.
+pub fn put(store: &Store, entries: &[Unverified]) {
+    if entries.is_empty() {
+        return;
+    }
+    let report = store.append(verify_batch(entries.to_vec()).unwrap()).unwrap();
+    assert!(report.rejected.is_none(), "{report:?}");
+}
+
+fn seqs(store: &Store, author: &AuthorKey) -> u64 {
+    store.head(author).unwrap().map_or(0, |h| h.seq)
+}
+
+fn sync(a: &Store, b: &Store) -> Lockstep {
+    run_lockstep((a, None, NODE_A), (b, None, NODE_B)).expect("the session succeeds")
+}
+
+/// Round trips until the initiator knows every differing head, at worst.
+/// A split divides only the splitter's items in a range by SPLIT, so each
+/// side may need `levels` splits of its own, taking turns (one round trip per
+/// pair), until a range holds at most ITEM_THRESHOLD items; then a list and
+/// its reply take one more, and the first split may wait for the welcome.
+/// (Typical sessions need far fewer: see `capsule bench sync`.)
+fn reconcile_bound(items: usize) -> u64 {
+    let mut levels = 0;
+    let mut n = items.max(1);
+    while n > ITEM_THRESHOLD {
+        n = n.div_ceil(SPLIT);
+        levels += 1;
+    }
+    levels + 2
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn a_session_leaves_both_with_the_union(
+        logs in prop::collection::vec((0u64..30, 0u64..=100, 0u64..=100), 1..7),
+        a_mirrors_all in any::<bool>(),
+    ) {
+        let a = Store::open_in_memory().unwrap();
+        let b = Store::open_in_memory().unwrap();
+        let mut expected = Vec::new();
+        let mut differing = 0;
+        for (i, (len, pa, pb)) in logs.iter().enumerate() {
+            let identity = Identity::from_seed([i as u8 + 1; 32]);
+            let entries = log(&identity, *len, 0);
+            let (ha, hb) = (len * pa / 100, len * pb / 100);
+            put(&a, &entries[..ha as usize]);
+            put(&b, &entries[..hb as usize]);
+            let author = identity.author();
+            // b always mirrors everything; a mirrors all but author 0 unless told.
+            b.mirror(author).unwrap();
+            let shared = a_mirrors_all || i > 0;
+            if shared {
+                a.mirror(author).unwrap();
+                differing += ha.abs_diff(hb);
+            }
+            expected.push((author, shared, ha, hb));
+        }
+        let run = sync(&a, &b);
+        for (author, shared, ha, hb) in &expected {
+            let (want_a, want_b) = if *shared { (*ha.max(hb), *ha.max(hb)) } else { (*ha, *hb) };
+            prop_assert_eq!(seqs(&a, author), want_a);
+            prop_assert_eq!(seqs(&b, author), want_b);
+        }
+        // Nothing sent twice: exactly the missing entries crossed.
+        prop_assert_eq!(run.initiator.entries_received + run.responder.entries_received, differing);
+        prop_assert!(run.reconcile_round_trips <= reconcile_bound(logs.len()));
+        // Then one more round trip fetches what was missing, one says done.
+        prop_assert!(run.initiator.round_trips <= run.reconcile_round_trips + 2, "{:?}", run.initiator);
+        prop_assert!(capsule::audit::verify_store(&a).is_ok());
+        prop_assert!(capsule::audit::verify_store(&b).is_ok());
+
+        // A returning peer settles the heads by changelog cursors: in one
+        // round trip when both want the same authors, two when the responder
+        // must first see the initiator's list again.
+        let again = sync(&a, &b);
+        prop_assert!(again.initiator.by_cursor);
+        prop_assert_eq!(again.initiator.entries_received + again.responder.entries_received, 0);
+        prop_assert_eq!(again.reconcile_round_trips, if a_mirrors_all { 1 } else { 2 });
+    }
+
+    #[test]
+    fn a_fork_is_found_and_kept_as_proof(len_a in 1u64..20, len_b in 1u64..20) {
+        let a = Store::open_in_memory().unwrap();
+        let b = Store::open_in_memory().unwrap();
+        let identity = Identity::from_seed([9; 32]);
+        put(&a, &log(&identity, len_a, 1));
+        put(&b, &log(&identity, len_b, 2));
+        a.mirror(identity.author()).unwrap();
+        b.mirror(identity.author()).unwrap();
+        let run = sync(&a, &b);
+        let found = run.initiator.forks.len() + run.responder.forks.len();
+        prop_assert!(found >= 1, "{run:?}");
+        // The side behind (or both, at equal length) holds the proof.
+        let holders = [&a, &b].iter().filter(|s| !s.forks().unwrap().is_empty()).count();
+        prop_assert!(holders >= 1);
+        if len_a == len_b {
+            prop_assert_eq!(holders, 2);
+        }
+    }
+}
+
+#[test]
+fn new_entries_after_a_session_travel_by_cursor() {
+    let a = Store::open_in_memory().unwrap();
+    let b = Store::open_in_memory().unwrap();
+    let alice = Identity::from_seed([1; 32]);
+    let bob = Identity::from_seed([2; 32]);
+    let entries = log(&alice, 10, 0);
+    put(&b, &entries[..8]);
+    put(&a, &log(&bob, 3, 0));
+    for s in [&a, &b] {
+        s.mirror(alice.author()).unwrap();
+        s.mirror(bob.author()).unwrap();
+    }
+    let first = sync(&a, &b);
+    assert!(!first.initiator.by_cursor);
+    assert_eq!(seqs(&a, &alice.author()), 8);
+    assert_eq!(seqs(&b, &bob.author()), 3);
+    // b gets two more of alice's entries; a returns.
+    put(&b, &entries[8..]);
+    let second = sync(&a, &b);
+    assert!(second.initiator.by_cursor);
+    assert_eq!(second.initiator.entries_received, 2);
+    assert_eq!(second.reconcile_round_trips, 1);
+    assert_eq!(seqs(&a, &alice.author()), 10);
+    // A cursor into a store that was replaced is not honoured: full
+    // reconciliation, and still the right answer.
+    let c = Store::open_in_memory().unwrap();
+    c.mirror(alice.author()).unwrap();
+    c.mirror(bob.author()).unwrap();
+    put(&c, &entries[..5]);
+    let third = run_lockstep((&a, None, NODE_A), (&c, None, NODE_B)).unwrap();
+    assert!(!third.initiator.by_cursor);
+    assert_eq!(seqs(&c, &alice.author()), 10);
+    assert_eq!(seqs(&c, &bob.author()), 3);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    /// Enough authors that reconciliation splits ranges, with differences
+    /// scattered or clustered at the newest end.
+    #[test]
+    fn many_authors_reconcile_within_the_bound(
+        authors in 49usize..1200,
+        behind in prop::collection::vec(any::<prop::sample::Index>(), 0..40),
+        a_is_behind in any::<bool>(),
+    ) {
+        let a = Store::open_in_memory().unwrap();
+        let b = Store::open_in_memory().unwrap();
+        let behind: std::collections::BTreeSet<usize> =
+            behind.iter().map(|i| i.index(authors)).collect();
+        let mut keys = Vec::new();
+        for i in 0..authors {
+            let identity = Identity::from_seed(blake3::hash(&(i as u64).to_le_bytes()).into());
+            let entries = log(&identity, 2, 0);
+            let (full, short) = if a_is_behind { (&b, &a) } else { (&a, &b) };
+            put(full, &entries);
+            put(short, &entries[..if behind.contains(&i) { 1 } else { 2 }]);
+            a.mirror(identity.author()).unwrap();
+            b.mirror(identity.author()).unwrap();
+            keys.push(identity.author());
+        }
+        let run = sync(&a, &b);
+        for k in &keys {
+            prop_assert_eq!(seqs(&a, k), 2);
+            prop_assert_eq!(seqs(&b, k), 2);
+        }
+        prop_assert_eq!(run.initiator.entries_received + run.responder.entries_received, behind.len() as u64);
+        prop_assert!(run.reconcile_round_trips <= reconcile_bound(authors), "{run:?}");
+        prop_assert!(run.initiator.round_trips <= run.reconcile_round_trips + 2, "{run:?}");
+    }
+}
