@@ -164,3 +164,292 @@ pub fn verify(n: u64) -> Result<()> {
     println!("verify / raw:                  {:>10.3}", f.verify / f.raw);
     Ok(())
 }
+
+/// Figures of the full-sync part of `capsule bench sync`.
+#[derive(Debug, Clone, Copy)]
+pub struct SyncFigures {
+    /// Entries synced.
+    pub entries: u64,
+    /// Over QUIC on loopback, entries per second.
+    pub sync: f64,
+    /// Decode, verify and store the same entries in process, entries per
+    /// second: the bound.
+    pub bound: f64,
+    /// Raw batch signature verification on every core, entries per second.
+    pub raw: f64,
+    /// Round trips of the session.
+    pub round_trips: u64,
+    /// Frame bytes initiator → responder.
+    pub bytes_up: u64,
+    /// Frame bytes responder → initiator.
+    pub bytes_down: u64,
+    /// Bytes besides entries and payloads, both ways.
+    pub overhead: u64,
+    /// Peak resident memory of this process (both nodes), bytes.
+    pub peak_rss: u64,
+}
+
+/// Peak resident set size of this process so far (Linux), in bytes.
+pub fn peak_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Fills `store` with `authors` logs of `per_author` posts each, signed in
+/// parallel, and mirrors every author. Returns the authors.
+pub fn fill(store: &Store, authors: u64, per_author: u64, bar: &indicatif::ProgressBar) -> Result<Vec<crate::identity::AuthorKey>> {
+    let identities: Vec<Identity> = (0..authors).map(|_| Identity::generate()).collect();
+    for identity in &identities {
+        store.mirror(identity.author())?;
+    }
+    // Sign a slice of every log at a time, so memory stays bounded.
+    let mut builders: Vec<LogBuilder> = identities.iter().map(LogBuilder::new).collect();
+    let step = (BUILD_BATCH as u64 / authors.max(1)).max(1);
+    let mut made = 0;
+    while made < per_author {
+        let count = step.min(per_author - made);
+        let batch: Vec<Unverified> = builders
+            .par_iter_mut()
+            .flat_map_iter(|b| {
+                (0..count)
+                    .map(|i| {
+                        let seq = made + i + 1;
+                        let payload = Record::post(format!("post {seq}: a benchmark post of typical length"))
+                            .encode()
+                            .expect("short post");
+                        (b.next(1_764_000_000_000_000 + seq, &payload), Some(payload))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let n = batch.len() as u64;
+        let verified = verify_batch(batch).map_err(|(_, bad)| bad)?;
+        let report = store.append_mirrored(verified)?;
+        anyhow::ensure!(report.rejected.is_none(), "the store refused {:?}", report.rejected);
+        made += count;
+        bar.inc(n);
+    }
+    store.flush()?;
+    Ok(identities.iter().map(Identity::author).collect())
+}
+
+/// The in-process bound: read every entry of `authors` from `from`, encode
+/// it as on the wire, decode, verify and store it in `to`, pipelined like a
+/// session (decode, then signature batches on every core, then the store
+/// thread). Entries per second.
+pub fn in_process_bound(from: &Store, to: &Store, authors: &[crate::identity::AuthorKey]) -> Result<f64> {
+    use crate::sync::wire;
+    let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
+    let (verified_tx, verified_rx) = std::sync::mpsc::sync_channel(2);
+    let start = Instant::now();
+    let total = std::thread::scope(|scope| -> Result<u64> {
+        let reader = scope.spawn(move || -> Result<()> {
+            for author in authors {
+                crate::sync::session::serve(from, author, 1, u64::MAX, &mut |m| {
+                    if let wire::Message::Entries(body) = m {
+                        let _ = raw_tx.send(body);
+                    }
+                    Ok(())
+                })?;
+            }
+            Ok(())
+        });
+        let verifier = scope.spawn(move || -> Result<()> {
+            for body in raw_rx {
+                let entries = wire::decode_entries(&body)?;
+                let verified = verify_batch(entries).map_err(|(_, bad)| bad)?;
+                if verified_tx.send(verified).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        let mut total = 0;
+        for batch in verified_rx {
+            total += to.append_mirrored(batch)?.accepted;
+        }
+        reader.join().expect("reader")?;
+        verifier.join().expect("verifier")?;
+        Ok(total)
+    })?;
+    to.flush()?;
+    Ok(rate(total, start))
+}
+
+/// Full sync of `authors` × `per_author` entries over QUIC on 127.0.0.1
+/// between two stores in a temporary directory.
+pub fn measure_sync(authors: u64, per_author: u64) -> Result<SyncFigures> {
+    use crate::sync::{network, transport};
+    use std::sync::Arc;
+    anyhow::ensure!(authors > 0 && per_author > 0, "--authors and --entries-per-author must be at least 1");
+    let n = authors * per_author;
+    let dir = tempfile::tempdir().context("cannot make a temporary directory")?;
+    let source = Arc::new(Store::open(&dir.path().join("source.redb"))?);
+    let bar = crate::progress::bar(n, "building");
+    let keys = fill(&source, authors, per_author, &bar)?;
+    bar.finish_and_clear();
+
+    let mut sample = Vec::new();
+    for key in keys.iter() {
+        source.scan(key, 1, |s| {
+            sample.push(s.entry);
+            sample.len() < RAW_SAMPLE
+        })?;
+        if sample.len() >= RAW_SAMPLE {
+            break;
+        }
+    }
+    let raw = raw_batch_rate(&sample)?;
+    drop(sample);
+
+    let bound_store = Store::open(&dir.path().join("bound.redb"))?;
+    let bound = in_process_bound(&source, &bound_store, &keys)?;
+    bound_store.close()?;
+    std::fs::remove_file(dir.path().join("bound.redb")).ok();
+
+    let target = Arc::new(Store::open(&dir.path().join("target.redb"))?);
+    for key in &keys {
+        target.mirror(*key)?;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let server_identity = Identity::generate();
+    let client_identity = Identity::generate();
+    let report = runtime.block_on(async {
+        let endpoint = transport::listen(&server_identity, "127.0.0.1:0".parse()?)?;
+        let addr = endpoint.local_addr()?;
+        let server = tokio::spawn(network::serve(
+            endpoint.clone(),
+            Arc::clone(&source),
+            None,
+            network::SyncConfig::default(),
+            Arc::new(|_| {}),
+        ));
+        let bar = crate::progress::bar(n, "syncing");
+        let report = network::sync_once(
+            Arc::clone(&target),
+            &client_identity,
+            server_identity.author(),
+            addr,
+            network::SyncConfig::default(),
+            Some(bar),
+        )
+        .await;
+        endpoint.close(0u32.into(), b"done");
+        let _ = server.await;
+        anyhow::Ok(report?)
+    })?;
+    anyhow::ensure!(
+        report.stats.entries_stored == n,
+        "the sync stored {} of {n} entries",
+        report.stats.entries_stored
+    );
+    let sync = n as f64 / report.elapsed.as_secs_f64().max(1e-9);
+    Ok(SyncFigures {
+        entries: n,
+        sync,
+        bound,
+        raw,
+        round_trips: report.stats.round_trips,
+        bytes_up: report.bytes_sent,
+        bytes_down: report.bytes_received,
+        overhead: report.overhead(),
+        peak_rss: peak_rss(),
+    })
+}
+
+/// What reconciliation cost in one scenario.
+#[derive(Debug, Clone, Copy)]
+pub struct ReconcileFigures {
+    /// Round trips until the initiator knew every differing head.
+    pub reconcile_round_trips: u64,
+    /// Round trips of the whole session (entries and done included).
+    pub round_trips: u64,
+    /// Bytes besides entries and payloads, both ways.
+    pub overhead: u64,
+    /// Entries that crossed.
+    pub entries: u64,
+}
+
+/// Two in-memory stores holding the same `authors` one-entry logs, the
+/// responder `ahead` of them one entry further (the newest timestamps);
+/// returns the first contact and, after `ahead` more new entries, the
+/// returning peer's session.
+pub fn measure_reconcile(authors: u64, ahead: u64) -> Result<(ReconcileFigures, ReconcileFigures)> {
+    use crate::sync::session::run_lockstep;
+    anyhow::ensure!(ahead <= authors, "--diff must not exceed --diff-authors");
+    let a = Store::open_in_memory()?;
+    let b = Store::open_in_memory()?;
+    let identities: Vec<Identity> = (0..authors).map(|_| Identity::generate()).collect();
+    let mut builders: Vec<LogBuilder> = identities.iter().map(LogBuilder::new).collect();
+    let post = |seq: u64| Record::post(format!("post {seq}")).encode().expect("short post");
+    let sign = |builders: &mut [LogBuilder], seq: u64, ts: u64| -> Vec<Unverified> {
+        builders
+            .par_iter_mut()
+            .enumerate()
+            .map(|(i, b)| (b.next(ts + i as u64, &post(seq)), Some(post(seq))))
+            .collect()
+    };
+    let base = 1_764_000_000_000_000;
+    let first = sign(&mut builders, 1, base);
+    for s in [&a, &b] {
+        for id in &identities {
+            s.mirror(id.author())?;
+        }
+        s.append_mirrored(verify_batch(first.clone()).map_err(|(_, bad)| bad)?)?;
+    }
+    let figures = |run: crate::sync::session::Lockstep| ReconcileFigures {
+        reconcile_round_trips: run.reconcile_round_trips,
+        round_trips: run.initiator.round_trips,
+        overhead: run.traffic.overhead(),
+        entries: run.initiator.entries_received + run.responder.entries_received,
+    };
+    let advance = |builders: &mut [LogBuilder], seq: u64, ts: u64| -> Result<()> {
+        let next = sign(&mut builders[..ahead as usize], seq, ts);
+        b.append_mirrored(verify_batch(next).map_err(|(_, bad)| bad)?)?;
+        Ok(())
+    };
+    advance(&mut builders, 2, base + 1_000_000_000)?;
+    let (node_a, node_b) = ([1u8; 32], [2u8; 32]);
+    let first_contact = figures(run_lockstep((&a, None, node_a), (&b, None, node_b))?);
+    advance(&mut builders, 3, base + 2_000_000_000)?;
+    let returning = figures(run_lockstep((&a, None, node_a), (&b, None, node_b))?);
+    Ok((first_contact, returning))
+}
+
+/// `capsule bench sync`.
+pub fn sync(authors: u64, per_author: u64, diff_authors: u64, diff: u64) -> Result<()> {
+    let threads = rayon::current_num_threads();
+    println!(
+        "capsule bench sync: {authors} authors x {per_author} entries over QUIC on 127.0.0.1, {threads} verification threads"
+    );
+    let f = measure_sync(authors, per_author)?;
+    println!("sync over QUIC:                {:>10.0} entries/s", f.sync);
+    println!("in-process bound:              {:>10.0} entries/s  (decode, verify on {threads} threads, store; no network)", f.bound);
+    println!("raw batch verify:              {:>10.0} entries/s  (ed25519-consensus, {threads} threads)", f.raw);
+    println!("sync / in-process bound:       {:>10.3}", f.sync / f.bound);
+    println!("sync / raw verify:             {:>10.3}", f.sync / f.raw);
+    println!("round trips:                   {:>10}", f.round_trips);
+    println!(
+        "bytes:                         {:>10} up, {} down, {} besides entries and payloads",
+        f.bytes_up, f.bytes_down, f.overhead
+    );
+    println!("peak memory (both nodes):      {:>10.1} MB", f.peak_rss as f64 / 1e6);
+    println!();
+    println!("reconciliation: {diff_authors} authors held by both, {diff} of them one entry ahead on one side (lockstep: the same messages as over QUIC)");
+    let (first, returning) = measure_reconcile(diff_authors, diff)?;
+    for (what, r) in [("first contact", first), ("returning peer", returning)] {
+        println!(
+            "{what:<16} heads settled in {} round trip(s), session {} round trips, {} bytes besides the {} entries",
+            r.reconcile_round_trips, r.round_trips, r.overhead, r.entries
+        );
+    }
+    Ok(())
+}

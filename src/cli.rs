@@ -18,6 +18,8 @@ use crate::log::entry::{EntryId, MAX_PAYLOAD};
 use crate::log::record::{EntryRef, Record};
 use crate::log::verify::Summary;
 use crate::store::{ImportMsg, Scanned, Store};
+use crate::sync::network::{self, SyncConfig};
+use crate::sync::transport::{self, PeerAddr};
 
 /// Exit code when verification finds a bad entry (as opposed to an error
 /// that kept it from running).
@@ -105,6 +107,36 @@ pub enum Command {
         #[arg(long)]
         store: bool,
     },
+    /// Mirror an author: this node asks peers for their log at every sync,
+    /// keeps it, and serves it to anyone who asks.
+    Mirror {
+        /// The author's key (52 characters).
+        author: AuthorKey,
+    },
+    /// Stop mirroring an author. What this node holds of the log stays.
+    Unmirror {
+        /// The author's key.
+        author: AuthorKey,
+    },
+    /// Sync once with a peer: both nodes bring each other's copies of the
+    /// logs they both mirror up to date. Prints what was learned.
+    Sync {
+        /// The peer: its node key, @, and the address its sync listens on,
+        /// e.g. KEY@alice.example:4433.
+        peer: PeerAddr,
+        /// Give up when the peer says nothing for this many seconds.
+        #[arg(long, default_value_t = 30, env = "CAPSULE_SYNC_TIMEOUT", value_name = "SECONDS")]
+        timeout: u64,
+    },
+    /// Listen for sync sessions from peers until interrupted (Ctrl-C).
+    ServeSync {
+        /// The UDP address to listen on.
+        #[arg(long, default_value = "0.0.0.0:4433", env = "CAPSULE_SYNC_LISTEN")]
+        listen: std::net::SocketAddr,
+        /// End a session when its peer says nothing for this many seconds.
+        #[arg(long, default_value_t = 30, env = "CAPSULE_SYNC_TIMEOUT", value_name = "SECONDS")]
+        timeout: u64,
+    },
     /// Measure this machine.
     Bench(BenchArgs),
 }
@@ -126,6 +158,26 @@ pub enum Bench {
         /// How many entries.
         #[arg(long, default_value_t = 100_000)]
         entries: u64,
+    },
+    /// Sync between two fresh stores in a temporary directory over real QUIC
+    /// on 127.0.0.1, beside the in-process bound (verify and store the same
+    /// entries with no network) and the raw batch-verify rate of this
+    /// machine; then the reconciliation cost of a few new entries among many
+    /// authors, at first contact and for a returning peer.
+    Sync {
+        /// Authors in the full sync.
+        #[arg(long, default_value_t = 100)]
+        authors: u64,
+        /// Entries per author in the full sync.
+        #[arg(long, default_value_t = 1_000)]
+        entries_per_author: u64,
+        /// Authors in the reconciliation runs (one entry each held by both
+        /// sides; some one entry ahead on the responder).
+        #[arg(long, default_value_t = 10_000)]
+        diff_authors: u64,
+        /// How many of those are one entry ahead.
+        #[arg(long, default_value_t = 1)]
+        diff: u64,
     },
 }
 
@@ -171,10 +223,26 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Some(file) if !store => verify_archive(&file),
             _ => verify_store(&dir),
         },
+        Command::Mirror { author } => mirror(&dir, author, true),
+        Command::Unmirror { author } => mirror(&dir, author, false),
+        Command::Sync { peer, timeout } => sync(&dir, peer, timeout),
+        Command::ServeSync { listen, timeout } => serve_sync(&dir, listen, timeout),
         Command::Bench(BenchArgs {
             what: Bench::Verify { entries },
         }) => {
             crate::bench::verify(entries)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchArgs {
+            what:
+                Bench::Sync {
+                    authors,
+                    entries_per_author,
+                    diff_authors,
+                    diff,
+                },
+        }) => {
+            crate::bench::sync(authors, entries_per_author, diff_authors, diff)?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -617,4 +685,148 @@ fn import(dir: &DataDir, file: &Path) -> Result<ExitCode> {
     }
     store.close()?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn mirror(dir: &DataDir, author: AuthorKey, add: bool) -> Result<ExitCode> {
+    let store = open_store(dir)?;
+    let changed = if add {
+        store.mirror(author)?
+    } else {
+        store.unmirror(author)?
+    };
+    store.close()?;
+    match (add, changed) {
+        (true, true) => println!("now mirroring {author}; the next sync fetches its log"),
+        (true, false) => println!("already mirroring {author}"),
+        (false, true) => println!("no longer mirroring {author}; what this node holds of it stays"),
+        (false, false) => println!("{author} was not mirrored"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn sync(dir: &DataDir, peer: PeerAddr, timeout: u64) -> Result<ExitCode> {
+    let identity = load_identity(dir)?;
+    let store = Arc::new(open_store(dir)?);
+    let config = SyncConfig {
+        idle: std::time::Duration::from_secs(timeout.max(1)),
+    };
+    let runtime = runtime()?;
+    let report = runtime.block_on(async {
+        let addr = peer.resolve().await?;
+        let bar = crate::progress::bar(1, "syncing");
+        let report = network::sync_once(
+            Arc::clone(&store),
+            &identity,
+            peer.key,
+            addr,
+            config,
+            Some(bar),
+        )
+        .await
+        .with_context(|| format!("sync with {peer} failed"))?;
+        anyhow::Ok(report)
+    })?;
+    drop(runtime);
+    if let Ok(store) = Arc::try_unwrap(store) {
+        store.close()?;
+    }
+    let s = &report.stats;
+    println!(
+        "synced with {} in {:.2} s",
+        peer,
+        report.elapsed.as_secs_f64()
+    );
+    println!(
+        "  shared authors: {} (heads settled {})",
+        s.shared_authors,
+        if s.by_cursor {
+            "from the changelog cursors"
+        } else {
+            "by reconciliation"
+        }
+    );
+    println!(
+        "  received {} entries ({} new) for {} authors; sent {} bytes of entries",
+        s.entries_received, s.entries_stored, s.authors_updated, report.entry_bytes_sent
+    );
+    println!(
+        "  bytes: {} sent, {} received, {} of them besides entries and payloads",
+        report.bytes_sent,
+        report.bytes_received,
+        report.overhead()
+    );
+    println!("  round trips: {}", s.round_trips);
+    for (author, seq) in &s.forks {
+        println!("  fork: {author} signed two entries for seq {seq}; the proof is kept");
+    }
+    if s.refused > 0 {
+        println!("  {} entries were refused (see `capsule verify --store`)", s.refused);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn serve_sync(dir: &DataDir, listen: std::net::SocketAddr, timeout: u64) -> Result<ExitCode> {
+    let identity = load_identity(dir)?;
+    let store = Arc::new(open_store(dir)?);
+    let config = SyncConfig {
+        idle: std::time::Duration::from_secs(timeout.max(1)),
+    };
+    let runtime = runtime()?;
+    runtime.block_on(async {
+        let endpoint = transport::listen(&identity, listen)?;
+        let local = endpoint.local_addr().context("the listening address")?;
+        println!("listening for sync on {local} as {}", identity.author());
+        println!("peers dial {}@HOST:{}", identity.author(), local.port());
+        let on_session = Arc::new(|r: Result<network::Report, _>| match r {
+            Ok(r) => eprintln!(
+                "session with {}: received {} entries, sent {} bytes of entries, {:.2} s",
+                r.peer.map(|p| p.to_string()).unwrap_or_default(),
+                r.stats.entries_received,
+                r.entry_bytes_sent,
+                r.elapsed.as_secs_f64()
+            ),
+            Err(e) => eprintln!("session failed: {e}"),
+        });
+        let server = tokio::spawn(network::serve(
+            endpoint.clone(),
+            Arc::clone(&store),
+            Some(identity.author()),
+            config,
+            on_session,
+        ));
+        wait_for_shutdown().await;
+        eprintln!("stopping");
+        endpoint.close(0u32.into(), b"shutting down");
+        let _ = server.await;
+        endpoint.wait_idle().await;
+        anyhow::Ok(())
+    })?;
+    drop(runtime);
+    if let Ok(store) = Arc::try_unwrap(store) {
+        store.close()?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn wait_for_shutdown() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

@@ -8,8 +8,11 @@
 //! - [`session`]: drives a session against a store: snapshots, serving,
 //!   verifying and storing received entries.
 //! - [`transport`]: QUIC endpoints with mutual authentication by node key.
+//! - [`network`]: sessions over QUIC connections: dial once, or listen.
 
+pub mod network;
 pub mod protocol;
 pub mod range;
 pub mod session;
+pub mod transport;
 pub mod wire;

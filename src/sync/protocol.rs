@@ -167,6 +167,8 @@ pub enum Violation {
 /// What a session did, for the person watching and for the benchmark.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Entries asked of the peer.
+    pub entries_expected: u64,
     /// Entries received and handed to the store.
     pub entries_received: u64,
     /// Entries the store newly accepted.
@@ -701,6 +703,7 @@ impl Session {
 
     fn want(&mut self, author: u32, from: u64, to: u64, out: &mut Vec<Action>) {
         self.expect.entry(author).or_default().push_back((from, to));
+        self.stats.entries_expected += to - from + 1;
         out.push(Action::Send(Message::Want { author, from, to }));
     }
 

@@ -1,0 +1,382 @@
+//! QUIC for `capsule/1`: quinn over UDP, TLS 1.3, mutual authentication by
+//! node key.
+//!
+//! Each node presents a self-signed certificate (rcgen) for its ed25519 node
+//! key (the author key). There are no certificate authorities: the dialler
+//! checks that the certificate carries the key it expects, the listener
+//! records the key the dialler presents. Both check the TLS handshake
+//! signature themselves against that same key, so a certificate can never
+//! claim one key while the handshake is signed by another.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ed25519_consensus::{Signature, VerificationKey};
+use rustls::DigitallySignedStruct;
+use rustls::SignatureScheme;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+
+use crate::identity::{AuthorKey, Identity};
+
+/// The ALPN of protocol version 1.
+pub const ALPN: &[u8] = b"capsule/1";
+
+/// A connection with no packet for this long is dead (QUIC's idle timeout).
+/// Keep-alives every third of it keep a quiet but live session open.
+pub const CONNECTION_IDLE: Duration = Duration::from_secs(30);
+
+/// The DER prefix of an ed25519 SubjectPublicKeyInfo (RFC 8410); the 32-byte
+/// key follows it.
+const ED25519_SPKI_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
+
+/// The DER prefix of an ed25519 PKCS#8 v1 private key (RFC 8410); the
+/// 32-byte seed follows it.
+const ED25519_PKCS8_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// Errors setting up QUIC.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// TLS set-up failed.
+    #[error("TLS set-up: {0}")]
+    Tls(String),
+    /// The UDP socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A host name did not resolve.
+    #[error("cannot resolve {host}: {reason}")]
+    Resolve {
+        /// The host and port.
+        host: String,
+        /// Why.
+        reason: String,
+    },
+    /// Dialling failed.
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A peer to dial: its node key and where it listens, written
+/// `KEY@HOST:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerAddr {
+    /// The node key the peer must present.
+    pub key: AuthorKey,
+    /// Host (name or address) and port.
+    pub host_port: String,
+}
+
+impl std::str::FromStr for PeerAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (key, host_port) = s
+            .split_once('@')
+            .ok_or_else(|| format!("{s:?} is not KEY@HOST:PORT (no @)"))?;
+        let key = key.parse().map_err(|e| format!("bad node key: {e}"))?;
+        match host_port.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+            _ => return Err(format!("{host_port:?} is not HOST:PORT")),
+        }
+        Ok(PeerAddr {
+            key,
+            host_port: host_port.to_string(),
+        })
+    }
+}
+
+impl std::fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.key, self.host_port)
+    }
+}
+
+impl PeerAddr {
+    /// Resolves the host (the first address found).
+    pub async fn resolve(&self) -> Result<SocketAddr, TransportError> {
+        let fail = |reason: String| TransportError::Resolve {
+            host: self.host_port.clone(),
+            reason,
+        };
+        tokio::net::lookup_host(&self.host_port)
+            .await
+            .map_err(|e| fail(e.to_string()))?
+            .next()
+            .ok_or_else(|| fail("no address found".into()))
+    }
+}
+
+/// The node key in a certificate: the key of its ed25519 SubjectPublicKeyInfo,
+/// which must occur exactly once.
+pub fn key_of_certificate(der: &[u8]) -> Option<AuthorKey> {
+    let mut found = None;
+    for at in 0..der.len().saturating_sub(ED25519_SPKI_PREFIX.len() + 32) + 1 {
+        if der[at..].starts_with(&ED25519_SPKI_PREFIX) {
+            if found.is_some() {
+                return None;
+            }
+            let start = at + ED25519_SPKI_PREFIX.len();
+            found = Some(AuthorKey(der.get(start..start + 32)?.try_into().ok()?));
+        }
+    }
+    found
+}
+
+/// A self-signed certificate for the node key, and the key in PKCS#8.
+pub fn certificate(
+    identity: &Identity,
+) -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), TransportError> {
+    let mut pkcs8 = ED25519_PKCS8_PREFIX.to_vec();
+    pkcs8.extend_from_slice(&identity.signing_key().to_bytes());
+    let der = PrivatePkcs8KeyDer::from(pkcs8);
+    let tls = |e: rcgen::Error| TransportError::Tls(e.to_string());
+    let key_pair = rcgen::KeyPair::try_from(&der).map_err(tls)?;
+    let mut params = rcgen::CertificateParams::new(vec!["capsule".to_string()]).map_err(tls)?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, identity.author().to_string());
+    let cert = params.self_signed(&key_pair).map_err(tls)?;
+    Ok((cert.der().clone(), PrivateKeyDer::Pkcs8(der)))
+}
+
+fn verify_signature(
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &DigitallySignedStruct,
+) -> Result<HandshakeSignatureValid, rustls::Error> {
+    let bad = || rustls::Error::General("the handshake signature does not verify".into());
+    if dss.scheme != SignatureScheme::ED25519 {
+        return Err(bad());
+    }
+    let key = key_of_certificate(cert).ok_or_else(bad)?;
+    let key = VerificationKey::try_from(key.0).map_err(|_| bad())?;
+    let signature: [u8; 64] = dss.signature().try_into().map_err(|_| bad())?;
+    key.verify(&Signature::from(signature), message)
+        .map_err(|_| bad())?;
+    Ok(HandshakeSignatureValid::assertion())
+}
+
+/// The dialler's check: the responder's certificate carries `expected`.
+#[derive(Debug)]
+struct ExpectKey(AuthorKey);
+
+impl ServerCertVerifier for ExpectKey {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match key_of_certificate(end_entity) {
+            Some(k) if k == self.0 => Ok(ServerCertVerified::assertion()),
+            Some(k) => Err(rustls::Error::General(format!(
+                "the peer is {k}, not the expected {}",
+                self.0
+            ))),
+            None => Err(rustls::Error::General(
+                "the peer's certificate carries no node key".into(),
+            )),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.2 is not spoken".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        vec![SignatureScheme::ED25519]
+    }
+}
+
+/// The listener's check: any node key, recorded from the certificate.
+#[derive(Debug)]
+struct AnyKey;
+
+impl ClientCertVerifier for AnyKey {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        key_of_certificate(end_entity)
+            .map(|_| ClientCertVerified::assertion())
+            .ok_or_else(|| rustls::Error::General("the certificate carries no node key".into()))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.2 is not spoken".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        vec![SignatureScheme::ED25519]
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn transport_config() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.max_idle_timeout(Some(
+        CONNECTION_IDLE.try_into().expect("a valid idle timeout"),
+    ));
+    t.keep_alive_interval(Some(CONNECTION_IDLE / 3));
+    // Sessions use one stream each; a few spare ones cost nothing.
+    t.max_concurrent_bidi_streams(4u32.into());
+    t.max_concurrent_uni_streams(0u32.into());
+    // Large windows keep a loopback or LAN link busy while the receiver
+    // verifies: 8 MiB per stream, 16 MiB per connection.
+    t.stream_receive_window((8u32 * 1024 * 1024).into());
+    t.receive_window((16u32 * 1024 * 1024).into());
+    t.send_window(16 * 1024 * 1024);
+    Arc::new(t)
+}
+
+/// A client configuration that accepts only `expected` as the peer.
+pub fn client_config(
+    identity: &Identity,
+    expected: AuthorKey,
+) -> Result<quinn::ClientConfig, TransportError> {
+    let (cert, key) = certificate(identity)?;
+    let tls = |e: rustls::Error| TransportError::Tls(e.to_string());
+    let mut crypto = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls)?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(ExpectKey(expected)))
+        .with_client_auth_cert(vec![cert], key)
+        .map_err(tls)?;
+    crypto.alpn_protocols = vec![ALPN.to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
+        .map_err(|e| TransportError::Tls(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    config.transport_config(transport_config());
+    Ok(config)
+}
+
+/// A server configuration presenting this node's key and requiring one
+/// from every dialler.
+pub fn server_config(identity: &Identity) -> Result<quinn::ServerConfig, TransportError> {
+    let (cert, key) = certificate(identity)?;
+    let tls = |e: rustls::Error| TransportError::Tls(e.to_string());
+    let mut crypto = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls)?
+        .with_client_cert_verifier(Arc::new(AnyKey))
+        .with_single_cert(vec![cert], key)
+        .map_err(tls)?;
+    crypto.alpn_protocols = vec![ALPN.to_vec()];
+    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)
+        .map_err(|e| TransportError::Tls(e.to_string()))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    config.transport_config(transport_config());
+    Ok(config)
+}
+
+/// A listening endpoint (which can also dial).
+pub fn listen(identity: &Identity, addr: SocketAddr) -> Result<quinn::Endpoint, TransportError> {
+    quinn::Endpoint::server(server_config(identity)?, addr)
+        .map_err(|source| TransportError::Bind { addr, source })
+}
+
+/// An endpoint for dialling only, on an ephemeral port of the right family.
+pub fn dialler(peer: SocketAddr) -> Result<quinn::Endpoint, TransportError> {
+    let addr: SocketAddr = if peer.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    quinn::Endpoint::client(addr).map_err(|source| TransportError::Bind { addr, source })
+}
+
+/// Dials `addr` and demands that the peer is `expected`.
+pub async fn connect(
+    endpoint: &quinn::Endpoint,
+    identity: &Identity,
+    expected: AuthorKey,
+    addr: SocketAddr,
+) -> Result<quinn::Connection, TransportError> {
+    let fail = |reason: String| TransportError::Connect { addr, reason };
+    let connecting = endpoint
+        .connect_with(client_config(identity, expected)?, addr, "capsule")
+        .map_err(|e| fail(e.to_string()))?;
+    connecting.await.map_err(|e| fail(e.to_string()))
+}
+
+/// The node key a connected peer presented.
+pub fn peer_key(connection: &quinn::Connection) -> Option<AuthorKey> {
+    let identity = connection.peer_identity()?;
+    let certs = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    key_of_certificate(certs.first()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_certificate_carries_the_node_key_once() {
+        let identity = Identity::from_seed([7; 32]);
+        let (cert, _) = certificate(&identity).unwrap();
+        assert_eq!(key_of_certificate(&cert), Some(identity.author()));
+        // A certificate naming two keys names none.
+        let mut doubled = cert.to_vec();
+        doubled.extend_from_slice(&ED25519_SPKI_PREFIX);
+        doubled.extend_from_slice(&[1; 32]);
+        assert_eq!(key_of_certificate(&doubled), None);
+        assert_eq!(key_of_certificate(&[]), None);
+    }
+}
