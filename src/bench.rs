@@ -203,7 +203,12 @@ pub fn peak_rss() -> u64 {
 
 /// Fills `store` with `authors` logs of `per_author` posts each, signed in
 /// parallel, and mirrors every author. Returns the authors.
-pub fn fill(store: &Store, authors: u64, per_author: u64, bar: &indicatif::ProgressBar) -> Result<Vec<crate::identity::AuthorKey>> {
+pub fn fill(
+    store: &Store,
+    authors: u64,
+    per_author: u64,
+    bar: &indicatif::ProgressBar,
+) -> Result<Vec<crate::identity::AuthorKey>> {
     let identities: Vec<Identity> = (0..authors).map(|_| Identity::generate()).collect();
     for identity in &identities {
         store.mirror(identity.author())?;
@@ -220,9 +225,10 @@ pub fn fill(store: &Store, authors: u64, per_author: u64, bar: &indicatif::Progr
                 (0..count)
                     .map(|i| {
                         let seq = made + i + 1;
-                        let payload = Record::post(format!("post {seq}: a benchmark post of typical length"))
-                            .encode()
-                            .expect("short post");
+                        let payload =
+                            Record::post(format!("post {seq}: a benchmark post of typical length"))
+                                .encode()
+                                .expect("short post");
                         (b.next(1_764_000_000_000_000 + seq, &payload), Some(payload))
                     })
                     .collect::<Vec<_>>()
@@ -231,7 +237,11 @@ pub fn fill(store: &Store, authors: u64, per_author: u64, bar: &indicatif::Progr
         let n = batch.len() as u64;
         let verified = verify_batch(batch).map_err(|(_, bad)| bad)?;
         let report = store.append_mirrored(verified)?;
-        anyhow::ensure!(report.rejected.is_none(), "the store refused {:?}", report.rejected);
+        anyhow::ensure!(
+            report.rejected.is_none(),
+            "the store refused {:?}",
+            report.rejected
+        );
         made += count;
         bar.inc(n);
     }
@@ -243,7 +253,11 @@ pub fn fill(store: &Store, authors: u64, per_author: u64, bar: &indicatif::Progr
 /// it as on the wire, decode, verify and store it in `to`, pipelined like a
 /// session (decode, then signature batches on every core, then the store
 /// thread). Entries per second.
-pub fn in_process_bound(from: &Store, to: &Store, authors: &[crate::identity::AuthorKey]) -> Result<f64> {
+pub fn in_process_bound(
+    from: &Store,
+    to: &Store,
+    authors: &[crate::identity::AuthorKey],
+) -> Result<f64> {
     use crate::sync::wire;
     let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
     let (verified_tx, verified_rx) = std::sync::mpsc::sync_channel(2);
@@ -287,7 +301,10 @@ pub fn in_process_bound(from: &Store, to: &Store, authors: &[crate::identity::Au
 pub fn measure_sync(authors: u64, per_author: u64) -> Result<SyncFigures> {
     use crate::sync::{network, transport};
     use std::sync::Arc;
-    anyhow::ensure!(authors > 0 && per_author > 0, "--authors and --entries-per-author must be at least 1");
+    anyhow::ensure!(
+        authors > 0 && per_author > 0,
+        "--authors and --entries-per-author must be at least 1"
+    );
     let n = authors * per_author;
     let dir = tempfile::tempdir().context("cannot make a temporary directory")?;
     let source = Arc::new(Store::open(&dir.path().join("source.redb"))?);
@@ -389,7 +406,11 @@ pub fn measure_reconcile(authors: u64, ahead: u64) -> Result<(ReconcileFigures, 
     let b = Store::open_in_memory()?;
     let identities: Vec<Identity> = (0..authors).map(|_| Identity::generate()).collect();
     let mut builders: Vec<LogBuilder> = identities.iter().map(LogBuilder::new).collect();
-    let post = |seq: u64| Record::post(format!("post {seq}")).encode().expect("short post");
+    let post = |seq: u64| {
+        Record::post(format!("post {seq}"))
+            .encode()
+            .expect("short post")
+    };
     let sign = |builders: &mut [LogBuilder], seq: u64, ts: u64| -> Vec<Unverified> {
         builders
             .par_iter_mut()
@@ -432,8 +453,14 @@ pub fn sync(authors: u64, per_author: u64, diff_authors: u64, diff: u64) -> Resu
     );
     let f = measure_sync(authors, per_author)?;
     println!("sync over QUIC:                {:>10.0} entries/s", f.sync);
-    println!("in-process bound:              {:>10.0} entries/s  (decode, verify on {threads} threads, store; no network)", f.bound);
-    println!("raw batch verify:              {:>10.0} entries/s  (ed25519-consensus, {threads} threads)", f.raw);
+    println!(
+        "in-process bound:              {:>10.0} entries/s  (decode, verify on {threads} threads, store; no network)",
+        f.bound
+    );
+    println!(
+        "raw batch verify:              {:>10.0} entries/s  (ed25519-consensus, {threads} threads)",
+        f.raw
+    );
     println!("sync / in-process bound:       {:>10.3}", f.sync / f.bound);
     println!("sync / raw verify:             {:>10.3}", f.sync / f.raw);
     println!("round trips:                   {:>10}", f.round_trips);
@@ -441,9 +468,14 @@ pub fn sync(authors: u64, per_author: u64, diff_authors: u64, diff: u64) -> Resu
         "bytes:                         {:>10} up, {} down, {} besides entries and payloads",
         f.bytes_up, f.bytes_down, f.overhead
     );
-    println!("peak memory (both nodes):      {:>10.1} MB", f.peak_rss as f64 / 1e6);
+    println!(
+        "peak memory (both nodes):      {:>10.1} MB",
+        f.peak_rss as f64 / 1e6
+    );
     println!();
-    println!("reconciliation: {diff_authors} authors held by both, {diff} of them one entry ahead on one side (lockstep: the same messages as over QUIC)");
+    println!(
+        "reconciliation: {diff_authors} authors held by both, {diff} of them one entry ahead on one side (lockstep: the same messages as over QUIC)"
+    );
     let (first, returning) = measure_reconcile(diff_authors, diff)?;
     for (what, r) in [("first contact", first), ("returning peer", returning)] {
         println!(

@@ -125,7 +125,12 @@ pub enum Command {
         /// e.g. KEY@alice.example:4433.
         peer: PeerAddr,
         /// Give up when the peer says nothing for this many seconds.
-        #[arg(long, default_value_t = 30, env = "CAPSULE_SYNC_TIMEOUT", value_name = "SECONDS")]
+        #[arg(
+            long,
+            default_value_t = 30,
+            env = "CAPSULE_SYNC_TIMEOUT",
+            value_name = "SECONDS"
+        )]
         timeout: u64,
     },
     /// Listen for sync sessions from peers until interrupted (Ctrl-C).
@@ -134,7 +139,12 @@ pub enum Command {
         #[arg(long, default_value = "0.0.0.0:4433", env = "CAPSULE_SYNC_LISTEN")]
         listen: std::net::SocketAddr,
         /// End a session when its peer says nothing for this many seconds.
-        #[arg(long, default_value_t = 30, env = "CAPSULE_SYNC_TIMEOUT", value_name = "SECONDS")]
+        #[arg(
+            long,
+            default_value_t = 30,
+            env = "CAPSULE_SYNC_TIMEOUT",
+            value_name = "SECONDS"
+        )]
         timeout: u64,
     },
     /// Measure this machine.
@@ -767,7 +777,10 @@ fn sync(dir: &DataDir, peer: PeerAddr, timeout: u64) -> Result<ExitCode> {
         println!("  fork: {author} signed two entries for seq {seq}; the proof is kept");
     }
     if s.refused > 0 {
-        println!("  {} entries were refused (see `capsule verify --store`)", s.refused);
+        println!(
+            "  {} entries were refused (see `capsule verify --store`)",
+            s.refused
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -34,7 +34,9 @@ pub fn put(store: &Store, entries: &[Unverified]) {
     if entries.is_empty() {
         return;
     }
-    let report = store.append(verify_batch(entries.to_vec()).unwrap()).unwrap();
+    let report = store
+        .append(verify_batch(entries.to_vec()).unwrap())
+        .unwrap();
     assert!(report.rejected.is_none(), "{report:?}");
 }
 

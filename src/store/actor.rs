@@ -211,7 +211,9 @@ fn serve_group(db: &Database, group: Vec<Request>, pending: bool) -> bool {
                     Request::Mirror { author, add, reply } => {
                         let mut interest = txn.open_table(INTEREST)?;
                         let changed = if add {
-                            interest.insert(&author.0, MirrorReason::Mirror as u8)?.is_none()
+                            interest
+                                .insert(&author.0, MirrorReason::Mirror as u8)?
+                                .is_none()
                         } else {
                             interest.remove(&author.0)?.is_some()
                         };

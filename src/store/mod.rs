@@ -212,10 +212,7 @@ impl Store {
     /// without waiting for the disk: after a crash they are fetched again. A
     /// later durable commit (any post, [`Store::flush`]) makes them durable;
     /// a crash before that rolls the store back to a consistent earlier state.
-    pub fn append_mirrored(
-        &self,
-        entries: Vec<VerifiedEntry>,
-    ) -> Result<AppendReport, StoreError> {
+    pub fn append_mirrored(&self, entries: Vec<VerifiedEntry>) -> Result<AppendReport, StoreError> {
         self.request(|reply| actor::Request::Append {
             entries,
             durable: false,

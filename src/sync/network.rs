@@ -209,11 +209,14 @@ pub async fn run(
         connection.close(3u32.into(), &reason.as_bytes()[..reason.len().min(200)]);
     }
     let _ = writer.await;
+    // The responder closes, after it has stored its checkpoint: so a peer
+    // that dials again at once finds the cursor already remembered.
     match role {
-        Role::Initiator => connection.close(0u32.into(), b"done"),
-        Role::Responder => {
+        Role::Initiator => {
             let _ = tokio::time::timeout(Duration::from_secs(5), connection.closed()).await;
+            connection.close(0u32.into(), b"done");
         }
+        Role::Responder => connection.close(0u32.into(), b"done"),
     }
     reader.abort();
     let (stats, entry_bytes_sent, entry_bytes_received) = outcome?;
@@ -256,14 +259,22 @@ fn drive(mut d: Drive) -> Result<(Stats, u64, u64), SessionError> {
     // network drains what it serves.
     let (serve_tx, serve_rx) = std_mpsc::channel::<(AuthorKey, u64, u64)>();
     let served = Arc::new(Mutex::new(Ok(0u64)));
+    // When the serving thread last handed a message to the network: while
+    // it makes progress the peer is reading, so the session is not idle.
+    let epoch = Instant::now();
+    let last_served = Arc::new(AtomicU64::new(0));
     let server = {
-        let (store, entries, served) = (Arc::clone(&d.store), d.entries.clone(), Arc::clone(&served));
+        let (store, entries, served) =
+            (Arc::clone(&d.store), d.entries.clone(), Arc::clone(&served));
+        let last_served = Arc::clone(&last_served);
         std::thread::spawn(move || {
             for (author, from, to) in serve_rx {
                 let result = serve_entries(&store, &author, from, to, &mut |m| {
-                    entries
+                    let sent = entries
                         .blocking_send(wire::encode(&m))
-                        .map_err(|_| SessionError::Transport("the connection closed".into()))
+                        .map_err(|_| SessionError::Transport("the connection closed".into()));
+                    last_served.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+                    sent
                 });
                 let mut total = served.lock().expect("not poisoned");
                 match (result, &mut *total) {
@@ -344,6 +355,21 @@ fn drive(mut d: Drive) -> Result<(Stats, u64, u64), SessionError> {
                         break;
                     }
                 }
+                Action::Done => {
+                    let sent = super::session::done_message(&d.store, &session)
+                        .map(|m| d.control.send(wire::encode(&m)));
+                    match sent {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => {
+                            failure = Some(closed());
+                            break;
+                        }
+                        Err(e) => {
+                            failure = Some(e);
+                            break;
+                        }
+                    }
+                }
                 Action::Finished => finished = true,
             }
         }
@@ -370,8 +396,21 @@ fn drive(mut d: Drive) -> Result<(Stats, u64, u64), SessionError> {
             .await
         });
         actions = match next {
-            Err(_) => break Err(SessionError::Timeout(idle.as_secs())),
-            Ok(None) => break Err(SessionError::Transport("the peer closed the session".into())),
+            Err(_) => {
+                let since_served =
+                    epoch.elapsed().as_millis() as u64 - last_served.load(Ordering::Relaxed);
+                if since_served < idle.as_millis() as u64 {
+                    // Quiet peer, but it is reading what we serve.
+                    Vec::new()
+                } else {
+                    break Err(SessionError::Timeout(idle.as_secs()));
+                }
+            }
+            Ok(None) => {
+                break Err(SessionError::Transport(
+                    "the peer closed the session".into(),
+                ));
+            }
             Ok(Some(Ok(Inbound::Message(m)))) => match session.on_message(m) {
                 Ok(a) => a,
                 Err(v) => break Err(v.into()),

@@ -119,6 +119,10 @@ pub enum Action {
     /// Verify these entries and store them, then call
     /// [`Session::on_stored`] with the report.
     Store(Vec<Unverified>),
+    /// Send [`Message::Done`]: first make the store durable, then read the
+    /// heads changed since the snapshot and offer the counter now if
+    /// [`Session::peer_holds`] all of them.
+    Done,
     /// The session is over: both sides are done.
     Finished,
 }
@@ -222,6 +226,8 @@ pub struct Session {
     by_cursor: bool,
     heads_in: usize,
     decided: HashSet<u32>,
+    /// The peer's head seq of each author where it differs from ours.
+    learned: HashMap<u32, u64>,
     expect: HashMap<u32, VecDeque<(u64, u64)>>,
     wants_in: HashMap<u32, u8>,
     evidence: HashSet<u32>,
@@ -234,6 +240,7 @@ pub struct Session {
     done_sent: bool,
     done_received: bool,
     awaiting: bool,
+    their_end: Option<u64>,
     stats: Stats,
 }
 
@@ -258,6 +265,7 @@ impl Session {
             by_cursor: false,
             heads_in: 0,
             decided: HashSet::new(),
+            learned: HashMap::new(),
             expect: HashMap::new(),
             wants_in: HashMap::new(),
             evidence: HashSet::new(),
@@ -268,6 +276,7 @@ impl Session {
             done_sent: false,
             done_received: false,
             awaiting: false,
+            their_end: None,
             stats: Stats::default(),
         }
     }
@@ -291,9 +300,15 @@ impl Session {
     /// into each other's changelogs as of the session's snapshots.
     pub fn checkpoint(&self) -> Option<PeerRow> {
         let theirs = self.their_store?;
+        // The peer's counter at its done, when it vouched that we hold every
+        // change it made since its hello; else the one of its hello.
+        let their_counter = self
+            .their_end
+            .filter(|end| *end >= theirs.counter)
+            .unwrap_or(theirs.counter);
         (self.done_sent && self.done_received).then_some(PeerRow {
             their_store: theirs.store,
-            their_counter: theirs.counter,
+            their_counter,
             interest: self.digest,
             our_counter: self.snap.counter,
         })
@@ -337,7 +352,9 @@ impl Session {
         if self.optimistic {
             self.settle(self.snap.wanted.clone());
             let initial = self.reconciler().initial();
-            out.push(Action::Send(Message::Ranges(range::to_wire(&initial.ranges))));
+            out.push(Action::Send(Message::Ranges(range::to_wire(
+                &initial.ranges,
+            ))));
         }
         self.phase = Phase::AwaitWelcome;
         self.awaiting = true;
@@ -521,7 +538,10 @@ impl Session {
             }
             Message::Ranges(ranges) => {
                 if self.phase != Phase::Running || self.by_cursor || self.reconciled {
-                    if self.role == Role::Responder && self.phase == Phase::AwaitInterest && self.optimistic {
+                    if self.role == Role::Responder
+                        && self.phase == Phase::AwaitInterest
+                        && self.optimistic
+                    {
                         // The optimistic step over an interest that is not shared.
                         self.optimistic = false;
                         return Ok(out);
@@ -540,7 +560,10 @@ impl Session {
                         self.reconciled = true;
                     }
                     self.settled = answer.ranges.iter().all(|(_, mode)| {
-                        matches!(mode, range::Mode::Skip | range::Mode::Items { reply: false, .. })
+                        matches!(
+                            mode,
+                            range::Mode::Skip | range::Mode::Items { reply: false, .. }
+                        )
                     });
                     out.push(Action::Send(Message::Ranges(range::to_wire(
                         &answer.ranges,
@@ -608,11 +631,12 @@ impl Session {
                     out.push(Action::Store(entries));
                 }
             }
-            Message::Done => {
+            Message::Done { counter } => {
                 if self.phase != Phase::Running || self.done_received {
                     return Err(Violation::Unexpected("done"));
                 }
                 self.done_received = true;
+                self.their_end = counter;
             }
         }
         self.progress(&mut out);
@@ -649,7 +673,9 @@ impl Session {
             self.send_heads(since, out);
         } else if start_ranges {
             let initial = self.reconciler().initial();
-            out.push(Action::Send(Message::Ranges(range::to_wire(&initial.ranges))));
+            out.push(Action::Send(Message::Ranges(range::to_wire(
+                &initial.ranges,
+            ))));
         }
     }
 
@@ -686,6 +712,7 @@ impl Session {
         if !self.decided.insert(theirs.author) {
             return Ok(());
         }
+        self.learned.insert(theirs.author, theirs.seq);
         let mine = self.snap.heads.get(&key);
         let held = mine.map_or(0, |h| h.seq);
         if theirs.seq > held {
@@ -749,16 +776,38 @@ impl Session {
             && self.pending_stores == 0
         {
             self.done_sent = true;
-            out.push(Action::Send(Message::Done));
+            out.push(Action::Done);
         }
         if self.done_sent && self.done_received {
             out.push(Action::Finished);
         }
         if self.role == Role::Initiator
-            && out.iter().any(|a| matches!(a, Action::Send(_) | Action::Serve { .. }))
+            && out
+                .iter()
+                .any(|a| matches!(a, Action::Send(_) | Action::Serve { .. } | Action::Done))
         {
             self.awaiting = true;
         }
+    }
+
+    /// Whether the peer holds entry `seq` of `author` as far as this
+    /// session knows: the author is outside the shared interest (not the
+    /// peer's concern), or the peer's head is at least `seq`.
+    pub fn peer_holds(&self, author: &AuthorKey, seq: u64) -> bool {
+        let Some(&index) = self.index.get(author) else {
+            return true;
+        };
+        let theirs = match self.learned.get(&index) {
+            Some(seq) => *seq,
+            // Not learned: the peer's head equals our snapshot's.
+            None => self.snap.heads.get(author).map_or(0, |h| h.seq),
+        };
+        seq <= theirs
+    }
+
+    /// The change counter of the snapshot the session started from.
+    pub fn snapshot_counter(&self) -> u64 {
+        self.snap.counter
     }
 
     /// Which end this is.

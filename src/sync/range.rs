@@ -170,7 +170,9 @@ pub fn from_wire(ranges: Vec<WireRange>) -> Result<Vec<(Bound, Mode)>, RangeErro
     let mut lower: Option<Bound> = None;
     let mut out = Vec::with_capacity(ranges.len());
     for r in ranges {
-        let ts = previous.checked_add(r.ts_delta).ok_or(RangeError::BadBounds)?;
+        let ts = previous
+            .checked_add(r.ts_delta)
+            .ok_or(RangeError::BadBounds)?;
         let bound = Bound {
             ts,
             author: r.author,
@@ -423,7 +425,10 @@ mod tests {
             author,
             mode: Mode::Skip,
         };
-        assert_eq!(from_wire(vec![r(5, 1), r(0, 1)]), Err(RangeError::BadBounds));
+        assert_eq!(
+            from_wire(vec![r(5, 1), r(0, 1)]),
+            Err(RangeError::BadBounds)
+        );
         assert_eq!(from_wire(vec![r(5, 1)]), Err(RangeError::BadBounds));
         assert_eq!(
             from_wire(vec![r(u64::MAX, 0), r(1, 0)]),

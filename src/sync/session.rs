@@ -88,11 +88,11 @@ pub fn serve(
         }
         let payload = s.payload.as_deref();
         let len = wire::entry_frame_len(&s.entry, payload.is_some());
-        if body.len() + len > BUDGET {
-            if let Err(e) = send(Message::Entries(std::mem::take(&mut body))) {
-                failed = Some(e);
-                return false;
-            }
+        if body.len() + len > BUDGET
+            && let Err(e) = send(Message::Entries(std::mem::take(&mut body)))
+        {
+            failed = Some(e);
+            return false;
         }
         wire::push_entry(&mut body, &s.entry, payload);
         sent += len as u64 - 2;
@@ -125,6 +125,19 @@ pub fn authors_of(entries: &[Unverified]) -> Vec<AuthorKey> {
         .map(|(e, _)| e.author())
         .filter(|a| seen.insert(*a))
         .collect()
+}
+
+/// The done message for `session`: makes the store durable, then offers
+/// the counter now if the peer holds every change made since the snapshot.
+pub fn done_message(store: &Store, session: &Session) -> Result<Message, SessionError> {
+    store.flush()?;
+    let (changed, now) = store.changed_since(session.snapshot_counter())?;
+    let vouched = changed
+        .iter()
+        .all(|(author, head)| session.peer_holds(author, head.seq));
+    Ok(Message::Done {
+        counter: vouched.then_some(now),
+    })
 }
 
 /// Bytes that crossed between the two sides of a lockstep run.
@@ -280,6 +293,11 @@ fn execute(
                     side.session.note_updated(authors);
                 }
                 queue.extend(side.session.on_stored(&report));
+            }
+            Action::Done => {
+                let m = done_message(side.store, &side.session)?;
+                count(&m, traffic);
+                out.push(m);
             }
             Action::Finished => {}
         }

@@ -106,8 +106,14 @@ pub enum Message {
     /// Entries answering wants, in order, as archive frames (see
     /// schema/archive.md): 0x01 ‖ entry ‖ flag ‖ payload when flagged.
     Entries(Vec<u8>),
-    /// The sender wants nothing more and has sent everything asked of it.
-    Done,
+    /// The sender wants nothing more.
+    Done {
+        /// The sender's change counter now, when every change since its
+        /// hello is one the receiver holds too (entries it sent); the
+        /// receiver's next cursor starts there. Sent only after a durable
+        /// commit, so a crash cannot roll it back.
+        counter: Option<u64>,
+    },
 }
 
 /// Why a frame or message was refused.
@@ -165,7 +171,12 @@ pub fn push_entry(body: &mut Vec<u8>, entry: &Entry, payload: Option<&[u8]>) {
 
 /// Size of one entry's frame.
 pub fn entry_frame_len(entry: &Entry, with_payload: bool) -> usize {
-    2 + ENTRY_LEN + if with_payload { entry.payload_len() as usize } else { 0 }
+    2 + ENTRY_LEN
+        + if with_payload {
+            entry.payload_len() as usize
+        } else {
+            0
+        }
 }
 
 /// Splits an entries body into entries and payloads (nothing is verified).
@@ -205,10 +216,13 @@ mod tests {
 
     #[test]
     fn a_frame_is_its_length_then_the_message() {
-        let frame = encode(&Message::Done);
+        let frame = encode(&Message::Done { counter: Some(7) });
         let len = check_len(frame[..4].try_into().unwrap()).unwrap();
         assert_eq!(len, frame.len() - 4);
-        assert_eq!(decode(&frame[4..]).unwrap(), Message::Done);
+        assert_eq!(
+            decode(&frame[4..]).unwrap(),
+            Message::Done { counter: Some(7) }
+        );
     }
 
     #[test]
@@ -217,7 +231,7 @@ mod tests {
             check_len(u32::MAX.to_be_bytes()),
             Err(WireError::TooLarge(_))
         ));
-        let mut frame = encode(&Message::Done);
+        let mut frame = encode(&Message::Done { counter: Some(7) });
         frame.push(0);
         assert!(decode(&frame[4..]).is_err());
     }
