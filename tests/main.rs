@@ -9,6 +9,7 @@ mod fork;
 mod import;
 mod roundtrip;
 mod schema_doc;
+mod sync_hostile;
 mod sync_protocol;
 mod sync_quic;
 mod tamper;
