@@ -165,6 +165,8 @@ pub fn verify(n: u64) -> Result<()> {
     Ok(())
 }
 
+use crate::sync::network::MERGE_LIMIT;
+
 /// Figures of the full-sync part of `capsule bench sync`.
 #[derive(Debug, Clone, Copy)]
 pub struct SyncFigures {
@@ -185,20 +187,10 @@ pub struct SyncFigures {
     pub bytes_down: u64,
     /// Bytes besides entries and payloads, both ways.
     pub overhead: u64,
-    /// Peak resident memory of this process (both nodes), bytes.
-    pub peak_rss: u64,
-}
-
-/// Peak resident set size of this process so far (Linux), in bytes.
-pub fn peak_rss() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
+    /// Peak resident memory of the serving node's process, bytes.
+    pub peak_rss_serving: u64,
+    /// Peak resident memory of the syncing node's process, bytes.
+    pub peak_rss_syncing: u64,
 }
 
 /// Fills `store` with `authors` logs of `per_author` posts each, signed in
@@ -260,7 +252,8 @@ pub fn in_process_bound(
 ) -> Result<f64> {
     use crate::sync::wire;
     let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
-    let (verified_tx, verified_rx) = std::sync::mpsc::sync_channel(2);
+    let (verified_tx, verified_rx) =
+        std::sync::mpsc::sync_channel::<Vec<crate::log::verify::VerifiedEntry>>(8);
     let start = Instant::now();
     let total = std::thread::scope(|scope| -> Result<u64> {
         let reader = scope.spawn(move || -> Result<()> {
@@ -285,7 +278,15 @@ pub fn in_process_bound(
             Ok(())
         });
         let mut total = 0;
-        for batch in verified_rx {
+        while let Ok(mut batch) = verified_rx.recv() {
+            // Batches that queued up while the store was busy share a commit,
+            // as in a session.
+            while batch.len() < MERGE_LIMIT {
+                match verified_rx.try_recv() {
+                    Ok(more) => batch.extend(more),
+                    Err(_) => break,
+                }
+            }
             total += to.append_mirrored(batch)?.accepted;
         }
         reader.join().expect("reader")?;
@@ -296,23 +297,50 @@ pub fn in_process_bound(
     Ok(rate(total, start))
 }
 
+/// A node's data directory for the benchmark: a new identity and a store.
+fn bench_node(root: &std::path::Path) -> Result<(crate::data_dir::DataDir, Identity)> {
+    let dir = crate::data_dir::DataDir::new(root);
+    std::fs::create_dir_all(dir.root())?;
+    let identity = Identity::generate();
+    identity.save_new(&dir.identity())?;
+    Ok((dir, identity))
+}
+
+/// Peak resident memory of process `pid` so far (its VmHWM), if it runs.
+fn peak_rss_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(kb * 1024)
+}
+
 /// Full sync of `authors` × `per_author` entries over QUIC on 127.0.0.1
-/// between two stores in a temporary directory.
+/// between two nodes, each its own `capsule` process (`serve-sync` and
+/// `sync`) with its own data directory, as on two machines.
 pub fn measure_sync(authors: u64, per_author: u64) -> Result<SyncFigures> {
-    use crate::sync::{network, transport};
-    use std::sync::Arc;
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
     anyhow::ensure!(
         authors > 0 && per_author > 0,
         "--authors and --entries-per-author must be at least 1"
     );
     let n = authors * per_author;
-    let dir = tempfile::tempdir().context("cannot make a temporary directory")?;
-    let source = Arc::new(Store::open(&dir.path().join("source.redb"))?);
+    let tmp = tempfile::tempdir().context("cannot make a temporary directory")?;
+    let (source_dir, source_id) = bench_node(&tmp.path().join("source"))?;
+    let (target_dir, _) = bench_node(&tmp.path().join("target"))?;
+    let exe = std::env::current_exe().context("cannot find the capsule binary")?;
+
+    let source = Store::open(&source_dir.store())?;
     let bar = crate::progress::bar(n, "building");
     let keys = fill(&source, authors, per_author, &bar)?;
     bar.finish_and_clear();
-
-    let mut sample = Vec::new();
+    let mut sample = Vec::with_capacity(RAW_SAMPLE.min(n as usize));
     for key in keys.iter() {
         source.scan(key, 1, |s| {
             sample.push(s.entry);
@@ -324,61 +352,86 @@ pub fn measure_sync(authors: u64, per_author: u64) -> Result<SyncFigures> {
     }
     let raw = raw_batch_rate(&sample)?;
     drop(sample);
-
-    let bound_store = Store::open(&dir.path().join("bound.redb"))?;
+    let bound_path = tmp.path().join("bound.redb");
+    let bound_store = Store::open(&bound_path)?;
     let bound = in_process_bound(&source, &bound_store, &keys)?;
     bound_store.close()?;
-    std::fs::remove_file(dir.path().join("bound.redb")).ok();
-
-    let target = Arc::new(Store::open(&dir.path().join("target.redb"))?);
+    std::fs::remove_file(&bound_path).ok();
+    source.close()?;
+    let target = Store::open(&target_dir.store())?;
     for key in &keys {
         target.mirror(*key)?;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let server_identity = Identity::generate();
-    let client_identity = Identity::generate();
-    let report = runtime.block_on(async {
-        let endpoint = transport::listen(&server_identity, "127.0.0.1:0".parse()?)?;
-        let addr = endpoint.local_addr()?;
-        let server = tokio::spawn(network::serve(
-            endpoint.clone(),
-            Arc::clone(&source),
-            None,
-            network::SyncConfig::default(),
-            Arc::new(|_| {}),
-        ));
-        let bar = crate::progress::bar(n, "syncing");
-        let report = network::sync_once(
-            Arc::clone(&target),
-            &client_identity,
-            server_identity.author(),
-            addr,
-            network::SyncConfig::default(),
-            Some(bar),
-        )
-        .await;
-        endpoint.close(0u32.into(), b"done");
-        let _ = server.await;
-        anyhow::Ok(report?)
-    })?;
+    target.close()?;
+
+    let mut server = Command::new(&exe)
+        .arg("--data-dir")
+        .arg(source_dir.root())
+        .args(["serve-sync", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start the serving node")?;
+    let mut first = String::new();
+    // Kept open while the node runs: it may print more.
+    let mut server_out = std::io::BufReader::new(server.stdout.take().expect("piped"));
+    server_out
+        .read_line(&mut first)
+        .context("the serving node said nothing")?;
+    let port = first
+        .split_whitespace()
+        .find_map(|w| w.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()))
+        .with_context(|| format!("no port in {first:?}"))?;
+    let client = Command::new(&exe)
+        .arg("--data-dir")
+        .arg(target_dir.root())
+        .args(["sync", "--json"])
+        .arg(format!("{}@127.0.0.1:{port}", source_id.author()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("cannot start the syncing node")?;
+    let (server_pid, client_pid) = (server.id(), client.id());
+    let watch = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let watch = std::sync::Arc::clone(&watch);
+        std::thread::spawn(move || {
+            let (mut s, mut c) = (0, 0);
+            while watch.load(std::sync::atomic::Ordering::Relaxed) {
+                s = peak_rss_of(server_pid).unwrap_or(0).max(s);
+                c = peak_rss_of(client_pid).unwrap_or(0).max(c);
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            (s, c)
+        })
+    };
+    let output = client.wait_with_output()?;
+    watch.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (server_rss, client_rss) = sampler.join().expect("sampler");
+    let _ = server.kill();
+    let _ = server.wait();
+    drop(server_out);
+    anyhow::ensure!(output.status.success(), "the sync failed");
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).context("the syncing node printed no report")?;
+    let field = |k: &str| report[k].as_u64().unwrap_or(0);
     anyhow::ensure!(
-        report.stats.entries_stored == n,
+        field("entries_stored") == n,
         "the sync stored {} of {n} entries",
-        report.stats.entries_stored
+        field("entries_stored")
     );
-    let sync = n as f64 / report.elapsed.as_secs_f64().max(1e-9);
+    let seconds = report["seconds"].as_f64().unwrap_or(f64::INFINITY);
     Ok(SyncFigures {
         entries: n,
-        sync,
+        sync: n as f64 / seconds.max(1e-9),
         bound,
         raw,
-        round_trips: report.stats.round_trips,
-        bytes_up: report.bytes_sent,
-        bytes_down: report.bytes_received,
-        overhead: report.overhead(),
-        peak_rss: peak_rss(),
+        round_trips: field("round_trips"),
+        bytes_up: field("bytes_sent"),
+        bytes_down: field("bytes_received"),
+        overhead: field("overhead"),
+        peak_rss_serving: server_rss,
+        peak_rss_syncing: client_rss,
     })
 }
 
@@ -449,7 +502,7 @@ pub fn measure_reconcile(authors: u64, ahead: u64) -> Result<(ReconcileFigures, 
 pub fn sync(authors: u64, per_author: u64, diff_authors: u64, diff: u64) -> Result<()> {
     let threads = rayon::current_num_threads();
     println!(
-        "capsule bench sync: {authors} authors x {per_author} entries over QUIC on 127.0.0.1, {threads} verification threads"
+        "capsule bench sync: {authors} authors x {per_author} entries over QUIC on 127.0.0.1 between two capsule processes, {threads} verification threads"
     );
     let f = measure_sync(authors, per_author)?;
     println!("sync over QUIC:                {:>10.0} entries/s", f.sync);
@@ -469,8 +522,9 @@ pub fn sync(authors: u64, per_author: u64, diff_authors: u64, diff: u64) -> Resu
         f.bytes_up, f.bytes_down, f.overhead
     );
     println!(
-        "peak memory (both nodes):      {:>10.1} MB",
-        f.peak_rss as f64 / 1e6
+        "peak memory:                   {:>10.1} MB serving node, {:.1} MB syncing node (separate processes)",
+        f.peak_rss_serving as f64 / 1e6,
+        f.peak_rss_syncing as f64 / 1e6
     );
     println!();
     println!(

@@ -132,6 +132,9 @@ pub enum Command {
             value_name = "SECONDS"
         )]
         timeout: u64,
+        /// Print the report as one JSON object.
+        #[arg(long, env = "CAPSULE_JSON")]
+        json: bool,
     },
     /// Listen for sync sessions from peers until interrupted (Ctrl-C).
     ServeSync {
@@ -235,7 +238,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         },
         Command::Mirror { author } => mirror(&dir, author, true),
         Command::Unmirror { author } => mirror(&dir, author, false),
-        Command::Sync { peer, timeout } => sync(&dir, peer, timeout),
+        Command::Sync {
+            peer,
+            timeout,
+            json,
+        } => sync(&dir, peer, timeout, json),
         Command::ServeSync { listen, timeout } => serve_sync(&dir, listen, timeout),
         Command::Bench(BenchArgs {
             what: Bench::Verify { entries },
@@ -721,7 +728,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn sync(dir: &DataDir, peer: PeerAddr, timeout: u64) -> Result<ExitCode> {
+fn sync(dir: &DataDir, peer: PeerAddr, timeout: u64, as_json: bool) -> Result<ExitCode> {
     let identity = load_identity(dir)?;
     let store = Arc::new(open_store(dir)?);
     let config = SyncConfig {
@@ -748,6 +755,33 @@ fn sync(dir: &DataDir, peer: PeerAddr, timeout: u64) -> Result<ExitCode> {
         store.close()?;
     }
     let s = &report.stats;
+    if as_json {
+        let forks: Vec<_> = s
+            .forks
+            .iter()
+            .map(|(a, seq)| json!({"author": a.to_string(), "seq": seq}))
+            .collect();
+        println!(
+            "{}",
+            json!({
+                "peer": peer.to_string(),
+                "seconds": report.elapsed.as_secs_f64(),
+                "shared_authors": s.shared_authors,
+                "by_cursor": s.by_cursor,
+                "entries_received": s.entries_received,
+                "entries_stored": s.entries_stored,
+                "authors_updated": s.authors_updated,
+                "entry_bytes_sent": report.entry_bytes_sent,
+                "bytes_sent": report.bytes_sent,
+                "bytes_received": report.bytes_received,
+                "overhead": report.overhead(),
+                "round_trips": s.round_trips,
+                "forks": forks,
+                "refused": s.refused,
+            })
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "synced with {} in {:.2} s",
         peer,

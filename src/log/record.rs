@@ -106,6 +106,14 @@ impl Record {
         Ok(out)
     }
 
+    /// Whether `payload` can be a [`Record::Delete`], from its first two
+    /// bytes (version, then postcard's variant index), without decoding it:
+    /// the store asks this of every entry it takes in.
+    pub fn may_be_delete(payload: &[u8]) -> bool {
+        const DELETE_VARIANT: u8 = 4;
+        payload.len() >= 2 && payload[0] == RECORD_V1 && payload[1] == DELETE_VARIANT
+    }
+
     /// Decodes a payload. Total: any bytes give a record or an error.
     pub fn decode(payload: &[u8]) -> Result<Record, RecordError> {
         let (&version, body) = payload.split_first().ok_or(RecordError::Empty)?;
@@ -153,6 +161,24 @@ mod tests {
         // Bytes are forever: this is what a plain post encodes to.
         let payload = Record::post("hi").encode().unwrap();
         assert_eq!(payload, [1, 0, 2, b'h', b'i', 0, 0]);
+    }
+
+    #[test]
+    fn only_deletes_may_be_deletes() {
+        let records = [
+            Record::post("x"),
+            Record::Follow { author: [4; 32] },
+            Record::Unfollow { author: [4; 32] },
+            Record::Delete { seq: 300 },
+        ];
+        for r in records {
+            let is_delete = matches!(r, Record::Delete { .. });
+            assert_eq!(
+                Record::may_be_delete(&r.encode().unwrap()),
+                is_delete,
+                "{r:?}"
+            );
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! concurrent writers share one commit (one fsync) instead of queueing for
 //! one each. Every reply is sent only after that commit is durable.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -341,6 +341,11 @@ struct Tables<'t> {
     changes: Table<'t, u64, &'static [u8; 32]>,
     /// Heads moved by this transaction, written once each by [`Tables::finish`].
     moved: BTreeMap<AuthorKey, Head>,
+    /// Ids of the entries this transaction inserted: the skiplink targets of
+    /// the next ones, without reading and hashing them back.
+    inserted: HashMap<(AuthorKey, u64), EntryId>,
+    /// Fork state of each author this transaction looked up.
+    forked: HashMap<AuthorKey, Option<u64>>,
 }
 
 impl<'t> Tables<'t> {
@@ -354,6 +359,8 @@ impl<'t> Tables<'t> {
             forks: txn.open_table(FORKS)?,
             changes: txn.open_table(CHANGES)?,
             moved: BTreeMap::new(),
+            inserted: HashMap::new(),
+            forked: HashMap::new(),
         })
     }
 
@@ -408,12 +415,20 @@ impl<'t> Tables<'t> {
             .map(|v| HeadRow::decode(v.value()).head))
     }
 
-    fn fork_seq(&self, author: &AuthorKey) -> Result<Option<u64>, StoreError> {
-        let Some(proof) = self.forks.get(&author.0)? else {
-            return Ok(None);
+    fn fork_seq(&mut self, author: &AuthorKey) -> Result<Option<u64>, StoreError> {
+        if let Some(known) = self.forked.get(author) {
+            return Ok(*known);
+        }
+        let seq = match self.forks.get(&author.0)? {
+            None => None,
+            Some(proof) => {
+                let first: &[u8; ENTRY_LEN] =
+                    proof.value()[..ENTRY_LEN].try_into().expect("217 bytes");
+                Some(decode_stored(first)?.seq())
+            }
         };
-        let first: &[u8; ENTRY_LEN] = proof.value()[..ENTRY_LEN].try_into().expect("217 bytes");
-        Ok(Some(decode_stored(first)?.seq()))
+        self.forked.insert(*author, seq);
+        Ok(seq)
     }
 
     fn stored_id(
@@ -518,6 +533,7 @@ impl<'t> Tables<'t> {
             proof[..ENTRY_LEN].copy_from_slice(&stored);
             proof[ENTRY_LEN..].copy_from_slice(entry.as_bytes());
             self.forks.insert(&author.0, &proof)?;
+            self.forked.insert(author, Some(seq));
             return Ok(Outcome::Fork);
         }
         if seq > next {
@@ -527,6 +543,8 @@ impl<'t> Tables<'t> {
             let skip_seq = lipmaa(seq);
             let skip_target = if skip_seq == head.seq {
                 head.id
+            } else if let Some(id) = self.inserted.get(&(author, skip_seq)) {
+                *id
             } else {
                 self.stored_id(&author, skip_seq)?
                     .ok_or_else(|| {
@@ -550,6 +568,7 @@ impl<'t> Tables<'t> {
         self.entries.insert(&key, entry.as_bytes())?;
         self.ids.insert(&v.id().0, &key)?;
         self.moved.insert(author, Head { seq, id: v.id() });
+        self.inserted.insert((author, seq), v.id());
         let hash = entry.payload_hash();
         let counted = self.payloads.get(&hash)?.map(|row| {
             let (refs, bytes) = split_payload_row(row.value());
@@ -566,6 +585,7 @@ impl<'t> Tables<'t> {
             (None, None) => {}
         }
         if let Some(payload) = v.payload()
+            && Record::may_be_delete(payload)
             && let Ok(Record::Delete { seq: target }) = Record::decode(payload)
             && target >= 1
             && target < seq

@@ -41,6 +41,10 @@ pub const MESSAGES_IN_FLIGHT: usize = 8;
 /// session: enough to keep the verifier and the store thread busy at once.
 pub const BATCHES_IN_FLIGHT: usize = 2;
 
+/// Verified batches that queued up while the store thread was busy are
+/// merged into one append (one commit) up to this many entries.
+pub const MERGE_LIMIT: usize = 32_768;
+
 /// Sessions a listener runs at once: bounds the memory all peers together
 /// can make it hold (each session stays under ~16 MiB).
 pub const MAX_SESSIONS: usize = 32;
@@ -93,7 +97,8 @@ enum Inbound {
 }
 
 enum Done {
-    Stored(AppendReport, Vec<AuthorKey>),
+    /// The report on `usize` merged batches.
+    Stored(AppendReport, Vec<AuthorKey>, usize),
     Failed(SessionError),
 }
 
@@ -314,9 +319,20 @@ fn drive(mut d: Drive) -> Result<(Stats, u64, u64), SessionError> {
     let appender = {
         let store = Arc::clone(&d.store);
         std::thread::spawn(move || {
-            for (batch, authors) in append_rx {
+            while let Ok((mut batch, mut authors)) = append_rx.recv() {
+                let mut merged = 1;
+                while batch.len() < MERGE_LIMIT {
+                    match append_rx.try_recv() {
+                        Ok((more, more_authors)) => {
+                            batch.extend(more);
+                            authors.extend(more_authors);
+                            merged += 1;
+                        }
+                        Err(_) => break,
+                    }
+                }
                 let done = match store.append_mirrored(batch) {
-                    Ok(report) => Done::Stored(report, authors),
+                    Ok(report) => Done::Stored(report, authors, merged),
                     Err(e) => Done::Failed(e.into()),
                 };
                 if results_tx.send(done).is_err() {
@@ -416,11 +432,15 @@ fn drive(mut d: Drive) -> Result<(Stats, u64, u64), SessionError> {
                 Err(v) => break Err(v.into()),
             },
             Ok(Some(Ok(Inbound::Failed(e)))) => break Err(e),
-            Ok(Some(Err(Done::Stored(report, authors)))) => {
+            Ok(Some(Err(Done::Stored(report, authors, merged)))) => {
                 if report.accepted > 0 {
                     session.note_updated(authors);
                 }
-                session.on_stored(&report)
+                let mut next = session.on_stored(&report);
+                for _ in 1..merged {
+                    next.extend(session.on_stored(&AppendReport::default()));
+                }
+                next
             }
             Ok(Some(Err(Done::Failed(e)))) => break Err(e),
         };
