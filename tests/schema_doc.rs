@@ -97,3 +97,172 @@ fn record_doc_examples_are_real() {
     }
     check("schema/record.md", &r);
 }
+
+#[test]
+fn sync_doc_example_is_real() {
+    use capsule::store::Store;
+    use capsule::sync::range::Mode;
+    use capsule::sync::session::run_lockstep;
+    use capsule::sync::wire::{self, Message, Shared};
+
+    let alice = Identity::from_seed([0xa1; 32]);
+    let bob = Identity::from_seed([0xb0; 32]);
+    let mut alice_log = LogBuilder::new(&alice);
+    let entries: Vec<_> = (1..=3u64)
+        .map(|i| {
+            let payload = Record::post(format!("alice {i}")).encode().unwrap();
+            let e = alice_log.next(1_764_000_000_000_000 + i, &payload);
+            (e, Some(payload))
+        })
+        .collect();
+    let bob_payload = Record::post("bob 1").encode().unwrap();
+    let bob_entry = LogBuilder::new(&bob).next(1_764_000_000_500_000, &bob_payload);
+    let a = Store::open_in_memory().unwrap();
+    let b = Store::open_in_memory().unwrap();
+    let put = |s: &Store, items: Vec<(capsule::log::entry::Entry, Option<Vec<u8>>)>| {
+        s.append(capsule::log::verify::verify_batch(items).unwrap())
+            .unwrap();
+    };
+    put(&a, entries[..2].to_vec());
+    put(&b, entries.clone());
+    put(&b, vec![(bob_entry, Some(bob_payload))]);
+    for s in [&a, &b] {
+        s.mirror(alice.author()).unwrap();
+        s.mirror(bob.author()).unwrap();
+    }
+    let run = run_lockstep((&a, None, [1; 32]), (&b, None, [2; 32])).unwrap();
+
+    let key = |k: &[u8; 32]| {
+        if *k == alice.author().0 {
+            "alice".to_string()
+        } else if *k == bob.author().0 {
+            "bob".to_string()
+        } else {
+            hex::encode(&k[..4])
+        }
+    };
+    let item = |i: &capsule::sync::range::ItemRef| {
+        format!(
+            "({}, seq {}, id {}…)",
+            i.author,
+            i.seq,
+            hex::encode(&i.id[..4])
+        )
+    };
+    let describe = |m: &Message| -> String {
+        match m {
+            Message::Hello {
+                version,
+                interest,
+                interest_len,
+                store,
+                cursor,
+                optimistic,
+            } => format!(
+                "Hello {{ version {version}, interest {}…, {interest_len} authors, store <id> at counter {}, cursor {}, optimistic {optimistic} }}",
+                hex::encode(&interest[..4]),
+                store.counter,
+                if cursor.is_some() { "some" } else { "none" }
+            ),
+            Message::Interest { authors, last } => format!(
+                "Interest {{ [{}], last {last} }}",
+                authors.iter().map(key).collect::<Vec<_>>().join(", ")
+            ),
+            Message::Welcome {
+                shared,
+                store,
+                cursor_ok,
+                cursor,
+            } => format!(
+                "Welcome {{ {}, store <id> at counter {}, cursor_ok {cursor_ok}, cursor {} }}",
+                match shared {
+                    Shared::Same => "Same".to_string(),
+                    Shared::SendList => "SendList".to_string(),
+                    Shared::Bitmap(b) => format!("Bitmap {}", hex::encode(b)),
+                },
+                store.counter,
+                if cursor.is_some() { "some" } else { "none" }
+            ),
+            Message::Ranges(ranges) if ranges.is_empty() => "Ranges [] (reconciled)".to_string(),
+            Message::Ranges(ranges) => {
+                let parts: Vec<String> = ranges
+                    .iter()
+                    .map(|r| {
+                        let mode = match &r.mode {
+                            Mode::Skip => "Skip".to_string(),
+                            Mode::Fingerprint(f) => {
+                                format!("Fingerprint {}…", hex::encode(&f[..4]))
+                            }
+                            Mode::List { fingerprint, items } => format!(
+                                "List {{ fingerprint {}…, [{}] }}",
+                                hex::encode(&fingerprint[..4]),
+                                items
+                                    .iter()
+                                    .map(|l| format!("(gap {}, seq {})", l.gap, l.seq))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                            Mode::Diff(items) => format!(
+                                "Diff [{}]",
+                                items
+                                    .iter()
+                                    .map(|l| format!("(gap {}, seq {})", l.gap, l.seq))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                            Mode::Forked { reply, items } => format!(
+                                "Forked {{ reply {reply}, [{}] }}",
+                                items.iter().map(item).collect::<Vec<_>>().join(", ")
+                            ),
+                        };
+                        format!("below +{}: {mode}", r.delta)
+                    })
+                    .collect();
+                format!("Ranges [{}]", parts.join("; "))
+            }
+            Message::Heads { items, last } => format!(
+                "Heads {{ [{}], last {last} }}",
+                items.iter().map(item).collect::<Vec<_>>().join(", ")
+            ),
+            Message::Want { author, from, to } => {
+                format!("Want {{ author {author}, from {from}, to {to} }}")
+            }
+            Message::Entries(body) => {
+                let entries = wire::decode_entries(body).unwrap();
+                let list: Vec<String> = entries
+                    .iter()
+                    .map(|(e, p)| {
+                        format!(
+                            "{} {}{}",
+                            key(&e.author().0),
+                            e.seq(),
+                            if p.is_some() { " with payload" } else { "" }
+                        )
+                    })
+                    .collect();
+                format!("Entries [{}]", list.join(", "))
+            }
+            Message::Done { counter } => format!("Done {{ counter {counter:?} }}"),
+        }
+    };
+    let mut r = String::from("| # | direction | message | frame bytes |\n|---|---|---|---|\n");
+    for (i, (to_b, m)) in run.transcript.iter().enumerate() {
+        r.push_str(&format!(
+            "| {} | {} | {} | {} |\n",
+            i + 1,
+            if *to_b { "A → B" } else { "B → A" },
+            describe(m).replace('|', "\\|"),
+            wire::encode(m).len()
+        ));
+    }
+    r.push_str(&format!(
+        "\nAuthor index 0 is {}, 1 is {} (the shared interest sorted by key). Round trips: {}, heads settled after {}; {} bytes in all, {} of them entries and payloads. A's second session with B would send B's cursor and settle the heads in one round trip.\n",
+        if alice.author() < bob.author() { "alice" } else { "bob" },
+        if alice.author() < bob.author() { "bob" } else { "alice" },
+        run.initiator.round_trips,
+        run.reconcile_round_trips,
+        run.traffic.to_responder + run.traffic.to_initiator,
+        run.traffic.entry_bytes,
+    ));
+    check("schema/sync.md", &r);
+}

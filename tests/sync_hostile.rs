@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use capsule::identity::{AuthorKey, Identity};
 use capsule::log::entry::{Draft, Entry, EntryId, SIGNED_LEN};
-use capsule::store::{AppendReport, Store};
+use capsule::store::AppendReport;
 use capsule::sync::network::SyncConfig;
 use capsule::sync::protocol::{Action, Role, Session};
 use capsule::sync::session::{SessionError, serve, snapshot};

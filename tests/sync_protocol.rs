@@ -210,7 +210,7 @@ proptest! {
 }
 
 fn arb_message() -> impl Strategy<Value = capsule::sync::wire::Message> {
-    use capsule::sync::range::{ItemRef, Mode, WireRange};
+    use capsule::sync::range::{ItemRef, Listed, Mode, WireRange};
     use capsule::sync::wire::{Cursor, Message, Shared};
     let cursor =
         (any::<[u8; 16]>(), any::<u64>()).prop_map(|(store, counter)| Cursor { store, counter });
@@ -219,14 +219,23 @@ fn arb_message() -> impl Strategy<Value = capsule::sync::wire::Message> {
     let mode = prop_oneof![
         Just(Mode::Skip),
         any::<[u8; 16]>().prop_map(Mode::Fingerprint),
+        (
+            any::<[u8; 16]>(),
+            prop::collection::vec(
+                (any::<u32>(), any::<u64>()).prop_map(|(gap, seq)| Listed { gap, seq }),
+                0..5
+            )
+        )
+            .prop_map(|(fingerprint, items)| Mode::List { fingerprint, items }),
+        prop::collection::vec(
+            (any::<u32>(), any::<u64>()).prop_map(|(gap, seq)| Listed { gap, seq }),
+            0..5
+        )
+        .prop_map(Mode::Diff),
         (any::<bool>(), prop::collection::vec(item.clone(), 0..5))
-            .prop_map(|(reply, items)| Mode::Items { reply, items }),
+            .prop_map(|(reply, items)| Mode::Forked { reply, items }),
     ];
-    let range = (any::<u64>(), any::<u32>(), mode).prop_map(|(ts_delta, author, mode)| WireRange {
-        ts_delta,
-        author,
-        mode,
-    });
+    let range = (any::<u32>(), mode).prop_map(|(delta, mode)| WireRange { delta, mode });
     prop_oneof![
         (
             any::<u16>(),

@@ -23,7 +23,6 @@ fn snapshot() -> Snapshot {
                 HeadInfo {
                     seq: i as u64 * 7 + 1,
                     id: EntryId([i ^ 0x5a; 32]),
-                    ts: 1_000 + (i as u64 % 5) * 100,
                     change: i as u64,
                 },
             );

@@ -73,8 +73,6 @@ pub struct HeadInfo {
     pub seq: u64,
     /// The head's id.
     pub id: EntryId,
-    /// The head entry's timestamp.
-    pub ts: u64,
     /// The change counter of the author's latest change.
     pub change: u64,
 }
@@ -389,7 +387,6 @@ impl Session {
             .enumerate()
             .filter_map(|(i, a)| {
                 self.snap.heads.get(a).map(|h| Item {
-                    ts: h.ts,
                     author: i as u32,
                     seq: h.seq,
                     id: h.id.0,
@@ -562,7 +559,9 @@ impl Session {
                     self.settled = answer.ranges.iter().all(|(_, mode)| {
                         matches!(
                             mode,
-                            range::Mode::Skip | range::Mode::Items { reply: false, .. }
+                            range::Mode::Skip
+                                | range::Mode::Diff(_)
+                                | range::Mode::Forked { reply: false, .. }
                         )
                     });
                     out.push(Action::Send(Message::Ranges(range::to_wire(

@@ -58,7 +58,6 @@ pub fn snapshot(store: &Store, own: Option<AuthorKey>) -> Result<Snapshot, Store
                 let info = HeadInfo {
                     seq: h.entry.seq(),
                     id: h.id,
-                    ts: h.entry.timestamp_us(),
                     change: h.change,
                 };
                 (h.entry.author(), info)
@@ -141,7 +140,7 @@ pub fn done_message(store: &Store, session: &Session) -> Result<Message, Session
 }
 
 /// Bytes that crossed between the two sides of a lockstep run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Traffic {
     /// Every frame byte, initiator → responder.
     pub to_responder: u64,
@@ -149,6 +148,7 @@ pub struct Traffic {
     pub to_initiator: u64,
     /// Of those, bytes of entries and payloads themselves (both ways).
     pub entry_bytes: u64,
+    messages: Vec<(bool, Message)>,
 }
 
 impl Traffic {
@@ -167,6 +167,9 @@ pub struct Lockstep {
     pub responder: Stats,
     /// Bytes each way.
     pub traffic: Traffic,
+    /// Every message in the order it was sent: true when it went to the
+    /// responder.
+    pub transcript: Vec<(bool, Message)>,
     /// Round trips until the initiator knew every head where the two sides
     /// differ (the responder knows them at the latest with the initiator's
     /// next message): the measure negentropy reports.
@@ -249,6 +252,7 @@ pub fn run_lockstep(
     result.initiator = a.session.stats().clone();
     result.initiator.round_trips = round_trips;
     result.responder = b.session.stats().clone();
+    result.transcript = std::mem::take(&mut result.traffic.messages);
     Ok(result)
 }
 
@@ -260,6 +264,7 @@ fn execute(
 ) -> Result<(), SessionError> {
     let to_responder = side.session.role() == Role::Initiator;
     let count = |m: &Message, traffic: &mut Traffic| {
+        traffic.messages.push((to_responder, m.clone()));
         let len = wire::encode(m).len() as u64;
         if to_responder {
             traffic.to_responder += len;
