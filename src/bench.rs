@@ -258,7 +258,7 @@ pub fn in_process_bound(
     let total = std::thread::scope(|scope| -> Result<u64> {
         let reader = scope.spawn(move || -> Result<()> {
             for author in authors {
-                crate::sync::session::serve(from, author, 1, u64::MAX, &mut |m| {
+                crate::sync::session::serve(from, &[(*author, 1, u64::MAX)], &mut |m| {
                     if let wire::Message::Entries(body) = m {
                         let _ = raw_tx.send(body);
                     }

@@ -224,9 +224,14 @@ fn sync_doc_example_is_real() {
                 "Heads {{ [{}], last {last} }}",
                 items.iter().map(item).collect::<Vec<_>>().join(", ")
             ),
-            Message::Want { author, from, to } => {
-                format!("Want {{ author {author}, from {from}, to {to} }}")
-            }
+            Message::Want(wants) => format!(
+                "Want [{}]",
+                wants
+                    .iter()
+                    .map(|w| format!("author {} from {} to {}", w.author, w.from, w.to))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             Message::Entries(body) => {
                 let entries = wire::decode_entries(body).unwrap();
                 let list: Vec<String> = entries

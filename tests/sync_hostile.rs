@@ -64,7 +64,7 @@ fn hostile(node: &Node, mut tamper: Tamper) -> (SocketAddr, Arc<std::sync::atomi
                 match action {
                     Action::Send(m) => outgoing.push(m),
                     Action::Serve { author, from, to } => blocking(|| {
-                        serve(&store, &author, from, to, &mut |m| {
+                        serve(&store, &[(author, from, to)], &mut |m| {
                             outgoing.push(m);
                             Ok(())
                         })

@@ -279,11 +279,13 @@ fn arb_message() -> impl Strategy<Value = capsule::sync::wire::Message> {
         prop::collection::vec(range, 0..6).prop_map(Message::Ranges),
         (prop::collection::vec(item, 0..6), any::<bool>())
             .prop_map(|(items, last)| Message::Heads { items, last }),
-        (any::<u32>(), any::<u64>(), any::<u64>()).prop_map(|(author, from, to)| Message::Want {
-            author,
-            from,
-            to
-        }),
+        prop::collection::vec(
+            (any::<u32>(), any::<u64>(), any::<u64>()).prop_map(|(author, from, to)| {
+                capsule::sync::wire::Wanted { author, from, to }
+            }),
+            0..4
+        )
+        .prop_map(Message::Want),
         prop::collection::vec(any::<u8>(), 0..300).prop_map(Message::Entries),
         prop::option::of(any::<u64>()).prop_map(|counter| Message::Done { counter }),
     ]

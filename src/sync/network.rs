@@ -262,7 +262,7 @@ fn drive(mut d: Drive) -> Result<(Stats, u64, u64), SessionError> {
 
     // Serving: a thread of its own, so the session keeps reading while the
     // network drains what it serves.
-    let (serve_tx, serve_rx) = std_mpsc::channel::<(AuthorKey, u64, u64)>();
+    let (serve_tx, serve_rx) = std_mpsc::channel::<Vec<(AuthorKey, u64, u64)>>();
     let served = Arc::new(Mutex::new(Ok(0u64)));
     // When the serving thread last handed a message to the network: while
     // it makes progress the peer is reading, so the session is not idle.
@@ -273,8 +273,8 @@ fn drive(mut d: Drive) -> Result<(Stats, u64, u64), SessionError> {
             (Arc::clone(&d.store), d.entries.clone(), Arc::clone(&served));
         let last_served = Arc::clone(&last_served);
         std::thread::spawn(move || {
-            for (author, from, to) in serve_rx {
-                let result = serve_entries(&store, &author, from, to, &mut |m| {
+            for ranges in serve_rx {
+                let result = serve_entries(&store, &ranges, &mut |m| {
                     let sent = entries
                         .blocking_send(wire::encode(&m))
                         .map_err(|_| SessionError::Transport("the connection closed".into()));
@@ -350,6 +350,16 @@ fn drive(mut d: Drive) -> Result<(Stats, u64, u64), SessionError> {
     let result = loop {
         let mut finished = false;
         let mut failure = None;
+        // The serves of one step share messages.
+        let mut serves: Option<Vec<_>> = Some(
+            actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Serve { author, from, to } => Some((*author, *from, *to)),
+                    _ => None,
+                })
+                .collect(),
+        );
         for action in actions.drain(..) {
             match action {
                 Action::Send(m) => {
@@ -358,8 +368,10 @@ fn drive(mut d: Drive) -> Result<(Stats, u64, u64), SessionError> {
                         break;
                     }
                 }
-                Action::Serve { author, from, to } => {
-                    let _ = serve_tx.send((author, from, to));
+                Action::Serve { .. } => {
+                    if let Some(ranges) = serves.take() {
+                        let _ = serve_tx.send(ranges);
+                    }
                 }
                 Action::Store(batch) => {
                     received_bytes += batch

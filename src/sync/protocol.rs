@@ -28,7 +28,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use super::range::{self, Item, ItemRef, RangeError, Reconciler};
-use super::wire::{Cursor, MAX_MESSAGE, Message, PROTOCOL_VERSION, Shared};
+use super::wire::{Cursor, MAX_MESSAGE, Message, PROTOCOL_VERSION, Shared, Wanted};
 use crate::identity::AuthorKey;
 use crate::log::entry::EntryId;
 use crate::log::verify::Unverified;
@@ -54,6 +54,13 @@ pub const HEADS_CHUNK: usize = (MAX_MESSAGE - 64) / 24;
 /// suffix, then the entry proving a fork. More is a peer making this node
 /// serve the same log again and again.
 pub const MAX_WANTS_PER_AUTHOR: u8 = 2;
+
+/// Ranges messages one session may receive: reconciliation of 100,000
+/// authors needs fewer than 10; more is a peer keeping this node busy.
+pub const MAX_RANGES_MESSAGES: u32 = 64;
+
+/// Wants per want message, to stay under [`MAX_MESSAGE`].
+pub const WANTS_CHUNK: usize = (MAX_MESSAGE - 64) / 32;
 
 /// The digest of a wanted set (sorted, without repeats): the first 16 bytes
 /// of blake3 over a domain string and the keys.
@@ -228,6 +235,8 @@ pub struct Session {
     learned: HashMap<u32, u64>,
     expect: HashMap<u32, VecDeque<(u64, u64)>>,
     wants_in: HashMap<u32, u8>,
+    wants_out: Vec<Wanted>,
+    ranges_in: u32,
     evidence: HashSet<u32>,
     updated: HashSet<u32>,
     pending_stores: usize,
@@ -266,6 +275,8 @@ impl Session {
             learned: HashMap::new(),
             expect: HashMap::new(),
             wants_in: HashMap::new(),
+            wants_out: Vec::new(),
+            ranges_in: 0,
             evidence: HashSet::new(),
             updated: HashSet::new(),
             pending_stores: 0,
@@ -545,13 +556,35 @@ impl Session {
                     }
                     return Err(Violation::Unexpected("ranges"));
                 }
+                self.ranges_in += 1;
+                if self.ranges_in > MAX_RANGES_MESSAGES {
+                    return Err(Violation::Unexpected("ranges beyond the limit"));
+                }
                 let ranges = range::from_wire(ranges)?;
                 if ranges.is_empty() {
                     self.reconciled = true;
                 } else {
                     let answer = self.reconciler().answer(&ranges)?;
                     for item in answer.learned {
-                        self.learn(item, &mut out)?;
+                        self.learn(item, false)?;
+                    }
+                    for item in answer.pushed {
+                        self.learn(item, true)?;
+                    }
+                    let mut pushes = Vec::new();
+                    for (author, from, to) in answer.push {
+                        // Each log at most once unasked per session.
+                        let key = self.author(author)?;
+                        if let std::collections::hash_map::Entry::Vacant(first) =
+                            self.wants_in.entry(author)
+                        {
+                            first.insert(1);
+                            pushes.push(Action::Serve {
+                                author: key,
+                                from,
+                                to,
+                            });
+                        }
                     }
                     if answer.ranges.is_empty() {
                         self.reconciled = true;
@@ -567,6 +600,8 @@ impl Session {
                     out.push(Action::Send(Message::Ranges(range::to_wire(
                         &answer.ranges,
                     ))));
+                    // After the ranges, so the peer knows why they come.
+                    out.extend(pushes);
                 }
             }
             Message::Heads { items, last } => {
@@ -579,26 +614,28 @@ impl Session {
                 }
                 for item in items {
                     self.author(item.author)?;
-                    self.learn(item, &mut out)?;
+                    self.learn(item, false)?;
                 }
                 self.reconciled = last;
             }
-            Message::Want { author, from, to } => {
+            Message::Want(wants) => {
                 if self.phase != Phase::Running {
                     return Err(Violation::Unexpected("want"));
                 }
-                let key = self.author(author)?;
-                let held = self.snap.heads.get(&key).map_or(0, |h| h.seq);
-                let asked = self.wants_in.entry(author).or_insert(0);
-                *asked += 1;
-                if from == 0 || from > to || to > held || *asked > MAX_WANTS_PER_AUTHOR {
-                    return Err(Violation::BadWant { author, from, to });
+                for Wanted { author, from, to } in wants {
+                    let key = self.author(author)?;
+                    let held = self.snap.heads.get(&key).map_or(0, |h| h.seq);
+                    let asked = self.wants_in.entry(author).or_insert(0);
+                    *asked += 1;
+                    if from == 0 || from > to || to > held || *asked > MAX_WANTS_PER_AUTHOR {
+                        return Err(Violation::BadWant { author, from, to });
+                    }
+                    out.push(Action::Serve {
+                        author: key,
+                        from,
+                        to,
+                    });
                 }
-                out.push(Action::Serve {
-                    author: key,
-                    from,
-                    to,
-                });
             }
             Message::Entries(body) => {
                 if self.phase != Phase::Running {
@@ -705,8 +742,9 @@ impl Session {
         }
     }
 
-    /// Acts on the peer's head of one author.
-    fn learn(&mut self, theirs: ItemRef, out: &mut Vec<Action>) -> Result<(), Violation> {
+    /// Acts on the peer's head of one author: asks for what this side lacks,
+    /// or, when the peer `pushes` it unasked, only expects it.
+    fn learn(&mut self, theirs: ItemRef, pushes: bool) -> Result<(), Violation> {
         let key = self.author(theirs.author)?;
         if !self.decided.insert(theirs.author) {
             return Ok(());
@@ -715,22 +753,31 @@ impl Session {
         let mine = self.snap.heads.get(&key);
         let held = mine.map_or(0, |h| h.seq);
         if theirs.seq > held {
-            self.want(theirs.author, held + 1, theirs.seq, out);
+            if pushes {
+                self.expect(theirs.author, held + 1, theirs.seq);
+            } else {
+                self.want(theirs.author, held + 1, theirs.seq);
+            }
         } else if let Some(h) = mine
             && theirs.seq == h.seq
             && theirs.id[..] != h.id.0[..range::ID_PREFIX]
         {
             // Two entries signed for one seq: fetch theirs for the proof.
             self.evidence.insert(theirs.author);
-            self.want(theirs.author, h.seq, h.seq, out);
+            self.want(theirs.author, h.seq, h.seq);
         }
         Ok(())
     }
 
-    fn want(&mut self, author: u32, from: u64, to: u64, out: &mut Vec<Action>) {
+    fn expect(&mut self, author: u32, from: u64, to: u64) {
         self.expect.entry(author).or_default().push_back((from, to));
         self.stats.entries_expected += to - from + 1;
-        out.push(Action::Send(Message::Want { author, from, to }));
+    }
+
+    /// Asks for entries; the wants of one step go out in one message.
+    fn want(&mut self, author: u32, from: u64, to: u64) {
+        self.expect(author, from, to);
+        self.wants_out.push(Wanted { author, from, to });
     }
 
     /// Takes the store's report on one [`Action::Store`].
@@ -749,7 +796,7 @@ impl Session {
                 && self.evidence.insert(index)
                 && seq >= 1
             {
-                self.want(index, seq, seq, &mut out);
+                self.want(index, seq, seq);
             }
         }
         self.progress(&mut out);
@@ -768,6 +815,10 @@ impl Session {
     }
 
     fn progress(&mut self, out: &mut Vec<Action>) {
+        let wants = std::mem::take(&mut self.wants_out);
+        for chunk in wants.chunks(WANTS_CHUNK) {
+            out.push(Action::Send(Message::Want(chunk.to_vec())));
+        }
         if !self.done_sent
             && self.phase == Phase::Running
             && self.reconciled

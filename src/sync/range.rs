@@ -24,9 +24,13 @@
 //! fingerprint of the full items; its receiver answers with its items whose
 //! (author, seq) the list lacks (encoded the same way), or, when every
 //! (author, seq) agrees but the fingerprints do not (two entries signed for
-//! one seq: a fork), with all of its items in full, ids included. Every item of the other side that differs from this
-//! side's is "learned": after the last exchange, the side behind on an
-//! author has learned the head of the side ahead.
+//! one seq: a fork), with all of its items in full, ids included.
+//!
+//! After the last exchange, for every author where the two differ, either
+//! the side behind has "learned" the head of the side ahead (and asks for
+//! what it lacks), or the side ahead answered the list of the side behind
+//! (and so knows its head, and sends what it lacks unasked: "pushed"). Both
+//! never happen for one author, so nothing is sent twice.
 
 use std::collections::HashMap;
 
@@ -231,8 +235,16 @@ pub fn fingerprint(items: &[Item]) -> [u8; FINGERPRINT_LEN] {
 pub struct Answer {
     /// The ranges to send back; empty when every range matched (the end).
     pub ranges: Vec<(u32, Mode)>,
-    /// The other side's items that differ from this side's.
+    /// The other side's items that differ from this side's; the side behind
+    /// asks for what it lacks.
     pub learned: Vec<ItemRef>,
+    /// The other side's items from a [`Mode::Diff`]: the other side knows
+    /// this side's heads from its list, and sends what this side lacks
+    /// without being asked.
+    pub pushed: Vec<ItemRef>,
+    /// Entries to send without being asked, (author, from, to): where this
+    /// side is ahead of a list it answered with a [`Mode::Diff`].
+    pub push: Vec<(u32, u64, u64)>,
 }
 
 /// One side's items, sorted by author, and the reconciliation steps over
@@ -352,6 +364,12 @@ impl Reconciler {
                         .iter()
                         .filter(|i| theirs.get(&i.author) != Some(&i.seq))
                         .collect();
+                    for i in &differ {
+                        let held = theirs.get(&i.author).copied().unwrap_or(0);
+                        if i.seq > held {
+                            answer.push.push((i.author, held + 1, i.seq));
+                        }
+                    }
                     let reply = if !differ.is_empty() {
                         Mode::Diff(gaps(lower, differ.iter().map(|i| (i.author, i.seq))))
                     } else if fingerprint(mine) != *fp {
@@ -369,7 +387,7 @@ impl Reconciler {
                     let ours: HashMap<u32, u64> = mine.iter().map(|i| (i.author, i.seq)).collect();
                     for (author, seq) in self.ungap(lower, upper, items)? {
                         if ours.get(&author) != Some(&seq) {
-                            answer.learned.push(ItemRef {
+                            answer.pushed.push(ItemRef {
                                 author,
                                 seq,
                                 id: [0; ID_PREFIX],
@@ -457,6 +475,7 @@ mod tests {
             };
             let answer = side.answer(&decoded).unwrap();
             learned.extend(answer.learned);
+            learned.extend(answer.pushed);
             message = answer.ranges;
             messages += 1;
             turn_b = !turn_b;

@@ -66,14 +66,12 @@ pub fn snapshot(store: &Store, own: Option<AuthorKey>) -> Result<Snapshot, Store
     })
 }
 
-/// Sends entries `from..=to` of `author` (with payloads held) as entries
-/// messages of at most [`MAX_MESSAGE`] bytes. Returns the bytes of entries
-/// and payloads sent.
+/// Sends entries `from..=to` of each (author, from, to) (with payloads held)
+/// packed into entries messages of at most [`MAX_MESSAGE`] bytes. Returns
+/// the bytes of entries and payloads sent.
 pub fn serve(
     store: &Store,
-    author: &AuthorKey,
-    from: u64,
-    to: u64,
+    ranges: &[(AuthorKey, u64, u64)],
     send: &mut dyn FnMut(Message) -> Result<(), SessionError>,
 ) -> Result<u64, SessionError> {
     // Room for the enum tag and the body's length varint.
@@ -81,24 +79,27 @@ pub fn serve(
     let mut body = Vec::with_capacity(BUDGET.min(64 * 1024));
     let mut sent = 0u64;
     let mut failed = None;
-    store.scan(author, from, |s| {
-        if s.entry.seq() > to {
-            return false;
+    for (author, from, to) in ranges {
+        let to = *to;
+        store.scan(author, *from, |s| {
+            if s.entry.seq() > to {
+                return false;
+            }
+            let payload = s.payload.as_deref();
+            let len = wire::entry_frame_len(&s.entry, payload.is_some());
+            if body.len() + len > BUDGET
+                && let Err(e) = send(Message::Entries(std::mem::take(&mut body)))
+            {
+                failed = Some(e);
+                return false;
+            }
+            wire::push_entry(&mut body, &s.entry, payload);
+            sent += len as u64 - 2;
+            true
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
         }
-        let payload = s.payload.as_deref();
-        let len = wire::entry_frame_len(&s.entry, payload.is_some());
-        if body.len() + len > BUDGET
-            && let Err(e) = send(Message::Entries(std::mem::take(&mut body)))
-        {
-            failed = Some(e);
-            return false;
-        }
-        wire::push_entry(&mut body, &s.entry, payload);
-        sent += len as u64 - 2;
-        true
-    })?;
-    if let Some(e) = failed {
-        return Err(e);
     }
     if !body.is_empty() {
         send(Message::Entries(body))?;
@@ -280,8 +281,14 @@ fn execute(
                 out.push(m);
             }
             Action::Serve { author, from, to } => {
+                // Consecutive serves share messages.
+                let mut ranges = vec![(author, from, to)];
+                while let Some(Action::Serve { author, from, to }) = queue.front() {
+                    ranges.push((*author, *from, *to));
+                    queue.pop_front();
+                }
                 let mut sent = Vec::new();
-                let bytes = serve(side.store, &author, from, to, &mut |m| {
+                let bytes = serve(side.store, &ranges, &mut |m| {
                     sent.push(m);
                     Ok(())
                 })?;

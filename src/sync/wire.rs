@@ -32,6 +32,17 @@ pub struct Cursor {
     pub counter: u64,
 }
 
+/// Entries `from..=to` of the author with index `author`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wanted {
+    /// Author index in the shared interest.
+    pub author: u32,
+    /// First seq.
+    pub from: u64,
+    /// Last seq.
+    pub to: u64,
+}
+
 /// How the responder establishes the shared interest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Shared {
@@ -94,15 +105,8 @@ pub enum Message {
         /// Whether this is the last chunk.
         last: bool,
     },
-    /// Ask for entries `from..=to` of the author with this index.
-    Want {
-        /// Author index in the shared interest.
-        author: u32,
-        /// First seq.
-        from: u64,
-        /// Last seq.
-        to: u64,
-    },
+    /// Ask for entries of some authors.
+    Want(Vec<Wanted>),
     /// Entries answering wants, in order, as archive frames (see
     /// schema/archive.md): 0x01 ‖ entry ‖ flag ‖ payload when flagged.
     Entries(Vec<u8>),
