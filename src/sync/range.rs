@@ -348,10 +348,11 @@ impl Reconciler {
                     fingerprint: fp,
                     items,
                 } => {
-                    let theirs: HashMap<u32, u64> =
-                        self.ungap(lower, upper, items)?.into_iter().collect();
+                    let listed = self.ungap(lower, upper, items)?;
+                    let theirs: HashMap<u32, u64> = listed.iter().copied().collect();
                     let ours: HashMap<u32, u64> = mine.iter().map(|i| (i.author, i.seq)).collect();
-                    for (&author, &seq) in &theirs {
+                    // In list order, so a session's messages are deterministic.
+                    for &(author, seq) in &listed {
                         if ours.get(&author) != Some(&seq) {
                             answer.learned.push(ItemRef {
                                 author,
