@@ -28,7 +28,8 @@ pub const EXIT_INVALID: u8 = 3;
 /// Capsule: your microblog as a signed, hash-chained log that your friends'
 /// nodes mirror.
 ///
-/// Start with `capsule init`, then `capsule post "hello"`. Everything lives in
+/// Start with `capsule up` (your node, on http://127.0.0.1:8080), or
+/// `capsule init` then `capsule post "hello"`. Everything lives in
 /// one data directory: --data-dir, else $CAPSULE_HOME, else
 /// ~/.local/share/capsule.
 ///
@@ -51,6 +52,16 @@ pub struct Cli {
 pub enum Command {
     /// Create the data directory and a new identity (keeps an existing one).
     Init,
+    /// Run your node: your microblog on the web, and sync with peers, until
+    /// Ctrl-C. Creates the data directory and identity on first use.
+    Up {
+        /// Where the web gateway listens (plain HTTP).
+        #[arg(long, default_value = "127.0.0.1:8080", env = "CAPSULE_LISTEN")]
+        listen: std::net::SocketAddr,
+        /// Where the sync listener listens (QUIC, UDP).
+        #[arg(long, default_value = "127.0.0.1:4433", env = "CAPSULE_SYNC_LISTEN")]
+        sync_listen: std::net::SocketAddr,
+    },
     /// Publish a post, or a reply with --reply-to.
     Post {
         /// The text of the post.
@@ -217,6 +228,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     let dir = DataDir::new(root);
     match cli.command {
         Command::Init => init(&dir),
+        Command::Up {
+            listen,
+            sync_listen,
+        } => up(&dir, listen, sync_listen),
         Command::Post { text, reply_to } => post(&dir, text, reply_to),
         Command::Delete { seq } => delete(&dir, seq),
         Command::Log { author, json } => log(&dir, author, json),
@@ -292,6 +307,27 @@ fn init(dir: &DataDir) -> Result<ExitCode> {
     };
     Store::open(&dir.store())?.close()?;
     println!("Your author key: {}", identity.author());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn up(
+    dir: &DataDir,
+    listen: std::net::SocketAddr,
+    sync_listen: std::net::SocketAddr,
+) -> Result<ExitCode> {
+    if !dir.identity().exists() {
+        init(dir)?;
+    }
+    let identity = load_identity(dir)?;
+    let store = open_store(dir)?;
+    runtime()?.block_on(crate::node::run(
+        identity,
+        store,
+        crate::node::NodeConfig {
+            listen,
+            sync_listen,
+        },
+    ))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -452,22 +488,7 @@ fn write_row(out: &mut impl std::io::Write, row: Scanned, as_json: bool) -> std:
     } = row;
     let record = payload.as_deref().map(Record::decode);
     if as_json {
-        let record = match &record {
-            Some(Ok(r)) => record_json(r),
-            _ => serde_json::Value::Null,
-        };
-        let row = json!({
-            "author": entry.author().to_string(),
-            "seq": entry.seq(),
-            "id": entry.id().to_string(),
-            "timestamp_us": entry.timestamp_us(),
-            "backlink": entry.backlink().to_string(),
-            "skiplink": entry.skiplink().to_string(),
-            "payload_len": entry.payload_len(),
-            "payload_hash": hex::encode(entry.payload_hash()),
-            "record": record,
-            "deleted_by": deleted_by,
-        });
+        let row = crate::present::entry_json(&entry, record.as_ref(), deleted_by);
         writeln!(out, "{row}")
     } else {
         let text = match (deleted_by, &record) {
@@ -476,7 +497,7 @@ fn write_row(out: &mut impl std::io::Write, row: Scanned, as_json: bool) -> std:
             (None, Some(Err(_))) => "(unsupported record)".to_string(),
             (None, Some(Ok(r))) => r.summary(),
         };
-        let when = format_time(entry.timestamp_us());
+        let when = crate::present::format_time(entry.timestamp_us());
         writeln!(
             out,
             "{:>6}  {when}  {}  {text}",
@@ -484,67 +505,6 @@ fn write_row(out: &mut impl std::io::Write, row: Scanned, as_json: bool) -> std:
             &entry.id().to_string()[..16]
         )
     }
-}
-
-fn record_json(record: &Record) -> serde_json::Value {
-    match record {
-        Record::Post {
-            text,
-            reply_to,
-            attachments,
-        } => json!({
-            "type": "post",
-            "text": text,
-            "reply_to": reply_to.map(|r| json!({
-                "author": AuthorKey(r.author).to_string(),
-                "seq": r.seq,
-                "id": EntryId(r.id).to_string(),
-            })),
-            "attachments": attachments.iter().map(|b| json!({
-                "hash": hex::encode(b.hash), "size": b.size, "media_type": b.media_type,
-            })).collect::<Vec<_>>(),
-        }),
-        Record::Profile {
-            name,
-            bio,
-            avatar,
-            endpoints,
-        } => json!({
-            "type": "profile", "name": name, "bio": bio,
-            "avatar": avatar.as_ref().map(|b| hex::encode(b.hash)),
-            "endpoints": endpoints,
-        }),
-        Record::Follow { author } => {
-            json!({"type": "follow", "author": AuthorKey(*author).to_string()})
-        }
-        Record::Unfollow { author } => {
-            json!({"type": "unfollow", "author": AuthorKey(*author).to_string()})
-        }
-        Record::Delete { seq } => json!({"type": "delete", "seq": seq}),
-    }
-}
-
-/// `YYYY-MM-DD HH:MM:SS` in UTC, without a date library.
-fn format_time(us: u64) -> String {
-    let secs = us / 1_000_000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
 }
 
 fn export_identity(dir: &DataDir, output: &Path) -> Result<ExitCode> {
@@ -848,7 +808,7 @@ fn serve_sync(dir: &DataDir, listen: std::net::SocketAddr, timeout: u64) -> Resu
             config,
             on_session,
         ));
-        wait_for_shutdown().await;
+        crate::node::shutdown_signal().await;
         eprintln!("stopping");
         endpoint.close(0u32.into(), b"shutting down");
         let _ = server.await;
@@ -860,20 +820,4 @@ fn serve_sync(dir: &DataDir, listen: std::net::SocketAddr, timeout: u64) -> Resu
         store.close()?;
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn wait_for_shutdown() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

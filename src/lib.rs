@@ -10,9 +10,13 @@
 //! - [`archive`]: the self-contained export format, its reader and writer.
 //! - [`audit`]: verification of whole archives and stores, on every core.
 //! - [`data_dir`]: where a node keeps its files.
+//! - [`present`]: times and JSON of entries and records, shared by the CLI
+//!   and the gateway.
 //! - [`progress`]: progress bars for long work, shown only on a terminal.
 //! - [`bench`]: the measurements behind `capsule bench`.
 //! - [`sync`]: replication of logs between nodes over QUIC.
+//! - [`gateway`]: the web gateway: pages, Atom feed, read-only log API.
+//! - [`node`]: a running node: store, sync listener and gateway together.
 //! - [`cli`]: the `capsule` command line.
 #![deny(missing_docs)]
 
@@ -21,8 +25,11 @@ pub mod audit;
 pub mod bench;
 pub mod cli;
 pub mod data_dir;
+pub mod gateway;
 pub mod identity;
 pub mod log;
+pub mod node;
+pub mod present;
 pub mod progress;
 pub mod store;
 pub mod sync;

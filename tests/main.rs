@@ -7,6 +7,7 @@ mod cli;
 mod crash;
 mod fork;
 mod import;
+mod node;
 mod roundtrip;
 mod schema_doc;
 mod sync_cli;

@@ -1,0 +1,220 @@
+//! The read-only log API under `/api/v1/`: what this node holds, as JSON,
+//! and entries as raw bytes for clients that verify them themselves.
+//! Every bad parameter is a 400 with a JSON body naming it.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State as Extract};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+
+use super::{Error, State};
+use crate::identity::AuthorKey;
+use crate::log::entry::EntryId;
+use crate::log::record::Record;
+use crate::present::entry_json;
+
+/// Most entries one JSON page holds (~1 KB each).
+pub const MAX_JSON_ENTRIES: u64 = 1_000;
+
+/// Most entries one `entries.bin` response holds (217 bytes each: 2.2 MB).
+pub const MAX_RAW_ENTRIES: u64 = 10_000;
+
+/// The API's routes, relative to `/api/v1`.
+pub fn router() -> Router<State> {
+    Router::new()
+        .route("/node", get(node))
+        .route("/authors", get(authors))
+        .route("/authors/{author}/entries", get(entries))
+        .route("/authors/{author}/entries.bin", get(entries_bin))
+        .route("/authors/{author}/certificate/{seq}", get(certificate))
+        .route("/entries/{id}", get(entry))
+        .route("/payloads/{hash}", get(payload))
+}
+
+fn node_info(state: &State) -> Value {
+    json!({
+        "author": state.owner.to_string(),
+        "sync": state.sync,
+        "protocol": "capsule/1",
+        "version": env!("CARGO_PKG_VERSION"),
+    })
+}
+
+/// `/.well-known/capsule`: who this node is and where it syncs.
+pub async fn well_known(Extract(state): Extract<State>) -> Json<Value> {
+    Json(node_info(&state))
+}
+
+async fn node(Extract(state): Extract<State>) -> Json<Value> {
+    Json(node_info(&state))
+}
+
+async fn authors(Extract(state): Extract<State>) -> Result<Json<Value>, Error> {
+    let heads = state.read(|s| s.heads()).await?;
+    let list: Vec<Value> = heads
+        .iter()
+        .map(|(a, h)| json!({ "author": a.to_string(), "seq": h.seq, "id": h.id.to_string() }))
+        .collect();
+    Ok(Json(json!({ "authors": list })))
+}
+
+fn parse_author(s: &str) -> Result<AuthorKey, Error> {
+    s.parse()
+        .map_err(|e| Error::BadRequest(format!("author: {e}")))
+}
+
+/// `from` (default 1, at least 1) and `limit` (default and at most `max`,
+/// at least 1) of a range query.
+fn range_of(query: &HashMap<String, String>, max: u64) -> Result<(u64, u64), Error> {
+    let number = |name: &str, default: u64| -> Result<u64, Error> {
+        match query.get(name) {
+            None => Ok(default),
+            Some(v) => v.parse::<u64>().map_err(|_| {
+                Error::BadRequest(format!("{name} must be a whole number, not {v:?}"))
+            }),
+        }
+    };
+    let from = number("from", 1)?;
+    let limit = number("limit", max)?;
+    if from == 0 {
+        return Err(Error::BadRequest("from starts at 1".into()));
+    }
+    if limit == 0 || limit > max {
+        return Err(Error::BadRequest(format!("limit must be 1 to {max}")));
+    }
+    Ok((from, limit))
+}
+
+async fn entries(
+    Extract(state): Extract<State>,
+    Path(author): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, Error> {
+    let author = parse_author(&author)?;
+    let (from, limit) = range_of(&query, MAX_JSON_ENTRIES)?;
+    let (rows, head) = state
+        .read(move |s| {
+            let head = s.head(&author)?.map(|h| h.seq);
+            let mut rows = Vec::new();
+            s.scan(&author, from, |row| {
+                rows.push(entry_json(
+                    &row.entry,
+                    row.payload.as_deref().map(Record::decode).as_ref(),
+                    row.deleted_by,
+                ));
+                (rows.len() as u64) < limit
+            })?;
+            Ok((rows, head))
+        })
+        .await?;
+    let head =
+        head.ok_or_else(|| Error::NotFound(format!("this node holds no log of {author}")))?;
+    let next = (from.saturating_add(limit) <= head).then(|| from + limit);
+    Ok(Json(json!({ "head": head, "entries": rows, "next": next })))
+}
+
+async fn entries_bin(
+    Extract(state): Extract<State>,
+    Path(author): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, Error> {
+    let author = parse_author(&author)?;
+    let (from, limit) = range_of(&query, MAX_RAW_ENTRIES)?;
+    let bytes = state
+        .read(move |s| {
+            if s.head(&author)?.is_none() {
+                return Ok(None);
+            }
+            let mut out = Vec::new();
+            let mut n = 0;
+            s.scan(&author, from, |row| {
+                out.extend_from_slice(row.entry.as_bytes());
+                n += 1;
+                n < limit
+            })?;
+            Ok(Some(out))
+        })
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("this node holds no log of {author}")))?;
+    Ok(octets(bytes))
+}
+
+/// Raw bytes as `application/octet-stream`.
+fn octets(bytes: Vec<u8>) -> Response {
+    let mut response = bytes.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    response
+}
+
+async fn entry(
+    Extract(state): Extract<State>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Error> {
+    let id: EntryId = id
+        .parse()
+        .map_err(|e| Error::BadRequest(format!("id: {e}")))?;
+    let row = state
+        .read(move |s| {
+            let Some(entry) = s.entry_by_id(&id)? else {
+                return Ok(None);
+            };
+            let deleted_by = s.deleted_by(&entry.author(), entry.seq())?;
+            let payload = match deleted_by {
+                Some(_) => None,
+                None => s.payload(&entry.payload_hash())?,
+            };
+            Ok(Some((entry, payload, deleted_by)))
+        })
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no entry {id} here")))?;
+    let (entry, payload, deleted_by) = row;
+    Ok(Json(entry_json(
+        &entry,
+        payload.as_deref().map(Record::decode).as_ref(),
+        deleted_by,
+    )))
+}
+
+async fn payload(
+    Extract(state): Extract<State>,
+    Path(hash): Path<String>,
+) -> Result<Response, Error> {
+    let hash: [u8; 32] = hex::decode(&hash)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| Error::BadRequest("hash must be 64 hex digits".into()))?;
+    let bytes = state
+        .read(move |s| s.payload(&hash))
+        .await?
+        .ok_or_else(|| Error::NotFound("no such payload here".into()))?;
+    Ok(octets(bytes))
+}
+
+async fn certificate(
+    Extract(state): Extract<State>,
+    Path((author, seq)): Path<(String, String)>,
+) -> Result<Json<Value>, Error> {
+    let author = parse_author(&author)?;
+    let seq: u64 = seq
+        .parse()
+        .map_err(|_| Error::BadRequest(format!("seq must be a whole number, not {seq:?}")))?;
+    let path = state
+        .read(move |s| s.certificate(&author, seq))
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("this node holds no entry {seq} of {author}")))?;
+    let entries: Vec<Value> = path
+        .iter()
+        .map(|e| json!({ "seq": e.seq(), "id": e.id().to_string(), "entry": hex::encode(e.as_bytes()) }))
+        .collect();
+    Ok(Json(
+        json!({ "author": author.to_string(), "seq": seq, "path": entries }),
+    ))
+}

@@ -1,0 +1,123 @@
+//! The web gateway: the microblog's pages, its Atom feed and the read-only
+//! log API, served by axum.
+//!
+//! - [`pages`]: server-rendered HTML (compile-time templates, no JavaScript
+//!   needed) and `/feed.atom`.
+//! - [`api`]: `/api/v1/`, JSON and raw entries.
+//! - [`assets`]: web/ embedded in the binary under content-hashed URLs.
+//!
+//! Handlers never touch redb on an async thread: store reads run through
+//! [`State::read`] on the blocking pool.
+
+pub mod api;
+pub mod assets;
+pub mod pages;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::Path;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+
+use crate::identity::AuthorKey;
+use crate::store::{Store, StoreError};
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct State {
+    /// The store.
+    pub store: Arc<Store>,
+    /// The owner's author key.
+    pub owner: AuthorKey,
+    /// Where peers reach this node's sync listener, `KEY@HOST:PORT`, if it
+    /// listens.
+    pub sync: Option<String>,
+}
+
+impl State {
+    /// Runs a store read on the blocking pool.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, Error> {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .map_err(|e| Error::Internal(e.to_string()))
+    }
+}
+
+/// Why a request failed; API errors are JSON `{"error": "..."}`.
+#[derive(Debug)]
+pub enum Error {
+    /// A parameter is malformed or out of range (400).
+    BadRequest(String),
+    /// Nothing here (404).
+    NotFound(String),
+    /// The node failed (500).
+    Internal(String),
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, message) = match self {
+            Error::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
+            Error::NotFound(m) => (StatusCode::NOT_FOUND, m),
+            Error::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, m),
+        };
+        (status, axum::Json(json!({ "error": message }))).into_response()
+    }
+}
+
+/// Content-Security-Policy of every page: nothing but this site's own
+/// styles and images, no scripts, no framing.
+pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// The gateway's routes.
+pub fn router(state: State) -> Router {
+    Router::new()
+        .route("/", get(pages::timeline))
+        .route("/{author}", get(pages::author_page))
+        .route("/{author}/{seq}", get(pages::permalink))
+        .route("/feed.atom", get(pages::feed))
+        .route("/.well-known/capsule", get(api::well_known))
+        .route(
+            "/assets/{hash}/{name}",
+            get(|Path((hash, name)): Path<(String, String)>| async move {
+                assets::serve(&hash, &name)
+            }),
+        )
+        .nest("/api/v1", api::router())
+        .layer(axum::middleware::map_response(secure_headers))
+        .with_state(state)
+}
+
+async fn secure_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    response
+}
+
+/// Parses an author key from a path segment written `@KEY`.
+pub fn author_segment(segment: &str) -> Result<AuthorKey, Error> {
+    let key = segment
+        .strip_prefix('@')
+        .ok_or_else(|| Error::NotFound(format!("no page {segment}")))?;
+    key.parse()
+        .map_err(|e| Error::NotFound(format!("no author {key}: {e}")))
+}

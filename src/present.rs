@@ -1,0 +1,101 @@
+//! How entries and records are shown to people and programs: times as
+//! text, entries and records as JSON. The command line and the web gateway
+//! share these, so `capsule log --json` and the API agree field for field.
+
+use serde_json::json;
+
+use crate::identity::AuthorKey;
+use crate::log::entry::{Entry, EntryId};
+use crate::log::record::{Record, RecordError};
+
+/// A timestamp (µs since the Unix epoch) as `YYYY-MM-DD hh:mm:ss` (UTC).
+pub fn format_time(us: u64) -> String {
+    let (y, m, d, h, min, s) = civil(us);
+    format!("{y:04}-{m:02}-{d:02} {h:02}:{min:02}:{s:02}")
+}
+
+/// A timestamp as RFC 3339 (UTC), as Atom wants it.
+pub fn rfc3339(us: u64) -> String {
+    let (y, m, d, h, min, s) = civil(us);
+    format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}Z")
+}
+
+fn civil(us: u64) -> (i64, i64, i64, u64, u64, u64) {
+    let secs = us / 1_000_000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d, rem / 3600, (rem % 3600) / 60, rem % 60)
+}
+
+/// An entry as JSON, with its record when the payload is held.
+pub fn entry_json(
+    entry: &Entry,
+    record: Option<&Result<Record, RecordError>>,
+    deleted_by: Option<u64>,
+) -> serde_json::Value {
+    let record = match record {
+        Some(Ok(r)) => record_json(r),
+        _ => serde_json::Value::Null,
+    };
+    json!({
+        "author": entry.author().to_string(),
+        "seq": entry.seq(),
+        "id": entry.id().to_string(),
+        "timestamp_us": entry.timestamp_us(),
+        "backlink": entry.backlink().to_string(),
+        "skiplink": entry.skiplink().to_string(),
+        "payload_len": entry.payload_len(),
+        "payload_hash": hex::encode(entry.payload_hash()),
+        "record": record,
+        "deleted_by": deleted_by,
+    })
+}
+
+/// A record as JSON.
+pub fn record_json(record: &Record) -> serde_json::Value {
+    match record {
+        Record::Post {
+            text,
+            reply_to,
+            attachments,
+        } => json!({
+            "type": "post",
+            "text": text,
+            "reply_to": reply_to.map(|r| json!({
+                "author": AuthorKey(r.author).to_string(),
+                "seq": r.seq,
+                "id": EntryId(r.id).to_string(),
+            })),
+            "attachments": attachments.iter().map(|b| json!({
+                "hash": hex::encode(b.hash), "size": b.size, "media_type": b.media_type,
+            })).collect::<Vec<_>>(),
+        }),
+        Record::Profile {
+            name,
+            bio,
+            avatar,
+            endpoints,
+        } => json!({
+            "type": "profile", "name": name, "bio": bio,
+            "avatar": avatar.as_ref().map(|b| hex::encode(b.hash)),
+            "endpoints": endpoints,
+        }),
+        Record::Follow { author } => {
+            json!({"type": "follow", "author": AuthorKey(*author).to_string()})
+        }
+        Record::Unfollow { author } => {
+            json!({"type": "unfollow", "author": AuthorKey(*author).to_string()})
+        }
+        Record::Delete { seq } => json!({"type": "delete", "seq": seq}),
+    }
+}

@@ -1,0 +1,207 @@
+//! `capsule up` as a person runs it: a real process serving real HTTP on
+//! loopback, with its sync listener; stopped by SIGTERM.
+
+use std::io::{BufRead, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use crate::common::{capsule_bin, capsule_ok, init};
+
+/// A running `capsule up` and the addresses it printed.
+struct Up {
+    child: Child,
+    web: String,
+    sync: String,
+}
+
+impl Up {
+    fn start(dir: &Path) -> Up {
+        let mut child = Command::new(capsule_bin())
+            .arg("--data-dir")
+            .arg(dir)
+            .args([
+                "up",
+                "--listen",
+                "127.0.0.1:0",
+                "--sync-listen",
+                "127.0.0.1:0",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let (mut web, mut sync) = (String::new(), String::new());
+        let mut line = String::new();
+        while web.is_empty() || sync.is_empty() {
+            line.clear();
+            assert!(out.read_line(&mut line).unwrap() > 0, "capsule up exited");
+            if let Some(rest) = line.strip_prefix("Capsule is up: http://") {
+                web = rest.split('/').next().unwrap().to_string();
+            }
+            if let Some(rest) = line.strip_prefix("sync: peers dial ") {
+                sync = rest.trim().to_string();
+            }
+        }
+        // Keep reading so the node never writes into a closed pipe.
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            let _ = out.read_to_string(&mut sink);
+        });
+        Up { child, web, sync }
+    }
+
+    /// GET `path`: (status, content type, body).
+    fn get(&self, path: &str) -> (u16, String, Vec<u8>) {
+        let mut stream = TcpStream::connect(&self.web).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.web
+        )
+        .unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).unwrap();
+        let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let head = String::from_utf8_lossy(&raw[..split]).to_string();
+        let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let content_type = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-type: ")
+                    .map(str::to_string)
+            })
+            .unwrap_or_default();
+        (status, content_type, raw[split + 4..].to_vec())
+    }
+
+    fn text(&self, path: &str) -> (u16, String) {
+        let (status, _, body) = self.get(path);
+        (status, String::from_utf8(body).unwrap())
+    }
+
+    /// SIGTERM, and the exit status.
+    fn stop(mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+#[test]
+fn the_node_serves_its_timeline_feed_and_api_and_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = init(dir.path());
+    capsule_ok(dir.path(), &["post", "hello <b>world</b> & friends"]);
+    capsule_ok(dir.path(), &["post", "second post"]);
+    let node = Up::start(dir.path());
+
+    let (status, home) = node.text("/");
+    assert_eq!(status, 200);
+    assert!(
+        home.contains("hello &lt;b&gt;world&lt;/b&gt; &amp; friends"),
+        "{home}"
+    );
+    assert!(
+        home.find("second post") < home.find("hello &lt;b&gt;"),
+        "newest first"
+    );
+    let (_, content_type, _) = node.get("/");
+    assert!(content_type.starts_with("text/html"));
+
+    let (status, permalink) = node.text(&format!("/@{key}/2"));
+    assert_eq!(status, 200);
+    assert!(permalink.contains("second post"));
+    assert_eq!(node.get(&format!("/@{key}/99")).0, 404);
+
+    let css = home
+        .split("href=\"")
+        .find(|s| s.starts_with("/assets/"))
+        .unwrap();
+    let css = &css[..css.find('"').unwrap()];
+    let (status, content_type, _) = node.get(css);
+    assert_eq!(
+        (status, content_type.as_str()),
+        (200, "text/css; charset=utf-8")
+    );
+    assert_eq!(node.get("/assets/0000000000000000/style.css").0, 404);
+
+    let (status, feed) = node.text("/feed.atom");
+    assert_eq!(status, 200);
+    assert!(feed.contains("<feed xmlns=\"http://www.w3.org/2005/Atom\">"));
+    assert_eq!(feed.matches("<entry>").count(), 2);
+    assert!(feed.contains("<title>hello &lt;b&gt;world&lt;/b&gt; &amp; friends</title>"));
+
+    let (status, known) = node.text("/.well-known/capsule");
+    assert_eq!(status, 200);
+    let known: serde_json::Value = serde_json::from_str(&known).unwrap();
+    assert_eq!(known["author"], key.as_str());
+    assert_eq!(known["sync"], node.sync.as_str());
+
+    let (status, entries) = node.text(&format!("/api/v1/authors/{key}/entries?from=2"));
+    assert_eq!(status, 200);
+    let entries: serde_json::Value = serde_json::from_str(&entries).unwrap();
+    assert_eq!(entries["entries"][0]["record"]["text"], "second post");
+    assert_eq!(entries["head"], 2);
+
+    // Raw entries verify on their own.
+    let (status, _, raw) = node.get(&format!("/api/v1/authors/{key}/entries.bin"));
+    assert_eq!(status, 200);
+    assert_eq!(raw.len(), 2 * capsule::log::entry::ENTRY_LEN);
+    for chunk in raw.chunks(capsule::log::entry::ENTRY_LEN) {
+        let entry = capsule::log::entry::Entry::decode(chunk).unwrap();
+        assert!(capsule::log::verify::signature_valid(&entry));
+    }
+
+    for bad in [
+        format!("/api/v1/authors/{key}/entries?from=0"),
+        format!("/api/v1/authors/{key}/entries?limit=abc"),
+        format!("/api/v1/authors/{key}/entries.bin?limit=1000000"),
+        "/api/v1/authors/nokey/entries".to_string(),
+        "/api/v1/entries/zz".to_string(),
+        "/api/v1/payloads/12".to_string(),
+    ] {
+        let (status, content_type, body) = node.get(&bad);
+        assert_eq!(status, 400, "{bad}");
+        assert_eq!(content_type, "application/json", "{bad}");
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(body["error"].is_string(), "{bad}");
+    }
+
+    assert!(node.stop().success());
+    capsule_ok(dir.path(), &["verify", "--store"]);
+}
+
+#[test]
+fn a_mirror_shows_a_verified_copy_of_anothers_log() {
+    let alice_dir = tempfile::tempdir().unwrap();
+    let bob_dir = tempfile::tempdir().unwrap();
+    let alice = init(alice_dir.path());
+    init(bob_dir.path());
+    capsule_ok(alice_dir.path(), &["post", "from alice's node"]);
+    let alice_node = Up::start(alice_dir.path());
+    capsule_ok(bob_dir.path(), &["mirror", &alice]);
+    let report = capsule_ok(bob_dir.path(), &["sync", &alice_node.sync]);
+    assert!(report.contains("received 1 entries"), "{report}");
+    assert!(alice_node.stop().success());
+
+    // Alice's node is down; bob's serves her post, marked as a verified copy.
+    let bob_node = Up::start(bob_dir.path());
+    let (status, page) = bob_node.text(&format!("/@{alice}"));
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("from alice&#39;s node") || page.contains("from alice's node"),
+        "{page}"
+    );
+    assert!(page.contains("verified copy"));
+    assert_eq!(bob_node.get("/@aaaa").0, 404);
+    assert!(bob_node.stop().success());
+}
