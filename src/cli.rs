@@ -4,18 +4,18 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::mpsc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
+use crate::admin;
 use crate::archive;
 use crate::audit::{self, VerifyError};
 use crate::data_dir::DataDir;
 use crate::identity::{AuthorKey, Identity};
-use crate::log::entry::{EntryId, MAX_PAYLOAD};
-use crate::log::record::{EntryRef, Record};
+use crate::log::entry::EntryId;
+use crate::log::record::Record;
 use crate::log::verify::Summary;
 use crate::store::{ImportMsg, Scanned, Store};
 use crate::sync::network::{self, SyncConfig};
@@ -327,6 +327,7 @@ fn up(
             listen,
             sync_listen,
         },
+        dir.root().join(admin::SOCKET_FILE),
     ))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -367,73 +368,42 @@ fn open_store(dir: &DataDir) -> Result<Store> {
     Ok(Store::open(&dir.store())?)
 }
 
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
-
-fn publish(dir: &DataDir, record: &Record) -> Result<()> {
-    let identity = Arc::new(load_identity(dir)?);
-    let payload = record.encode().map_err(|_| {
-        anyhow::anyhow!("the post is too long: at most {MAX_PAYLOAD} bytes once encoded")
-    })?;
-    let store = open_store(dir)?;
-    let entry = store.publish(&identity, payload, now_us())?;
-    store.close()?;
-    println!("published entry {} {}", entry.seq(), entry.id());
-    Ok(())
+/// Publishes through the running node's admin socket, or, when no node
+/// runs, straight into the store.
+fn publish(dir: &DataDir, request: admin::Request) -> Result<()> {
+    let socket = dir.root().join(admin::SOCKET_FILE);
+    let answer = match admin::call(&socket, &request) {
+        Some(answer) => answer.context("the running node did not answer")?,
+        None => {
+            let identity = Arc::new(load_identity(dir)?);
+            let store = open_store(dir)?;
+            let answer = admin::handle(&store, &identity, &serde_json::to_string(&request)?);
+            store.close()?;
+            answer
+        }
+    };
+    match answer {
+        admin::Answer::Published { seq, id } => {
+            println!("published entry {seq} {id}");
+            Ok(())
+        }
+        admin::Answer::Error(e) => bail!("{e}"),
+    }
 }
 
 fn post(dir: &DataDir, text: String, reply_to: Option<EntryId>) -> Result<ExitCode> {
-    if text.trim().is_empty() {
-        bail!("nothing to post: the text is empty");
-    }
-    let reply_to = match reply_to {
-        None => None,
-        Some(id) => {
-            let store = open_store(dir)?;
-            let entry = store.entry_by_id(&id)?.with_context(|| {
-                format!("this node holds no entry {id}; sync or import the log it belongs to first")
-            })?;
-            store.close()?;
-            Some(EntryRef {
-                author: entry.author().0,
-                seq: entry.seq(),
-                id: id.0,
-            })
-        }
-    };
     publish(
         dir,
-        &Record::Post {
+        admin::Request::Post {
             text,
-            reply_to,
-            attachments: Vec::new(),
+            reply_to: reply_to.map(|id| id.to_string()),
         },
     )?;
     Ok(ExitCode::SUCCESS)
 }
 
 fn delete(dir: &DataDir, seq: u64) -> Result<ExitCode> {
-    let author = load_identity(dir)?.author();
-    {
-        let store = open_store(dir)?;
-        let entry = store
-            .entry(&author, seq)?
-            .with_context(|| format!("your log has no entry {seq}; see `capsule log`"))?;
-        if let Some(by) = store.deleted_by(&author, seq)? {
-            bail!("entry {seq} was already deleted by entry {by}");
-        }
-        if let Some(payload) = store.payload(&entry.payload_hash())?
-            && let Ok(Record::Delete { .. }) = Record::decode(&payload)
-        {
-            bail!("entry {seq} is itself a deletion; there is nothing to delete");
-        }
-        store.close()?;
-    }
-    publish(dir, &Record::Delete { seq })?;
+    publish(dir, admin::Request::Delete(seq))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -17,13 +17,19 @@
 //! - [`sync`]: replication of logs between nodes over QUIC.
 //! - [`gateway`]: the web gateway: pages, Atom feed, read-only log API.
 //! - [`node`]: a running node: store, sync listener and gateway together.
+//! - [`compose`]: what the owner publishes (posts, replies, deletions),
+//!   checked and signed.
+//! - [`admin`]: the local admin socket through which commands reach a
+//!   running node.
 //! - [`cli`]: the `capsule` command line.
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod archive;
 pub mod audit;
 pub mod bench;
 pub mod cli;
+pub mod compose;
 pub mod data_dir;
 pub mod gateway;
 pub mod identity;

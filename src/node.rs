@@ -22,10 +22,24 @@ pub struct NodeConfig {
     pub sync_listen: SocketAddr,
 }
 
+/// Where the node's local admin socket goes (see [`crate::admin`]).
+pub type AdminSocket = std::path::PathBuf;
+
 /// Runs the node until SIGINT or SIGTERM. Prints where it listens.
-pub async fn run(identity: Identity, store: Store, config: NodeConfig) -> Result<()> {
+pub async fn run(
+    identity: Identity,
+    store: Store,
+    config: NodeConfig,
+    admin_socket: AdminSocket,
+) -> Result<()> {
     let store = Arc::new(store);
+    let identity = Arc::new(identity);
     let owner = identity.author();
+    let admin = tokio::spawn(crate::admin::serve(
+        admin_socket.clone(),
+        Arc::clone(&store),
+        Arc::clone(&identity),
+    ));
     let endpoint = transport::listen(&identity, config.sync_listen).with_context(|| {
         format!(
             "cannot start the sync listener on {} (is another node running? choose another with --sync-listen)",
@@ -66,6 +80,9 @@ pub async fn run(identity: Identity, store: Store, config: NodeConfig) -> Result
         .await
         .context("the web gateway failed")?;
     eprintln!("stopping");
+    admin.abort();
+    let _ = admin.await;
+    let _ = std::fs::remove_file(&admin_socket);
     endpoint.close(0u32.into(), b"shutting down");
     let _ = sync.await;
     endpoint.wait_idle().await;

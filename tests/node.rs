@@ -176,8 +176,25 @@ fn the_node_serves_its_timeline_feed_and_api_and_stops_cleanly() {
         assert!(body["error"].is_string(), "{bad}");
     }
 
+    // While the node runs, commands reach it through its admin socket.
+    let socket = dir.path().join("admin.sock");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "only the owner may talk to the node");
+    let out = capsule_ok(dir.path(), &["post", "posted while up"]);
+    assert!(out.starts_with("published entry 3 "), "{out}");
+    assert!(node.text("/").1.contains("posted while up"));
+    capsule_ok(dir.path(), &["delete", "1"]);
+    assert!(!node.text("/").1.contains("hello &lt;b&gt;"));
+    let refused = crate::common::capsule(dir.path(), &["delete", "99"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("your log has no entry 99"));
+
     assert!(node.stop().success());
+    assert!(!socket.exists(), "the socket goes with the node");
     capsule_ok(dir.path(), &["verify", "--store"]);
+    // Stopped, the command line writes to the store itself.
+    capsule_ok(dir.path(), &["post", "after the node stopped"]);
 }
 
 #[test]

@@ -1,0 +1,128 @@
+//! The admin socket: how commands reach a running node, whose store they
+//! cannot open (one process holds it). A Unix socket in the data dir, mode
+//! 0600 — only the owner's account can talk to it. One JSON request line,
+//! one JSON answer line.
+//!
+//! Requests: `{"post": {"text": "...", "reply_to": "ID or null"}}`,
+//! `{"delete": SEQ}`. Answers: `{"published": {"seq": N, "id": "..."}}` or
+//! `{"error": "..."}`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::compose::{self, ComposeError};
+use crate::identity::Identity;
+use crate::log::entry::EntryId;
+use crate::store::Store;
+
+/// The socket's name in the data dir.
+pub const SOCKET_FILE: &str = "admin.sock";
+
+/// Longest request line: a post's text is at most 64 KiB.
+pub const MAX_REQUEST: usize = 256 * 1024;
+
+/// A request.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Request {
+    /// A post or reply.
+    Post {
+        /// The text.
+        text: String,
+        /// The id of the entry it replies to (64 hex digits).
+        reply_to: Option<String>,
+    },
+    /// A tombstone for the owner's entry `seq`.
+    Delete(u64),
+}
+
+/// An answer.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Answer {
+    /// The new entry.
+    Published {
+        /// Its seq.
+        seq: u64,
+        /// Its id (64 hex digits).
+        id: String,
+    },
+    /// What went wrong.
+    Error(String),
+}
+
+/// Serves one request (on a blocking thread: it writes to the store).
+pub fn handle(store: &Store, identity: &Arc<Identity>, line: &str) -> Answer {
+    let request: Request = match serde_json::from_str(line) {
+        Ok(r) => r,
+        Err(e) => return Answer::Error(format!("bad request: {e}")),
+    };
+    let result = match request {
+        Request::Post { text, reply_to } => {
+            let reply_to = match reply_to.map(|r| r.parse::<EntryId>()).transpose() {
+                Ok(r) => r,
+                Err(e) => return Answer::Error(e.to_string()),
+            };
+            compose::post(store, identity, text, reply_to)
+        }
+        Request::Delete(seq) => compose::delete(store, identity, seq),
+    };
+    match result {
+        Ok(entry) => Answer::Published {
+            seq: entry.seq(),
+            id: entry.id().to_string(),
+        },
+        Err(ComposeError::Refused(m)) => Answer::Error(m),
+        Err(e) => Answer::Error(e.to_string()),
+    }
+}
+
+/// Sends `request` to the node whose socket is at `path`. None when no node
+/// listens there (the caller then opens the store itself).
+pub fn call(path: &Path, request: &Request) -> Option<std::io::Result<Answer>> {
+    let mut stream = UnixStream::connect(path).ok()?;
+    Some((|| {
+        let mut line = serde_json::to_string(request)?;
+        line.push('\n');
+        stream.write_all(line.as_bytes())?;
+        let mut answer = String::new();
+        BufReader::new(&stream).read_line(&mut answer)?;
+        serde_json::from_str(&answer).map_err(std::io::Error::other)
+    })())
+}
+
+/// Answers requests on `path` until the task is dropped. Removes a stale
+/// socket first (the caller holds the store, so no other node runs here).
+pub async fn serve(
+    path: std::path::PathBuf,
+    store: Arc<Store>,
+    identity: Arc<Identity>,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let _ = std::fs::remove_file(&path);
+    let listener = tokio::net::UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let (store, identity) = (Arc::clone(&store), Arc::clone(&identity));
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut line = String::new();
+            let mut reader = tokio::io::BufReader::new(read.take(MAX_REQUEST as u64));
+            if reader.read_line(&mut line).await.is_err() {
+                return;
+            }
+            let answer = tokio::task::spawn_blocking(move || handle(&store, &identity, &line))
+                .await
+                .unwrap_or_else(|e| Answer::Error(e.to_string()));
+            let mut out = serde_json::to_string(&answer).unwrap_or_default();
+            out.push('\n');
+            let _ = write.write_all(out.as_bytes()).await;
+        });
+    }
+}

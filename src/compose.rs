@@ -1,0 +1,101 @@
+//! What the owner publishes — posts, replies, deletions — checked against
+//! the store and signed by the store thread. The command line (directly, or
+//! through a running node's admin socket) and the node share these, so a
+//! post is checked the same way whichever path it takes.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::identity::Identity;
+use crate::log::entry::{Entry, EntryId, MAX_PAYLOAD};
+use crate::log::record::{EntryRef, Record};
+use crate::store::{Store, StoreError};
+
+/// Why the owner's request was not published.
+#[derive(Debug, thiserror::Error)]
+pub enum ComposeError {
+    /// The request itself is wrong; the message says how.
+    #[error("{0}")]
+    Refused(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn refused<T>(message: impl Into<String>) -> Result<T, ComposeError> {
+    Err(ComposeError::Refused(message.into()))
+}
+
+/// Now, in µs since the Unix epoch.
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// Signs and stores `record` as the owner's next entry (durable on return).
+pub fn publish(
+    store: &Store,
+    identity: &Arc<Identity>,
+    record: &Record,
+) -> Result<Entry, ComposeError> {
+    let payload = record.encode().map_err(|_| {
+        ComposeError::Refused(format!(
+            "the post is too long: at most {MAX_PAYLOAD} bytes once encoded"
+        ))
+    })?;
+    Ok(store.publish(identity, payload, now_us())?)
+}
+
+/// Publishes a post, or a reply to the entry with id `reply_to`.
+pub fn post(
+    store: &Store,
+    identity: &Arc<Identity>,
+    text: String,
+    reply_to: Option<EntryId>,
+) -> Result<Entry, ComposeError> {
+    if text.trim().is_empty() {
+        return refused("nothing to post: the text is empty");
+    }
+    let reply_to = match reply_to {
+        None => None,
+        Some(id) => {
+            let Some(entry) = store.entry_by_id(&id)? else {
+                return refused(format!(
+                    "this node holds no entry {id}; sync or import the log it belongs to first"
+                ));
+            };
+            Some(EntryRef {
+                author: entry.author().0,
+                seq: entry.seq(),
+                id: id.0,
+            })
+        }
+    };
+    let record = Record::Post {
+        text,
+        reply_to,
+        attachments: Vec::new(),
+    };
+    publish(store, identity, &record)
+}
+
+/// Publishes a tombstone for the owner's entry `seq`.
+pub fn delete(store: &Store, identity: &Arc<Identity>, seq: u64) -> Result<Entry, ComposeError> {
+    let author = identity.author();
+    let Some(entry) = store.entry(&author, seq)? else {
+        return refused(format!("your log has no entry {seq}; see `capsule log`"));
+    };
+    if let Some(by) = store.deleted_by(&author, seq)? {
+        return refused(format!("entry {seq} was already deleted by entry {by}"));
+    }
+    if let Some(payload) = store.payload(&entry.payload_hash())?
+        && let Ok(Record::Delete { .. }) = Record::decode(&payload)
+    {
+        return refused(format!(
+            "entry {seq} is itself a deletion; there is nothing to delete"
+        ));
+    }
+    publish(store, identity, &Record::Delete { seq })
+}
