@@ -34,6 +34,31 @@ pub fn router() -> Router<State> {
         .route("/authors/{author}/certificate/{seq}", get(certificate))
         .route("/entries/{id}", get(entry))
         .route("/payloads/{hash}", get(payload))
+        .route("/openapi.yaml", get(openapi))
+}
+
+/// schema/openapi.yaml, built into the binary.
+pub const OPENAPI: &str = include_str!("../../schema/openapi.yaml");
+
+async fn openapi() -> Response {
+    let mut response = OPENAPI.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/yaml"),
+    );
+    response
+}
+
+/// 64 lowercase hex digits, as the API writes hashes and ids.
+fn hex32(what: &str, s: &str) -> Result<[u8; 32], Error> {
+    let bad = || Error::BadRequest(format!("{what} must be 64 lowercase hex digits"));
+    if s.len() != 64 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(bad());
+    }
+    hex::decode(s)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(bad)
 }
 
 fn node_info(state: &State) -> Value {
@@ -64,6 +89,11 @@ async fn authors(Extract(state): Extract<State>) -> Result<Json<Value>, Error> {
 }
 
 fn parse_author(s: &str) -> Result<AuthorKey, Error> {
+    if !s.bytes().all(|b| matches!(b, b'a'..=b'z' | b'2'..=b'7')) {
+        return Err(Error::BadRequest(
+            "author must be 52 lowercase base32 characters (a-z, 2-7)".into(),
+        ));
+    }
     s.parse()
         .map_err(|e| Error::BadRequest(format!("author: {e}")))
 }
@@ -158,9 +188,7 @@ async fn entry(
     Extract(state): Extract<State>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, Error> {
-    let id: EntryId = id
-        .parse()
-        .map_err(|e| Error::BadRequest(format!("id: {e}")))?;
+    let id = EntryId(hex32("id", &id)?);
     let row = state
         .read(move |s| {
             let Some(entry) = s.entry_by_id(&id)? else {
@@ -187,10 +215,7 @@ async fn payload(
     Extract(state): Extract<State>,
     Path(hash): Path<String>,
 ) -> Result<Response, Error> {
-    let hash: [u8; 32] = hex::decode(&hash)
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| Error::BadRequest("hash must be 64 hex digits".into()))?;
+    let hash = hex32("hash", &hash)?;
     let bytes = state
         .read(move |s| s.payload(&hash))
         .await?
