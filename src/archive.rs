@@ -35,6 +35,15 @@ pub const FRAME_NO_PAYLOAD: u8 = 0;
 /// Flag: the entry's payload follows.
 pub const FRAME_PAYLOAD: u8 = 1;
 
+/// The pieces of one entry frame, in order: tag, entry, flag, payload (empty
+/// when not included). Archives and sync's entries messages share it.
+pub fn entry_frame<'a>(entry: &'a Entry, payload: Option<&'a [u8]>) -> [&'a [u8]; 4] {
+    match payload {
+        Some(p) => [&[FRAME_ENTRY], entry.as_bytes(), &[FRAME_PAYLOAD], p],
+        None => [&[FRAME_ENTRY], entry.as_bytes(), &[FRAME_NO_PAYLOAD], &[]],
+    }
+}
+
 /// Why a file is not a well-formed archive.
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
@@ -141,14 +150,8 @@ impl<W: Write> ArchiveWriter<W> {
                 "the payload's length is not the one its entry signs",
             ));
         }
-        self.put(&[FRAME_ENTRY])?;
-        self.put(entry.as_bytes())?;
-        match payload {
-            Some(p) => {
-                self.put(&[FRAME_PAYLOAD])?;
-                self.put(p)?;
-            }
-            None => self.put(&[FRAME_NO_PAYLOAD])?,
+        for part in entry_frame(entry, payload) {
+            self.put(part)?;
         }
         self.count += 1;
         Ok(())

@@ -15,6 +15,7 @@ use crate::log::record::Record;
 use crate::log::verify::Unverified;
 use crate::log::verify::{SIGNATURE_BATCH, batch_rng, verify_batch};
 use crate::store::Store;
+use crate::sync::network::MERGE_LIMIT;
 
 /// Entries per store append while building: big enough that one commit
 /// serves many entries.
@@ -164,8 +165,6 @@ pub fn verify(n: u64) -> Result<()> {
     println!("verify / raw:                  {:>10.3}", f.verify / f.raw);
     Ok(())
 }
-
-use crate::sync::network::MERGE_LIMIT;
 
 /// Figures of the full-sync part of `capsule bench sync`.
 #[derive(Debug, Clone, Copy)]

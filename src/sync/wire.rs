@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::range::WireRange;
-use crate::archive::{FRAME_ENTRY, FRAME_NO_PAYLOAD, FRAME_PAYLOAD};
+use crate::archive::{FRAME_ENTRY, FRAME_NO_PAYLOAD, FRAME_PAYLOAD, entry_frame};
 use crate::log::entry::{ENTRY_LEN, Entry, MAX_PAYLOAD};
 use crate::log::verify::Unverified;
 
@@ -162,14 +162,8 @@ pub fn decode(body: &[u8]) -> Result<Message, WireError> {
 
 /// Appends the frame of one entry to an entries body.
 pub fn push_entry(body: &mut Vec<u8>, entry: &Entry, payload: Option<&[u8]>) {
-    body.push(FRAME_ENTRY);
-    body.extend_from_slice(entry.as_bytes());
-    match payload {
-        Some(p) => {
-            body.push(FRAME_PAYLOAD);
-            body.extend_from_slice(p);
-        }
-        None => body.push(FRAME_NO_PAYLOAD),
+    for part in entry_frame(entry, payload) {
+        body.extend_from_slice(part);
     }
 }
 
