@@ -295,16 +295,6 @@ impl Session {
         &self.stats
     }
 
-    /// The shared interest, once settled.
-    pub fn universe(&self) -> &[AuthorKey] {
-        &self.universe
-    }
-
-    /// The peer's store and counter, as it said at the start.
-    pub fn their_store(&self) -> Option<Cursor> {
-        self.their_store
-    }
-
     /// What to remember of the peer after the session finished: cursors
     /// into each other's changelogs as of the session's snapshots.
     pub fn checkpoint(&self) -> Option<PeerRow> {
