@@ -135,14 +135,9 @@ pub enum Command {
         /// The peer: its node key, @, and the address its sync listens on,
         /// e.g. KEY@alice.example:4433.
         peer: PeerAddr,
-        /// Give up when the peer says nothing for this many seconds.
-        #[arg(
-            long,
-            default_value_t = 30,
-            env = "CAPSULE_SYNC_TIMEOUT",
-            value_name = "SECONDS"
-        )]
-        timeout: u64,
+        /// Session limits.
+        #[command(flatten)]
+        session: SessionArgs,
         /// Print the report as one JSON object.
         #[arg(long, env = "CAPSULE_JSON")]
         json: bool,
@@ -152,17 +147,33 @@ pub enum Command {
         /// The UDP address to listen on.
         #[arg(long, default_value = "0.0.0.0:4433", env = "CAPSULE_SYNC_LISTEN")]
         listen: std::net::SocketAddr,
-        /// End a session when its peer says nothing for this many seconds.
-        #[arg(
-            long,
-            default_value_t = 30,
-            env = "CAPSULE_SYNC_TIMEOUT",
-            value_name = "SECONDS"
-        )]
-        timeout: u64,
+        /// Session limits.
+        #[command(flatten)]
+        session: SessionArgs,
     },
     /// Measure this machine.
     Bench(BenchArgs),
+}
+
+/// Settings of a sync session, shared by `sync` and `serve-sync`.
+#[derive(Debug, Args)]
+pub struct SessionArgs {
+    /// End a session when its peer says nothing for this many seconds.
+    #[arg(
+        long,
+        default_value_t = 30,
+        env = "CAPSULE_SYNC_TIMEOUT",
+        value_name = "SECONDS"
+    )]
+    pub timeout: u64,
+}
+
+impl SessionArgs {
+    fn config(&self) -> SyncConfig {
+        SyncConfig {
+            idle: std::time::Duration::from_secs(self.timeout.max(1)),
+        }
+    }
 }
 
 /// `capsule bench`.
@@ -255,10 +266,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Unmirror { author } => mirror(&dir, author, false),
         Command::Sync {
             peer,
-            timeout,
+            session,
             json,
-        } => sync(&dir, peer, timeout, json),
-        Command::ServeSync { listen, timeout } => serve_sync(&dir, listen, timeout),
+        } => sync(&dir, peer, session.config(), json),
+        Command::ServeSync { listen, session } => serve_sync(&dir, listen, session.config()),
         Command::Bench(BenchArgs {
             what: Bench::Verify { entries },
         }) => {
@@ -658,12 +669,9 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn sync(dir: &DataDir, peer: PeerAddr, timeout: u64, as_json: bool) -> Result<ExitCode> {
+fn sync(dir: &DataDir, peer: PeerAddr, config: SyncConfig, as_json: bool) -> Result<ExitCode> {
     let identity = load_identity(dir)?;
     let store = Arc::new(open_store(dir)?);
-    let config = SyncConfig {
-        idle: std::time::Duration::from_secs(timeout.max(1)),
-    };
     let runtime = runtime()?;
     let report = runtime.block_on(async {
         let addr = peer.resolve().await?;
@@ -749,12 +757,9 @@ fn sync(dir: &DataDir, peer: PeerAddr, timeout: u64, as_json: bool) -> Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
-fn serve_sync(dir: &DataDir, listen: std::net::SocketAddr, timeout: u64) -> Result<ExitCode> {
+fn serve_sync(dir: &DataDir, listen: std::net::SocketAddr, config: SyncConfig) -> Result<ExitCode> {
     let identity = load_identity(dir)?;
     let store = Arc::new(open_store(dir)?);
-    let config = SyncConfig {
-        idle: std::time::Duration::from_secs(timeout.max(1)),
-    };
     let runtime = runtime()?;
     runtime.block_on(async {
         let endpoint = transport::listen(&identity, listen)?;
