@@ -4,7 +4,7 @@
 //! one JSON answer line.
 //!
 //! Requests: `{"post": {"text": "...", "reply_to": "ID or null"}}`,
-//! `{"delete": SEQ}`. Answers: `{"published": {"seq": N, "id": "..."}}` or
+//! `{"delete": SEQ}`, `{"profile": {"name": "...", "bio": "..."}}`. Answers: `{"published": {"seq": N, "id": "..."}}` or
 //! `{"error": "..."}`.
 
 use std::io::{BufRead, BufReader, Write};
@@ -38,6 +38,13 @@ pub enum Request {
     },
     /// A tombstone for the owner's entry `seq`.
     Delete(u64),
+    /// The owner's profile.
+    Profile {
+        /// Display name.
+        name: String,
+        /// Biography.
+        bio: String,
+    },
 }
 
 /// An answer.
@@ -70,6 +77,7 @@ pub fn handle(store: &Store, identity: &Arc<Identity>, line: &str) -> Answer {
             compose::post(store, identity, text, reply_to)
         }
         Request::Delete(seq) => compose::delete(store, identity, seq),
+        Request::Profile { name, bio } => compose::profile(store, identity, name, bio),
     };
     match result {
         Ok(entry) => Answer::Published {

@@ -13,10 +13,12 @@ use crate::admin;
 use crate::archive;
 use crate::audit::{self, VerifyError};
 use crate::data_dir::DataDir;
+use crate::gateway::https;
 use crate::identity::{AuthorKey, Identity};
 use crate::log::entry::EntryId;
 use crate::log::record::Record;
 use crate::log::verify::Summary;
+use crate::passphrase;
 use crate::store::{ImportMsg, Scanned, Store};
 use crate::sync::network::{self, SyncConfig};
 use crate::sync::transport::{self, PeerAddr};
@@ -42,9 +44,54 @@ pub struct Cli {
     #[arg(long, global = true, env = "CAPSULE_HOME", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
+    /// How much the node logs to standard error: error, warn, info, debug
+    /// or trace (or a tracing filter such as `capsule=debug,quinn=warn`).
+    #[arg(long, global = true, default_value = "info", env = "CAPSULE_LOG")]
+    pub log_level: String,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How `capsule up` serves.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Where plain HTTP listens. Default: 127.0.0.1:8080, or [::]:80 (a
+    /// redirect to HTTPS) with --domain.
+    #[arg(long, env = "CAPSULE_LISTEN")]
+    listen: Option<std::net::SocketAddr>,
+    /// Where the sync listener listens (QUIC, UDP).
+    #[arg(long, default_value = "127.0.0.1:4433", env = "CAPSULE_SYNC_LISTEN")]
+    sync_listen: std::net::SocketAddr,
+    /// Serve HTTPS for this domain, with a certificate from an ACME CA
+    /// (TLS-ALPN-01 on the HTTPS port: it must be reachable as port 443).
+    #[arg(long, env = "CAPSULE_DOMAIN")]
+    domain: Option<String>,
+    /// A contact address for the CA (expiry warnings and the like).
+    #[arg(long, env = "CAPSULE_EMAIL", requires = "domain")]
+    email: Option<String>,
+    /// The CA's ACME directory. Let's Encrypt's staging directory,
+    /// https://acme-staging-v02.api.letsencrypt.org/directory, is good for a
+    /// first try.
+    #[arg(long, default_value = https::LETS_ENCRYPT, env = "CAPSULE_ACME_DIRECTORY", requires = "domain")]
+    acme_directory: String,
+    /// Where HTTPS listens with --domain.
+    #[arg(
+        long,
+        default_value = "[::]:443",
+        env = "CAPSULE_HTTPS_LISTEN",
+        requires = "domain"
+    )]
+    https_listen: std::net::SocketAddr,
+    /// A root certificate (PEM) to trust for the ACME directory, besides
+    /// the WebPKI roots: for a private or test CA.
+    #[arg(long, value_name = "PEM", requires = "domain", hide = true)]
+    acme_root: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (loopback addresses
+    /// only), e.g. 127.0.0.1:9184.
+    #[arg(long, value_name = "ADDR", env = "CAPSULE_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// The subcommands.
@@ -54,13 +101,27 @@ pub enum Command {
     Init,
     /// Run your node: your microblog on the web, and sync with peers, until
     /// Ctrl-C. Creates the data directory and identity on first use.
-    Up {
-        /// Where the web gateway listens (plain HTTP).
-        #[arg(long, default_value = "127.0.0.1:8080", env = "CAPSULE_LISTEN")]
-        listen: std::net::SocketAddr,
-        /// Where the sync listener listens (QUIC, UDP).
-        #[arg(long, default_value = "127.0.0.1:4433", env = "CAPSULE_SYNC_LISTEN")]
-        sync_listen: std::net::SocketAddr,
+    ///
+    /// Without --domain it serves plain HTTP on 127.0.0.1:8080, for you
+    /// alone. With --domain (whose DNS points at this machine) it serves
+    /// HTTPS on port 443 with a Let's Encrypt certificate it obtains and
+    /// renews itself, cached in the data directory, and port 80 redirects
+    /// there.
+    ///
+    /// To write from the browser, set a passphrase first: `capsule passwd`.
+    Up(UpArgs),
+    /// Set the passphrase that logs you in at /login (asked twice on a
+    /// terminal; else read as one line from standard input). A running node
+    /// uses the new one at the next login.
+    Passwd,
+    /// Publish your profile: the name and bio at the top of your timeline.
+    Profile {
+        /// Your display name.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// A line or two about you.
+        #[arg(long, default_value = "")]
+        bio: String,
     },
     /// Publish a post, or a reply with --reply-to.
     Post {
@@ -219,6 +280,18 @@ pub enum Bench {
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let filter = match tracing_subscriber::EnvFilter::try_new(&cli.log_level) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: --log-level {}: {e}", cli.log_level);
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -239,10 +312,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     let dir = DataDir::new(root);
     match cli.command {
         Command::Init => init(&dir),
-        Command::Up {
-            listen,
-            sync_listen,
-        } => up(&dir, listen, sync_listen),
+        Command::Up(args) => up(&dir, args),
+        Command::Passwd => passwd(&dir),
+        Command::Profile { name, bio } => {
+            publish(&dir, admin::Request::Profile { name, bio }).map(|()| ExitCode::SUCCESS)
+        }
         Command::Post { text, reply_to } => post(&dir, text, reply_to),
         Command::Delete { seq } => delete(&dir, seq),
         Command::Log { author, json } => log(&dir, author, json),
@@ -321,25 +395,65 @@ fn init(dir: &DataDir) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn up(
-    dir: &DataDir,
-    listen: std::net::SocketAddr,
-    sync_listen: std::net::SocketAddr,
-) -> Result<ExitCode> {
+fn up(dir: &DataDir, args: UpArgs) -> Result<ExitCode> {
     if !dir.identity().exists() {
         init(dir)?;
     }
     let identity = load_identity(dir)?;
     let store = open_store(dir)?;
+    let https = args.domain.map(|domain| {
+        let listen = args.https_listen;
+        let acme = https::Acme {
+            domain,
+            email: args.email,
+            directory: args.acme_directory,
+            cache: dir.root().join("acme"),
+            extra_root: args.acme_root,
+        };
+        (listen, acme)
+    });
+    let listen = args.listen.unwrap_or_else(|| match https {
+        Some(_) => "[::]:80".parse().expect("valid address"),
+        None => "127.0.0.1:8080".parse().expect("valid address"),
+    });
+    if https.is_none() && !dir.root().join(passphrase::FILE).exists() {
+        println!("To post from the browser, set a passphrase: capsule passwd");
+    }
     runtime()?.block_on(crate::node::run(
         identity,
         store,
         crate::node::NodeConfig {
             listen,
-            sync_listen,
+            sync_listen: args.sync_listen,
+            https,
+            passphrase: dir.root().join(passphrase::FILE),
+            metrics_listen: args.metrics_listen,
         },
         dir.root().join(admin::SOCKET_FILE),
     ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn passwd(dir: &DataDir) -> Result<ExitCode> {
+    use std::io::IsTerminal;
+    if !dir.root().exists() {
+        init(dir)?;
+    }
+    let phrase = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("New passphrase: ")?;
+        passphrase::acceptable(&first)?;
+        let second = rpassword::prompt_password("Again: ")?;
+        if first != second {
+            bail!("the two passphrases differ; nothing changed");
+        }
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        line.trim_end_matches(['\n', '\r']).to_string()
+    };
+    passphrase::set(&dir.root().join(passphrase::FILE), &phrase)?;
+    println!("Passphrase set. Log in at /login on your node.");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -99,3 +99,35 @@ pub fn delete(store: &Store, identity: &Arc<Identity>, seq: u64) -> Result<Entry
     }
     publish(store, identity, &Record::Delete { seq })
 }
+
+/// Longest display name, in characters.
+pub const MAX_NAME: usize = 100;
+
+/// Longest bio, in characters.
+pub const MAX_BIO: usize = 1000;
+
+/// Publishes the owner's profile (the newest one is shown).
+pub fn profile(
+    store: &Store,
+    identity: &Arc<Identity>,
+    name: String,
+    bio: String,
+) -> Result<Entry, ComposeError> {
+    let (name, bio) = (name.trim().to_string(), bio.trim().to_string());
+    if name.chars().count() > MAX_NAME {
+        return refused(format!("the name is over {MAX_NAME} characters"));
+    }
+    if bio.chars().count() > MAX_BIO {
+        return refused(format!("the bio is over {MAX_BIO} characters"));
+    }
+    if name.is_empty() && bio.is_empty() {
+        return refused("give a --name, a --bio or both");
+    }
+    let record = Record::Profile {
+        name,
+        bio,
+        avatar: None,
+        endpoints: Vec::new(),
+    };
+    publish(store, identity, &record)
+}

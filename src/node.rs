@@ -7,19 +7,28 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
-use crate::gateway;
+use std::sync::atomic::Ordering;
+
+use crate::gateway::{self, https};
 use crate::identity::Identity;
+use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::sync::network::{self, SyncConfig};
 use crate::sync::transport;
 
 /// Where a node listens.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct NodeConfig {
-    /// The web gateway (HTTP).
+    /// Plain HTTP: the gateway itself, or with `https` only a redirect.
     pub listen: SocketAddr,
     /// The sync listener (QUIC, UDP).
     pub sync_listen: SocketAddr,
+    /// HTTPS with an ACME certificate: where, and for which domain.
+    pub https: Option<(SocketAddr, https::Acme)>,
+    /// The owner's passphrase file (see [`crate::passphrase`]).
+    pub passphrase: std::path::PathBuf,
+    /// Where `/metrics` is served (loopback only), if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Where the node's local admin socket goes (see [`crate::admin`]).
@@ -47,14 +56,20 @@ pub async fn run(
         )
     })?;
     let sync_addr = endpoint.local_addr()?;
+    let metrics = Arc::new(Metrics::default());
+    let counted = Arc::clone(&metrics);
     let sync = tokio::spawn(network::serve(
         endpoint.clone(),
         Arc::clone(&store),
         Some(owner),
         SyncConfig::default(),
-        Arc::new(|r| {
-            if let Err(e) = r {
-                eprintln!("sync session failed: {e}");
+        Arc::new(move |r| match r {
+            Ok(_) => {
+                counted.sync_ok.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                counted.sync_failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "sync session failed");
             }
         }),
     ));
@@ -67,19 +82,88 @@ pub async fn run(
             )
         })?;
     let web = listener.local_addr()?;
+    let public_sync = match &config.https {
+        Some((_, acme)) => format!("{owner}@{}:{}", acme.domain, sync_addr.port()),
+        None => format!("{owner}@{sync_addr}"),
+    };
     let state = gateway::State {
         store: Arc::clone(&store),
         owner,
-        sync: Some(format!("{owner}@{sync_addr}")),
+        sync: Some(public_sync.clone()),
+        identity: Arc::clone(&identity),
+        owner_auth: Arc::new(gateway::owner::Owner::new(
+            config.passphrase.clone(),
+            config.https.is_some(),
+        )),
+        metrics: Arc::clone(&metrics),
     };
-    println!("Capsule is up: http://{web}/ (author {owner})");
-    println!("sync: peers dial {owner}@{sync_addr}");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    };
+    if let Some(listen) = config.metrics_listen {
+        let addr =
+            crate::metrics::serve(listen, metrics, Arc::clone(&store), until_stopped()).await?;
+        println!("metrics: http://{addr}/metrics");
+    }
+    let app = gateway::router(state);
+    let mut servers = tokio::task::JoinSet::new();
+    match &config.https {
+        None => {
+            println!("Capsule is up: http://{web}/ (author {owner})");
+            servers.spawn(
+                axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<gateway::owner::Client>(),
+                )
+                .with_graceful_shutdown(until_stopped())
+                .into_future(),
+            );
+        }
+        Some((https_listen, acme)) => {
+            let (default, challenge) = https::start(acme)?;
+            let tcp = tokio::net::TcpListener::bind(https_listen)
+                .await
+                .with_context(|| {
+                    format!("cannot listen on {https_listen} (choose another with --https-listen)")
+                })?;
+            let port = tcp.local_addr()?.port();
+            let tls = https::TlsListener::new(tcp, default, challenge)?;
+            let origin = https::origin(&acme.domain, port);
+            println!("Capsule is up: {origin}/ (author {owner})");
+            println!("http://{web}/ redirects there");
+            servers.spawn(
+                axum::serve(
+                    tls,
+                    app.into_make_service_with_connect_info::<gateway::owner::Client>(),
+                )
+                .with_graceful_shutdown(until_stopped())
+                .into_future(),
+            );
+            servers.spawn(
+                axum::serve(listener, https::redirect(origin))
+                    .with_graceful_shutdown(until_stopped())
+                    .into_future(),
+            );
+        }
+    }
+    println!("sync: peers dial {public_sync}");
     println!("Ctrl-C stops it.");
-    axum::serve(listener, gateway::router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("the web gateway failed")?;
-    eprintln!("stopping");
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        Some(done) = servers.join_next() => {
+            done.context("the web gateway failed")?.context("the web gateway failed")?;
+        }
+    }
+    let _ = stop.send(true);
+    while let Some(done) = servers.join_next().await {
+        done.context("the web gateway failed")?
+            .context("the web gateway failed")?;
+    }
+    tracing::info!("stopping");
     admin.abort();
     let _ = admin.await;
     let _ = std::fs::remove_file(&admin_socket);
@@ -89,7 +173,7 @@ pub async fn run(
     // Sessions are gone: the store is ours alone again.
     match Arc::try_unwrap(store) {
         Ok(store) => tokio::task::spawn_blocking(move || store.close()).await??,
-        Err(_) => eprintln!("a session still held the store; it closes on exit"),
+        Err(_) => tracing::warn!("a session still held the store; it closes on exit"),
     }
     Ok(())
 }

@@ -6,6 +6,7 @@ mod certificate;
 mod cli;
 mod crash;
 mod fork;
+mod https_acme;
 mod import;
 mod node;
 mod roundtrip;

@@ -87,6 +87,19 @@ proptest! {
         prop_assert_eq!(Record::decode(&bytes).unwrap(), r);
     }
 
+    /// The store's shortcut agrees with a full decode on every record, and
+    /// never panics on any bytes.
+    #[test]
+    fn reply_target_agrees_with_decode(r in record(), junk in proptest::collection::vec(any::<u8>(), 0..64)) {
+        let bytes = r.encode().unwrap();
+        let expected = match &r {
+            Record::Post { reply_to, .. } => *reply_to,
+            _ => None,
+        };
+        prop_assert_eq!(Record::reply_target(&bytes), expected);
+        let _ = Record::reply_target(&junk);
+    }
+
     #[test]
     fn record_decode_is_total(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
         let _ = Record::decode(&bytes);

@@ -11,6 +11,8 @@
 
 pub mod api;
 pub mod assets;
+pub mod https;
+pub mod owner;
 pub mod pages;
 
 use std::sync::Arc;
@@ -19,10 +21,10 @@ use axum::Router;
 use axum::extract::Path;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::json;
 
-use crate::identity::AuthorKey;
+use crate::identity::{AuthorKey, Identity};
 use crate::store::{Store, StoreError};
 
 /// What every handler shares.
@@ -35,6 +37,12 @@ pub struct State {
     /// Where peers reach this node's sync listener, `KEY@HOST:PORT`, if it
     /// listens.
     pub sync: Option<String>,
+    /// The owner's key, for what they publish from the browser.
+    pub identity: Arc<Identity>,
+    /// The owner's web sessions.
+    pub owner_auth: Arc<owner::Owner>,
+    /// The node's counters.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl State {
@@ -77,6 +85,9 @@ impl IntoResponse for Error {
 /// styles and images, no scripts, no framing.
 pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
+/// Largest form body accepted: a post's text is at most 64 KiB.
+pub const MAX_FORM: usize = 256 * 1024;
+
 /// The gateway's routes.
 pub fn router(state: State) -> Router {
     Router::new()
@@ -84,6 +95,10 @@ pub fn router(state: State) -> Router {
         .route("/{author}", get(pages::author_page))
         .route("/{author}/{seq}", get(pages::permalink))
         .route("/feed.atom", get(pages::feed))
+        .route("/login", get(owner::login_page).post(owner::login))
+        .route("/logout", post(owner::logout))
+        .route("/post", post(owner::post))
+        .route("/delete", post(owner::delete))
         .route("/.well-known/capsule", get(api::well_known))
         .route(
             "/assets/{hash}/{name}",
@@ -92,8 +107,29 @@ pub fn router(state: State) -> Router {
             }),
         )
         .nest("/api/v1", api::router())
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_FORM))
         .layer(axum::middleware::map_response(secure_headers))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state.metrics),
+            track,
+        ))
         .with_state(state)
+}
+
+/// Counts every response and logs it at debug level.
+async fn track(
+    axum::extract::State(metrics): axum::extract::State<Arc<crate::metrics::Metrics>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    let (method, path) = (request.method().clone(), request.uri().path().to_string());
+    let response = next.run(request).await;
+    let micros = started.elapsed().as_micros() as u64;
+    let status = response.status().as_u16();
+    metrics.response(status, micros);
+    tracing::debug!(%method, %path, status, micros, "request");
+    response
 }
 
 async fn secure_headers(mut response: Response) -> Response {

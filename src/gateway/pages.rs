@@ -2,11 +2,12 @@
 //! (maud: HTML-escaped by construction), and the Atom feed.
 
 use axum::extract::{Path, Query, State as Extract};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use maud::{DOCTYPE, Markup, html};
 use serde::Deserialize;
 
+use super::owner::Viewer;
 use super::{Error, State, assets, author_segment};
 use crate::identity::AuthorKey;
 use crate::log::record::Record;
@@ -95,8 +96,62 @@ pub struct Page {
     before: Option<u64>,
 }
 
-fn layout(title: &str, body: Markup) -> Response {
-    let page = html! {
+/// Ancestors shown above a post on its page.
+pub const THREAD_DEPTH: usize = 16;
+
+/// Replies shown below a post on its page.
+pub const MAX_REPLIES: usize = 100;
+
+/// How far back from the head the timeline looks for the newest profile
+/// record.
+pub const PROFILE_LOOKBACK: u64 = 4096;
+
+/// The author's newest profile (name, bio) within [`PROFILE_LOOKBACK`]
+/// entries of the head.
+pub fn profile(store: &Store, author: &AuthorKey) -> Result<Option<(String, String)>, StoreError> {
+    const WINDOW: u64 = 256;
+    let Some(head) = store.head(author)? else {
+        return Ok(None);
+    };
+    let floor = head.seq.saturating_sub(PROFILE_LOOKBACK).max(1);
+    let mut end = head.seq;
+    while end >= floor {
+        let start = end.saturating_sub(WINDOW - 1).max(floor);
+        let mut found = None;
+        store.scan(author, start, |s| {
+            if s.entry.seq() > end {
+                return false;
+            }
+            if let Some(Ok(Record::Profile { name, bio, .. })) =
+                s.payload.as_deref().map(Record::decode)
+            {
+                found = Some((name, bio));
+            }
+            true
+        })?;
+        if found.is_some() || start == floor {
+            return Ok(found);
+        }
+        end = start - 1;
+    }
+    Ok(None)
+}
+
+/// Entry `seq` of `author` with its payload, if held.
+pub fn scanned(store: &Store, author: &AuthorKey, seq: u64) -> Result<Option<Scanned>, StoreError> {
+    let mut found = None;
+    store.scan(author, seq, |row| {
+        if row.entry.seq() == seq {
+            found = Some(row);
+        }
+        false
+    })?;
+    Ok(found)
+}
+
+/// A page in the site's frame: the header bar with log-in state, then `body`.
+fn layout(title: &str, viewer: Option<&Viewer>, body: Markup) -> Markup {
+    html! {
         (DOCTYPE)
         html lang="en" {
             head {
@@ -106,20 +161,81 @@ fn layout(title: &str, body: Markup) -> Response {
                 link rel="stylesheet" href=(assets::url("style.css"));
                 link rel="alternate" type="application/atom+xml" href="/feed.atom";
             }
-            body { main { (body) } }
+            body {
+                nav.bar {
+                    a.home href="/" { "Capsule" }
+                    @if let Some(v) = viewer {
+                        form.inline method="post" action="/logout" {
+                            input type="hidden" name="csrf" value=(v.csrf);
+                            button.link type="submit" { "Log out" }
+                        }
+                    } @else {
+                        a href="/login" { "Log in" }
+                    }
+                }
+                main { (body) }
+            }
         }
-    };
-    page.into_response()
+    }
+}
+
+/// A short page saying one thing (form refusals and the like).
+pub fn message_page(title: &str, message: &str) -> Markup {
+    layout(
+        title,
+        None,
+        html! {
+            header.profile { h1 { (title) } }
+            p.message { (message) }
+            p { a href="/" { "← Home" } }
+        },
+    )
+}
+
+/// The login form; `csrf` is also set as the login cookie.
+pub fn login_page(csrf: &str, error: Option<&str>) -> Markup {
+    layout(
+        "Capsule: log in",
+        None,
+        html! {
+            header.profile { h1 { "Log in" } }
+            @if let Some(e) = error { p.error role="alert" { (e) } }
+            form.compose method="post" action="/login" {
+                input type="hidden" name="csrf" value=(csrf);
+                label for="passphrase" { "Passphrase" }
+                input #passphrase type="password" name="passphrase" autocomplete="current-password" required autofocus;
+                button type="submit" { "Log in" }
+            }
+            p.muted { "The passphrase is set on the server with " code { "capsule passwd" } "." }
+        },
+    )
+}
+
+fn compose_form(viewer: &Viewer, reply_to: Option<&str>) -> Markup {
+    html! {
+        form.compose method="post" action="/post" {
+            input type="hidden" name="csrf" value=(viewer.csrf);
+            @if let Some(id) = reply_to {
+                input type="hidden" name="reply_to" value=(id);
+            }
+            label for="text" { @if reply_to.is_some() { "Reply" } @else { "New post" } }
+            textarea #text name="text" rows="3" maxlength="60000" required {}
+            button type="submit" { @if reply_to.is_some() { "Reply" } @else { "Post" } }
+        }
+    }
 }
 
 fn short(author: &AuthorKey) -> String {
     author.to_string()[..8].to_string()
 }
 
-fn post_html(post: &Post) -> Markup {
+fn post_html(post: &Post, viewer: Option<&Viewer>, owner: &AuthorKey) -> Markup {
     let link = format!("/@{}/{}", post.author, post.seq);
     html! {
         article {
+            @if post.author != *owner {
+                div.by { a href=(format!("/@{}", post.author)) { (short(&post.author)) } }
+            }
             @if let Some(text) = &post.text {
                 p { (text) }
             } @else {
@@ -131,31 +247,43 @@ fn post_html(post: &Post) -> Markup {
                     " · in reply to "
                     a href=(format!("/@{to}/{seq}")) { (short(&to)) " #" (seq) }
                 }
+                @if let (Some(v), true) = (viewer, post.author == *owner && post.text.is_some()) {
+                    form.inline method="post" action="/delete" {
+                        input type="hidden" name="csrf" value=(v.csrf);
+                        input type="hidden" name="seq" value=(post.seq);
+                        " · " button.link.danger type="submit" { "Delete" }
+                    }
+                }
             }
         }
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn log_page(
     state: &State,
+    viewer: Option<&Viewer>,
     author: AuthorKey,
+    profile: Option<(String, String)>,
     posts: &[Post],
     next: Option<u64>,
     base: &str,
-) -> Response {
+) -> Markup {
     let owner = author == state.owner;
     let body = html! {
         header.profile {
-            h1 { @if owner { "Home" } @else { (short(&author)) } }
+            h1 { @match &profile { Some((name, _)) if !name.is_empty() => (name), _ => (short(&author)) } }
+            @if let Some((_, bio)) = &profile { @if !bio.is_empty() { p.bio { (bio) } } }
             div.key { (author.to_string()) }
             @if !owner {
                 span.badge { "verified copy: every entry checked against its author's signature" }
             }
         }
+        @if let (true, Some(v)) = (owner, viewer) { (compose_form(v, None)) }
         @if posts.is_empty() {
             p.muted { "No posts here yet." }
         }
-        @for post in posts { (post_html(post)) }
+        @for post in posts { (post_html(post, viewer, &state.owner)) }
         nav.pages {
             @if let Some(before) = next {
                 a href=(format!("{base}?before={before}")) { "Older posts →" }
@@ -168,6 +296,7 @@ fn log_page(
         } else {
             "Capsule: a mirrored log"
         },
+        viewer,
         body,
     )
 }
@@ -175,78 +304,138 @@ fn log_page(
 /// `/`: the owner's timeline.
 pub async fn timeline(
     Extract(state): Extract<State>,
+    headers: HeaderMap,
     Query(page): Query<Page>,
-) -> Result<Response, Error> {
-    let owner = state.owner;
-    let (posts, next) = state
-        .read(move |s| posts(s, &owner, page.before, PAGE_SIZE))
-        .await?;
-    Ok(log_page(&state, owner, &posts, next, "/"))
+) -> Result<Markup, Error> {
+    author_log(state, headers, None, page).await
 }
 
 /// `/@KEY`: an author's log as this node holds it.
 pub async fn author_page(
     Extract(state): Extract<State>,
+    headers: HeaderMap,
     Path(segment): Path<String>,
     Query(page): Query<Page>,
-) -> Result<Response, Error> {
+) -> Result<Markup, Error> {
     let author = author_segment(&segment)?;
-    let (posts, next, held) = state
+    author_log(state, headers, Some(author), page).await
+}
+
+async fn author_log(
+    state: State,
+    headers: HeaderMap,
+    author: Option<AuthorKey>,
+    page: Page,
+) -> Result<Markup, Error> {
+    let viewer = state.owner_auth.viewer(&headers);
+    let key = author.unwrap_or(state.owner);
+    let (posts, next, profile, held) = state
         .read(move |s| {
-            let held = s.head(&author)?.is_some();
-            let (p, n) = posts(s, &author, page.before, PAGE_SIZE)?;
-            Ok((p, n, held))
+            let held = s.head(&key)?.is_some();
+            let (p, n) = posts(s, &key, page.before, PAGE_SIZE)?;
+            Ok((p, n, profile(s, &key)?, held))
         })
         .await?;
-    if !held {
-        return Err(Error::NotFound(format!(
-            "this node holds no log of {author}"
-        )));
+    if author.is_some() && !held {
+        return Err(Error::NotFound(format!("this node holds no log of {key}")));
     }
+    let base = match author {
+        Some(a) => format!("/@{a}"),
+        None => "/".to_string(),
+    };
     Ok(log_page(
         &state,
-        author,
+        viewer.as_ref(),
+        key,
+        profile,
         &posts,
         next,
-        &format!("/@{author}"),
+        &base,
     ))
 }
 
-/// `/@KEY/SEQ`: one post.
+/// What a post's page shows.
+struct Thread {
+    ancestors: Vec<Post>,
+    row: Scanned,
+    replies: Vec<Post>,
+}
+
+fn thread(store: &Store, author: AuthorKey, seq: u64) -> Result<Option<Thread>, StoreError> {
+    let Some(row) = scanned(store, &author, seq)? else {
+        return Ok(None);
+    };
+    let mut ancestors = Vec::new();
+    let mut up = as_post(&row).and_then(|p| p.reply_to);
+    while let Some((a, s)) = up {
+        if ancestors.len() == THREAD_DEPTH {
+            break;
+        }
+        match scanned(store, &a, s)?.as_ref().and_then(as_post) {
+            Some(parent) => {
+                up = parent.reply_to;
+                ancestors.push(parent);
+            }
+            None => break,
+        }
+    }
+    ancestors.reverse();
+    let mut replies = Vec::new();
+    for (a, s) in store.replies(&author, seq, MAX_REPLIES)? {
+        if let Some(post) = scanned(store, &a, s)?.as_ref().and_then(as_post) {
+            replies.push(post);
+        }
+    }
+    replies.sort_by_key(|p| p.timestamp_us);
+    Ok(Some(Thread {
+        ancestors,
+        row,
+        replies,
+    }))
+}
+
+/// `/@KEY/SEQ`: one post, the posts it answers above it, its replies below.
 pub async fn permalink(
     Extract(state): Extract<State>,
+    headers: HeaderMap,
     Path((segment, seq)): Path<(String, String)>,
-) -> Result<Response, Error> {
+) -> Result<Markup, Error> {
+    let viewer = state.owner_auth.viewer(&headers);
+    let viewer = viewer.as_ref();
     let author = author_segment(&segment)?;
     let seq: u64 = seq
         .parse()
         .map_err(|_| Error::NotFound(format!("no entry {seq}")))?;
-    let found = state
-        .read(move |s| {
-            let mut found = None;
-            s.scan(&author, seq, |row| {
-                if row.entry.seq() == seq {
-                    found = Some(row);
-                }
-                false
-            })?;
-            Ok(found)
-        })
-        .await?;
-    let row = found.ok_or_else(|| Error::NotFound(format!("no entry {seq} of {author}")))?;
-    let id = row.entry.id();
-    let post = as_post(&row);
+    let found = state.read(move |s| thread(s, author, seq)).await?;
+    let t = found.ok_or_else(|| Error::NotFound(format!("no entry {seq} of {author}")))?;
+    let id = t.row.entry.id();
+    let post = as_post(&t.row);
+    let owner = state.owner;
     let body = html! {
         header.profile {
-            h1 { a href=(if author == state.owner { "/".to_string() } else { format!("/@{author}") }) { (short(&author)) } " #" (seq) }
+            h1 { a href=(if author == owner { "/".to_string() } else { format!("/@{author}") }) { (short(&author)) } " #" (seq) }
             div.key { "entry " (id.to_string()) }
         }
-        @match &post {
-            Some(p) => (post_html(p)),
-            None => p.muted { "This entry is not a post (a profile, follow or deletion record)." },
+        @if !t.ancestors.is_empty() {
+            section.thread.above { @for p in &t.ancestors { (post_html(p, viewer, &owner)) } }
+        }
+        div.focus {
+            @match &post {
+                Some(p) => (post_html(p, viewer, &owner)),
+                None => p.muted { "This entry is not a post (a profile, follow or deletion record)." },
+            }
+        }
+        @if post.as_ref().is_some_and(|p| p.text.is_some()) {
+            @if let Some(v) = viewer { (compose_form(v, Some(&id.to_string()))) }
+        }
+        @if !t.replies.is_empty() {
+            section.thread.replies {
+                h2 { (t.replies.len()) @if t.replies.len() == 1 { " reply" } @else { " replies" } }
+                @for p in &t.replies { (post_html(p, viewer, &owner)) }
+            }
         }
     };
-    Ok(layout("Capsule: a post", body))
+    Ok(layout("Capsule: a post", viewer, body))
 }
 
 fn xml(text: &str) -> String {

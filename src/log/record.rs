@@ -114,6 +114,26 @@ impl Record {
         payload.len() >= 2 && payload[0] == RECORD_V1 && payload[1] == DELETE_VARIANT
     }
 
+    /// The entry a post replies to, if `payload` is a reply. Posts that reply
+    /// to nothing are told from their first bytes (version, variant, text
+    /// length, text, then the `reply_to` tag) without decoding the text: the
+    /// store asks this of every entry it takes in.
+    pub fn reply_target(payload: &[u8]) -> Option<EntryRef> {
+        const POST_VARIANT: u8 = 0;
+        if payload.len() < 2 || payload[0] != RECORD_V1 || payload[1] != POST_VARIANT {
+            return None;
+        }
+        let (len, rest) = postcard::take_from_bytes::<u64>(&payload[2..]).ok()?;
+        let tag = *rest.get(usize::try_from(len).ok()?)?;
+        if tag == 0 {
+            return None;
+        }
+        match Record::decode(payload) {
+            Ok(Record::Post { reply_to, .. }) => reply_to,
+            _ => None,
+        }
+    }
+
     /// Decodes a payload. Total: any bytes give a record or an error.
     pub fn decode(payload: &[u8]) -> Result<Record, RecordError> {
         let (&version, body) = payload.split_first().ok_or(RecordError::Empty)?;

@@ -137,6 +137,7 @@ pub fn prepare(db: &Database, path: &Path) -> Result<(), StoreError> {
         drop(Tables::open(&txn)?);
         drop(txn.open_table(INTEREST)?);
         drop(txn.open_table(PEERS)?);
+        drop(txn.open_table(REPLIES)?);
     }
     txn.commit()?;
     Ok(())
@@ -339,6 +340,7 @@ struct Tables<'t> {
     heads: Table<'t, &'static [u8; 32], &'static [u8; HEAD_ROW_LEN]>,
     forks: Table<'t, &'static [u8; 32], &'static [u8; 2 * ENTRY_LEN]>,
     changes: Table<'t, u64, &'static [u8; 32]>,
+    replies: Table<'t, &'static ReplyKey, ()>,
     /// Heads moved by this transaction, written once each by [`Tables::finish`].
     moved: BTreeMap<AuthorKey, Head>,
     /// Ids of the entries this transaction inserted: the skiplink targets of
@@ -358,6 +360,7 @@ impl<'t> Tables<'t> {
             heads: txn.open_table(HEADS)?,
             forks: txn.open_table(FORKS)?,
             changes: txn.open_table(CHANGES)?,
+            replies: txn.open_table(REPLIES)?,
             moved: BTreeMap::new(),
             inserted: HashMap::new(),
             forked: HashMap::new(),
@@ -583,6 +586,14 @@ impl<'t> Tables<'t> {
             }
             // Neither held nor brought: counted when a copy brings it.
             (None, None) => {}
+        }
+        if let Some(payload) = v.payload()
+            && let Some(target) = Record::reply_target(payload)
+        {
+            let mut reply = [0u8; 80];
+            reply[..40].copy_from_slice(&log_key(&AuthorKey(target.author), target.seq));
+            reply[40..].copy_from_slice(&key);
+            self.replies.insert(&reply, ())?;
         }
         if let Some(payload) = v.payload()
             && Record::may_be_delete(payload)

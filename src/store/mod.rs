@@ -408,6 +408,33 @@ impl Store {
         Ok(())
     }
 
+    /// Up to `limit` replies this store holds to entry `seq` of `author`, as
+    /// (author, seq), ordered by replier then seq.
+    pub fn replies(
+        &self,
+        author: &AuthorKey,
+        seq: u64,
+        limit: usize,
+    ) -> Result<Vec<(AuthorKey, u64)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let replies = txn.open_table(REPLIES)?;
+        let target = log_key(author, seq);
+        let (mut start, mut end) = ([0u8; 80], [0xffu8; 80]);
+        start[..40].copy_from_slice(&target);
+        end[..40].copy_from_slice(&target);
+        let mut out = Vec::new();
+        for row in replies.range::<&ReplyKey>(&start..=&end)?.take(limit) {
+            let (key, _) = row?;
+            let key = key.value();
+            let author = AuthorKey(key[40..72].try_into().expect("32 bytes"));
+            out.push((
+                author,
+                u64::from_be_bytes(key[72..].try_into().expect("8 bytes")),
+            ));
+        }
+        Ok(out)
+    }
+
     /// The certificate path of entry `seq` of `author` to the log's head:
     /// head first, the entry last, O(log n) entries (see
     /// [`crate::log::certificate`]). None if the store does not hold it.

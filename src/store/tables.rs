@@ -30,6 +30,14 @@ pub const ENTRY_IDS: TableDefinition<&[u8; 32], &LogKey> = TableDefinition::new(
 pub const PAYLOADS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("payloads-1");
 /// (author, seq) of a deleted entry → seq of the Delete record that deleted it.
 pub const TOMBSTONES: TableDefinition<&LogKey, u64> = TableDefinition::new("tombstones-1");
+/// (target author, target seq) ‖ (replier author, replier seq) → nothing:
+/// the replies an entry has received, found by a range over the target's
+/// 40-byte prefix. Written when a post naming `reply_to` is stored.
+pub const REPLIES: TableDefinition<&ReplyKey, ()> = TableDefinition::new("replies-1");
+
+/// A `replies-1` key: the target's log key then the reply's.
+pub type ReplyKey = [u8; 80];
+
 /// author → head: seq (u64 BE) ‖ id (32 bytes) ‖ change counter (u64 BE) of
 /// the author's row in `changes-1`.
 pub const HEADS: TableDefinition<&[u8; 32], &[u8; HEAD_ROW_LEN]> = TableDefinition::new("heads-1");

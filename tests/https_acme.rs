@@ -1,0 +1,250 @@
+//! `capsule up --domain` against a real ACME server (Debian's `pebble`, with
+//! `pebble-challtestsrv` answering its DNS): the node obtains a certificate
+//! by TLS-ALPN-01, serves HTTPS with it, redirects plain HTTP there, and
+//! after a restart serves the same certificate from its cache.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::{CertificateDer, ServerName};
+
+use crate::common::{Proc, capsule_bin, free_port};
+
+const DOMAIN: &str = "capsule.test";
+
+/// Pebble and its DNS server, running until dropped.
+struct Pebble {
+    _dns: Proc,
+    _pebble: Proc,
+    directory: String,
+    management: u16,
+    /// The pebble listener's own certificate (PEM), which the ACME client
+    /// must trust.
+    listener_pem: std::path::PathBuf,
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+impl Pebble {
+    /// Starts pebble with TLS-ALPN-01 validation against `tls_port`.
+    fn start(dir: &Path, tls_port: u16) -> Pebble {
+        let cert = rcgen::generate_simple_self_signed(vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+        ])
+        .unwrap();
+        let listener_pem = dir.join("pebble-cert.pem");
+        std::fs::write(&listener_pem, cert.cert.pem()).unwrap();
+        std::fs::write(dir.join("pebble-key.pem"), cert.signing_key.serialize_pem()).unwrap();
+        let (dns, dns_management, acme, management) =
+            (free_port(), free_port(), free_port(), free_port());
+        let mut dns_server = Proc::spawn(
+            Command::new("pebble-challtestsrv")
+                .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+                .args(["-dns01", &format!("127.0.0.1:{dns}")])
+                .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
+                .args(["-management", &format!("127.0.0.1:{dns_management}")])
+                .stderr(Stdio::null()),
+        );
+        let config = serde_json::json!({ "pebble": {
+            "listenAddress": format!("127.0.0.1:{acme}"),
+            "managementListenAddress": format!("127.0.0.1:{management}"),
+            "certificate": dir.join("pebble-cert.pem"),
+            "privateKey": dir.join("pebble-key.pem"),
+            "httpPort": free_port(),
+            "tlsPort": tls_port,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": false,
+        }});
+        let config_path = dir.join("pebble.json");
+        std::fs::write(&config_path, config.to_string()).unwrap();
+        let pebble = Proc::spawn(
+            Command::new("pebble")
+                .arg("-config")
+                .arg(&config_path)
+                .args(["-dnsserver", &format!("127.0.0.1:{dns}")])
+                .env("PEBBLE_VA_NOSLEEP", "1")
+                // Pebble refuses 5 % of nonces by default to exercise
+                // clients' retries; the test is about the certificate.
+                .env("PEBBLE_WFE_NONCEREJECT", "0")
+                .stderr(Stdio::null()),
+        );
+        for _ in 0..100 {
+            if TcpStream::connect(("127.0.0.1", acme)).is_ok()
+                && TcpStream::connect(("127.0.0.1", management)).is_ok()
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = &mut dns_server;
+        Pebble {
+            _dns: dns_server,
+            _pebble: pebble,
+            directory: format!("https://127.0.0.1:{acme}/dir"),
+            management,
+            listener_pem,
+        }
+    }
+
+    /// Pebble's root CA (a new one at every pebble start).
+    fn root(&self) -> CertificateDer<'static> {
+        use rustls::pki_types::pem::PemObject;
+        let trust = roots_from_pem(&std::fs::read(&self.listener_pem).unwrap());
+        let (status, body, _) = https_get(trust, "localhost", self.management, "/roots/0");
+        assert_eq!(status, 200);
+        CertificateDer::from_pem_slice(&body).unwrap()
+    }
+}
+
+fn roots_from_pem(pem: &[u8]) -> rustls::RootCertStore {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    roots
+}
+
+/// GET `path` from `name` (resolved to 127.0.0.1) on `port` over TLS
+/// trusting only `roots`: (status, body, the server's leaf certificate).
+fn https_get(
+    roots: rustls::RootCertStore,
+    name: &str,
+    port: u16,
+    path: &str,
+) -> (u16, Vec<u8>, Vec<u8>) {
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let server = ServerName::try_from(name.to_string()).unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(config), server).unwrap();
+    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    write!(
+        tls,
+        "GET {path} HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    // Servers may close without close_notify; what arrived is enough.
+    let _ = tls.read_to_end(&mut raw);
+    let leaf = tls.conn.peer_certificates().unwrap()[0].to_vec();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, raw[split + 4..].to_vec(), leaf)
+}
+
+fn start_node(data: &Path, pebble: &Pebble, https: u16, http: u16) -> Proc {
+    Proc::spawn(
+        Command::new(capsule_bin())
+            .arg("--data-dir")
+            .arg(data)
+            .args(["up", "--domain", DOMAIN])
+            .args(["--https-listen", &format!("127.0.0.1:{https}")])
+            .args(["--listen", &format!("127.0.0.1:{http}")])
+            .args(["--sync-listen", "127.0.0.1:0"])
+            .args(["--acme-directory", &pebble.directory])
+            .arg("--acme-root")
+            .arg(&pebble.listener_pem)
+            .args(["--email", "owner@capsule.test"])
+            .stderr(Stdio::null()),
+    )
+}
+
+#[test]
+fn a_node_gets_its_certificate_from_acme_and_keeps_it_across_restarts() {
+    if !have("pebble") || !have("pebble-challtestsrv") {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "pebble is missing; .ci/run installs it"
+        );
+        eprintln!("skipped: pebble is not installed (apt-get install pebble)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("node");
+    let (https, http) = (free_port(), free_port());
+    let pebble = Pebble::start(tmp.path(), https);
+
+    let mut node = start_node(&data, &pebble, https, http);
+    let up = node.wait_line(20, |l| l.starts_with("Capsule is up: "));
+    assert_eq!(
+        up.split_whitespace().nth(3).unwrap(),
+        format!("https://{DOMAIN}:{https}/")
+    );
+    node.wait_line(60, |l| {
+        l == format!("certificate for {DOMAIN}: newly issued by the CA")
+    });
+    let root = pebble.root();
+    let mut trust = rustls::RootCertStore::empty();
+    trust.add(root.clone()).unwrap();
+    let (status, body, first_leaf) = https_get(trust.clone(), DOMAIN, https, "/");
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&body).contains("<title>Capsule</title>"));
+    let (status, body, _) = https_get(trust.clone(), DOMAIN, https, "/.well-known/capsule");
+    assert_eq!(status, 200);
+    let known: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(
+        known["sync"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("@{DOMAIN}:")),
+        "{known}"
+    );
+
+    // Plain HTTP sends the browser to the same path over HTTPS.
+    let mut plain = TcpStream::connect(("127.0.0.1", http)).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        plain,
+        "GET /feed.atom?x=1 HTTP/1.1\r\nHost: {DOMAIN}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    plain.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 308"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains(&format!("location: https://{DOMAIN}:{https}/feed.atom?x=1")),
+        "{answer}"
+    );
+
+    // The cache is private, and a restart does not ask the CA again.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(data.join("acme"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700);
+    assert!(node.terminate().success());
+    drop(node);
+    let mut node = start_node(&data, &pebble, https, http);
+    node.wait_line(20, |l| {
+        l == format!("certificate for {DOMAIN}: from the cache")
+    });
+    let (status, _, second_leaf) = https_get(trust, DOMAIN, https, "/");
+    assert_eq!(status, 200);
+    assert_eq!(first_leaf, second_leaf, "the cached certificate is served");
+    assert!(!node.seen.iter().any(|l| l.contains("newly issued")));
+    assert!(node.terminate().success());
+}
