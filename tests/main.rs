@@ -2,6 +2,7 @@
 
 mod common;
 
+mod browser;
 mod certificate;
 mod cli;
 mod crash;

@@ -1,0 +1,421 @@
+//! The owner's web interface in a real browser: Debian's headless Chromium,
+//! driven over WebDriver (chromedriver) by a small client below. Logs in
+//! (a wrong passphrase first), posts, sees the post on the timeline and its
+//! page, replies, deletes, logs out; forms without the CSRF token are
+//! refused. Screenshots of the timeline and a post page are saved under
+//! `target/tmp/browser/` for a person to look at.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::common::{Proc, capsule_bin, capsule_ok, free_port, init};
+
+const PASSPHRASE: &str = "correct horse battery staple";
+
+/// One HTTP/1.1 request on a fresh connection: (status, headers, body).
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, Vec<u8>) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    // Read the head, then exactly the body its length names (some servers
+    // keep the connection open whatever the request says).
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let split = loop {
+        if let Some(p) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p;
+        }
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "connection closed before the response head");
+        raw.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let lower = head.to_ascii_lowercase();
+    let length = lower
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map(|v| v.trim().parse::<usize>().unwrap());
+    let mut body = raw[split + 4..].to_vec();
+    match length {
+        Some(length) => {
+            while body.len() < length {
+                let n = stream.read(&mut buf).unwrap();
+                assert!(n > 0, "connection closed inside the body");
+                body.extend_from_slice(&buf[..n]);
+            }
+        }
+        None => {
+            stream.read_to_end(&mut body).unwrap();
+            if lower.contains("transfer-encoding: chunked") {
+                body = dechunk(&body);
+            }
+        }
+    }
+    (status, head, body)
+}
+
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line = raw.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&raw[..line]).unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&raw[line + 2..line + 2 + size]);
+        raw = &raw[line + 2 + size + 2..];
+    }
+}
+
+/// A WebDriver session with chromedriver.
+struct Browser {
+    _driver: Proc,
+    addr: String,
+    session: String,
+}
+
+impl Browser {
+    fn start(profile: &Path) -> Browser {
+        let port = free_port();
+        let driver = Proc::spawn(
+            Command::new("chromedriver")
+                .arg(format!("--port={port}"))
+                .stderr(Stdio::null()),
+        );
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(&addr).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let capabilities = json!({ "capabilities": { "alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync",
+                    "--window-size=480,900",
+                    format!("--user-data-dir={}", profile.display()),
+                ],
+            },
+        }}});
+        let mut browser = Browser {
+            _driver: driver,
+            addr,
+            session: String::new(),
+        };
+        let answer = browser.call("POST", "/session", Some(capabilities));
+        browser.session = answer["sessionId"].as_str().unwrap().to_string();
+        browser
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let path = if self.session.is_empty() {
+            path.to_string()
+        } else {
+            format!("/session/{}{path}", self.session)
+        };
+        let (status, _, answer) = http(
+            &self.addr,
+            method,
+            &path,
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        );
+        let answer: Value = serde_json::from_slice(&answer).unwrap();
+        assert_eq!(status, 200, "WebDriver {method} {path}: {answer}");
+        answer["value"].clone()
+    }
+
+    fn go(&self, url: &str) {
+        self.call("POST", "/url", Some(json!({ "url": url })));
+    }
+
+    fn url(&self) -> String {
+        self.call("GET", "/url", None).as_str().unwrap().to_string()
+    }
+
+    fn source(&self) -> String {
+        self.call("GET", "/source", None)
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    fn find(&self, css: &str) -> String {
+        let found = self.call(
+            "POST",
+            "/element",
+            Some(json!({ "using": "css selector", "value": css })),
+        );
+        found
+            .as_object()
+            .unwrap()
+            .values()
+            .next()
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    fn type_into(&self, css: &str, text: &str) {
+        let element = self.find(css);
+        self.call(
+            "POST",
+            &format!("/element/{element}/value"),
+            Some(json!({ "text": text })),
+        );
+    }
+
+    fn click(&self, css: &str) {
+        let element = self.find(css);
+        self.call(
+            "POST",
+            &format!("/element/{element}/click"),
+            Some(json!({})),
+        );
+    }
+
+    /// Waits until the page's source satisfies `f`.
+    fn wait_for(&self, what: &str, f: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let source = self.source();
+            if f(&source) {
+                return source;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "page never showed {what}:\n{source}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn screenshot(&self, path: &Path) {
+        use data_encoding::BASE64;
+        let png = self.call("GET", "/screenshot", None);
+        let bytes = BASE64.decode(png.as_str().unwrap().as_bytes()).unwrap();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    fn cookie(&self, name: &str) -> Option<String> {
+        self.call("GET", "/cookie", None)
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .map(|c| c["value"].as_str().unwrap().to_string())
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let path = format!("/session/{}", self.session);
+            let _ = std::panic::catch_unwind(|| http(&self.addr, "DELETE", &path, &[], b""));
+        }
+    }
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn form_post(web: &str, path: &str, cookie: &str, body: &str) -> (u16, String) {
+    let (status, head, _) = http(
+        web,
+        "POST",
+        path,
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Cookie", cookie),
+        ],
+        body.as_bytes(),
+    );
+    (status, head)
+}
+
+#[test]
+fn the_owner_writes_from_a_real_browser() {
+    if !have("chromium") || !have("chromedriver") {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "chromium is missing; .ci/run installs it"
+        );
+        eprintln!("skipped: chromium and chromedriver are not installed");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("node");
+    init(&data);
+    let mut passwd = Command::new(capsule_bin())
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("passwd")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    writeln!(passwd.stdin.take().unwrap(), "{PASSPHRASE}").unwrap();
+    assert!(passwd.wait().unwrap().success());
+    capsule_ok(
+        &data,
+        &[
+            "profile",
+            "--name",
+            "Ada",
+            "--bio",
+            "Writes from her own node.",
+        ],
+    );
+
+    let mut node = Proc::spawn(
+        Command::new(capsule_bin())
+            .arg("--data-dir")
+            .arg(&data)
+            .args([
+                "up",
+                "--listen",
+                "127.0.0.1:0",
+                "--sync-listen",
+                "127.0.0.1:0",
+            ])
+            .stderr(Stdio::null()),
+    );
+    let up = node.wait_line(20, |l| l.starts_with("Capsule is up: http://"));
+    let web = up["Capsule is up: http://".len()..]
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let base = format!("http://{web}");
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser");
+    std::fs::create_dir_all(&shots).unwrap();
+    let browser = Browser::start(&tmp.path().join("chromium"));
+
+    // A wrong passphrase is refused; the right one logs in.
+    browser.go(&format!("{base}/login"));
+    browser.type_into("#passphrase", "not the passphrase");
+    browser.click("form.compose button");
+    browser.wait_for("the refusal", |s| s.contains("Wrong passphrase."));
+    browser.type_into("#passphrase", PASSPHRASE);
+    browser.click("form.compose button");
+    let home = browser.wait_for("the compose form", |s| s.contains("New post"));
+    assert!(home.contains("Ada") && home.contains("Writes from her own node."));
+
+    // Post; the browser lands on the post's page.
+    browser.type_into("#text", "Hello from a real browser <b>not bold</b>");
+    browser.click("form.compose button");
+    let page = browser.wait_for("the new post", |s| s.contains("Hello from a real browser"));
+    assert!(
+        page.contains("&lt;b&gt;not bold&lt;/b&gt;"),
+        "text is escaped"
+    );
+    let post_url = browser.url();
+    assert!(post_url.contains("/@"), "{post_url}");
+
+    // Reply to it from its page; the reply shows its parent, the parent its reply.
+    browser.type_into("#text", "And a reply to it");
+    browser.click("form.compose button");
+    let reply = browser.wait_for("the reply", |s| s.contains("And a reply to it"));
+    assert!(reply.contains("in reply to") && reply.contains("Hello from a real browser"));
+    browser.go(&post_url);
+    let thread = browser.wait_for("the thread", |s| s.contains("1 reply"));
+    assert!(thread.contains("And a reply to it"));
+    browser.screenshot(&shots.join("permalink.png"));
+
+    browser.go(&format!("{base}/"));
+    let timeline = browser.wait_for("the timeline", |s| s.contains("And a reply to it"));
+    assert!(timeline.contains("Hello from a real browser"));
+    browser.screenshot(&shots.join("timeline.png"));
+
+    // Forms without the session's CSRF token are refused, whatever the cookie.
+    let session = browser.cookie("capsule_session").expect("a session cookie");
+    let cookie = format!("capsule_session={session}");
+    let (status, _) = form_post(&web, "/post", &cookie, "text=forged");
+    assert_eq!(status, 403);
+    let (status, _) = form_post(
+        &web,
+        "/post",
+        &cookie,
+        &format!("text=forged&csrf={}", "0".repeat(64)),
+    );
+    assert_eq!(status, 403);
+    let (status, _) = form_post(&web, "/delete", &cookie, "seq=2");
+    assert_eq!(status, 403);
+    assert!(!browser.source().contains("forged"));
+
+    // Delete the first post from the timeline (its button is the last one).
+    let buttons = browser.call(
+        "POST",
+        "/elements",
+        Some(json!({ "using": "css selector", "value": "button.danger" })),
+    );
+    let buttons = buttons.as_array().unwrap();
+    assert_eq!(buttons.len(), 2, "one delete button per live post");
+    let last = buttons
+        .last()
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap();
+    browser.call(
+        "POST",
+        &format!("/element/{}/click", last.as_str().unwrap()),
+        Some(json!({})),
+    );
+    browser.wait_for("the deletion", |s| s.contains("deleted by its author"));
+    assert!(!browser.source().contains("Hello from a real browser"));
+
+    // Log out: the session is gone, in the browser and on the server.
+    browser.click("nav.bar button");
+    browser.wait_for("the login link", |s| s.contains("Log in"));
+    let (status, head) = form_post(&web, "/post", &cookie, "text=late");
+    assert_eq!(status, 303);
+    assert!(
+        head.to_ascii_lowercase().contains("location: /login"),
+        "{head}"
+    );
+
+    drop(browser);
+    assert!(node.terminate().success());
+    let log = capsule_ok(&data, &["log"]);
+    assert!(log.contains("And a reply to it"), "{log}");
+    eprintln!("screenshots: {}", shots.display());
+}
