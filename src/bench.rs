@@ -2,6 +2,8 @@
 //! should approach, measured in the same run (shared machines are noisy, so
 //! only ratios within one run mean much).
 
+pub mod http;
+
 use std::time::Instant;
 
 use anyhow::{Context, Result};

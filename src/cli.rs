@@ -275,6 +275,19 @@ pub enum Bench {
         #[arg(long, default_value_t = 1)]
         diff: u64,
     },
+    /// The web gateway under load (wrk, 64 connections) beside nginx serving
+    /// files of the same sizes, in the same run: home page and entries.bin
+    /// requests per second and p99 latency; also start-up time and idle
+    /// memory. Needs wrk and nginx (Debian: wrk, nginx-light).
+    Http {
+        /// Posts in the node's log (the home page shows the newest 20;
+        /// entries.bin returns them all, up to 10,000).
+        #[arg(long, default_value_t = 1_000)]
+        posts: u64,
+        /// Seconds of each of the four loads.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
 }
 
 /// Runs the command line and returns the process exit code.
@@ -360,6 +373,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 },
         }) => {
             crate::bench::sync(authors, entries_per_author, diff_authors, diff)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchArgs {
+            what: Bench::Http { posts, seconds },
+        }) => {
+            crate::bench::http::run(posts, seconds)?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -96,6 +96,7 @@ pub async fn run(
             config.https.is_some(),
         )),
         metrics: Arc::clone(&metrics),
+        cache: Arc::default(),
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = move || {

@@ -161,12 +161,7 @@ async fn entries_bin(
                 return Ok(None);
             }
             let mut out = Vec::new();
-            let mut n = 0;
-            s.scan(&author, from, |row| {
-                out.extend_from_slice(row.entry.as_bytes());
-                n += 1;
-                n < limit
-            })?;
+            s.raw_entries(&author, from, limit, &mut out)?;
             Ok(Some(out))
         })
         .await?

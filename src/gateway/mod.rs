@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod assets;
+pub mod cache;
 pub mod https;
 pub mod owner;
 pub mod pages;
@@ -43,6 +44,8 @@ pub struct State {
     pub owner_auth: Arc<owner::Owner>,
     /// The node's counters.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Anonymous responses kept until the store changes.
+    pub cache: Arc<cache::Cache>,
 }
 
 impl State {
@@ -108,6 +111,10 @@ pub fn router(state: State) -> Router {
         )
         .nest("/api/v1", api::router())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_FORM))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            cache::layer,
+        ))
         .layer(axum::middleware::map_response(secure_headers))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state.metrics),

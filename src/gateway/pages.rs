@@ -102,39 +102,18 @@ pub const THREAD_DEPTH: usize = 16;
 /// Replies shown below a post on its page.
 pub const MAX_REPLIES: usize = 100;
 
-/// How far back from the head the timeline looks for the newest profile
-/// record.
-pub const PROFILE_LOOKBACK: u64 = 4096;
-
-/// The author's newest profile (name, bio) within [`PROFILE_LOOKBACK`]
-/// entries of the head.
+/// The author's newest profile (name, bio), if the store holds it.
 pub fn profile(store: &Store, author: &AuthorKey) -> Result<Option<(String, String)>, StoreError> {
-    const WINDOW: u64 = 256;
-    let Some(head) = store.head(author)? else {
+    let Some(seq) = store.profile_seq(author)? else {
         return Ok(None);
     };
-    let floor = head.seq.saturating_sub(PROFILE_LOOKBACK).max(1);
-    let mut end = head.seq;
-    while end >= floor {
-        let start = end.saturating_sub(WINDOW - 1).max(floor);
-        let mut found = None;
-        store.scan(author, start, |s| {
-            if s.entry.seq() > end {
-                return false;
-            }
-            if let Some(Ok(Record::Profile { name, bio, .. })) =
-                s.payload.as_deref().map(Record::decode)
-            {
-                found = Some((name, bio));
-            }
-            true
-        })?;
-        if found.is_some() || start == floor {
-            return Ok(found);
-        }
-        end = start - 1;
-    }
-    Ok(None)
+    Ok(match scanned(store, author, seq)?.and_then(|s| s.payload) {
+        Some(payload) => match Record::decode(&payload) {
+            Ok(Record::Profile { name, bio, .. }) => Some((name, bio)),
+            _ => None,
+        },
+        None => None,
+    })
 }
 
 /// Entry `seq` of `author` with its payload, if held.

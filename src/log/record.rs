@@ -90,6 +90,10 @@ pub enum RecordError {
     /// Bytes follow the record.
     #[error("{0} bytes follow the record")]
     TrailingBytes(usize),
+    /// The bytes decode, but are not the record's one encoding (a varint
+    /// padded with continuation bytes).
+    #[error("the record is not in its canonical encoding")]
+    NonCanonical,
     /// The encoding is over [`MAX_PAYLOAD`].
     #[error("record is {0} bytes encoded, over the limit of {MAX_PAYLOAD}")]
     TooLarge(usize),
@@ -134,6 +138,13 @@ impl Record {
         }
     }
 
+    /// Whether `payload` can be a [`Record::Profile`], from its first two
+    /// bytes, without decoding it.
+    pub fn may_be_profile(payload: &[u8]) -> bool {
+        const PROFILE_VARIANT: u8 = 1;
+        payload.len() >= 2 && payload[0] == RECORD_V1 && payload[1] == PROFILE_VARIANT
+    }
+
     /// Decodes a payload. Total: any bytes give a record or an error.
     pub fn decode(payload: &[u8]) -> Result<Record, RecordError> {
         let (&version, body) = payload.split_first().ok_or(RecordError::Empty)?;
@@ -144,6 +155,17 @@ impl Record {
             postcard::take_from_bytes(body).map_err(|e| RecordError::Malformed(e.to_string()))?;
         if !rest.is_empty() {
             return Err(RecordError::TrailingBytes(rest.len()));
+        }
+        // One record, one encoding: postcard also reads varints padded with
+        // 0x80 bytes, which would let one record hide behind bytes that the
+        // store's first-byte tests (`may_be_delete` and the like) do not
+        // recognise.
+        let mut again = Vec::with_capacity(payload.len());
+        again.push(RECORD_V1);
+        let again = postcard::to_extend(&record, again)
+            .map_err(|e| RecordError::Malformed(e.to_string()))?;
+        if again != payload {
+            return Err(RecordError::NonCanonical);
         }
         Ok(record)
     }
@@ -213,6 +235,17 @@ mod tests {
             Record::decode(&[1, 77]),
             Err(RecordError::Malformed(_))
         ));
+        // Delete { seq: 237 } with its variant index padded (0x84 0x00 is a
+        // 4): postcard reads it, the canonical rule refuses it. Found by the
+        // record_decode fuzz target.
+        assert_eq!(
+            Record::decode(&[1, 0x84, 0x00, 0xed, 0x01]),
+            Err(RecordError::NonCanonical)
+        );
+        assert_eq!(
+            Record::decode(&[1, 0x04, 0xed, 0x01]),
+            Ok(Record::Delete { seq: 237 })
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::log::entry::{Draft, ENTRY_LEN, Entry, EntryId};
 use crate::log::lipmaa::lipmaa;
 use crate::log::record::Record;
 use crate::log::verify::{BadEntry, Invalid, VerifiedEntry, check_links, verify_one};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Most requests served by one transaction: bounds the latency a request can
 /// add to the others of its group.
@@ -138,13 +139,14 @@ pub fn prepare(db: &Database, path: &Path) -> Result<(), StoreError> {
         drop(txn.open_table(INTEREST)?);
         drop(txn.open_table(PEERS)?);
         drop(txn.open_table(REPLIES)?);
+        drop(txn.open_table(PROFILES)?);
     }
     txn.commit()?;
     Ok(())
 }
 
 /// The writer loop: runs until every sender is gone.
-pub fn run(db: &Database, requests: Receiver<Request>) {
+pub fn run(db: &Database, requests: Receiver<Request>, generation: &AtomicU64) {
     // Whether a commit since the last durable one skipped the disk.
     let mut pending = false;
     while let Ok(first) = requests.recv() {
@@ -162,10 +164,12 @@ pub fn run(db: &Database, requests: Receiver<Request>) {
             }
         }
         if !group.is_empty() {
-            pending = serve_group(db, group, pending);
+            pending = serve_group(db, group, pending, generation);
         }
         if let Some((batches, reply)) = import {
-            let _ = reply.send(serve_import(db, batches));
+            let result = serve_import(db, batches);
+            generation.fetch_add(1, Ordering::Release);
+            let _ = reply.send(result);
             // An import commits durably, and so carries earlier commits.
             pending = false;
         }
@@ -181,7 +185,7 @@ enum Answer {
 
 /// Serves a group in one transaction; returns whether a non-durable commit
 /// is still pending after it.
-fn serve_group(db: &Database, group: Vec<Request>, pending: bool) -> bool {
+fn serve_group(db: &Database, group: Vec<Request>, pending: bool, generation: &AtomicU64) -> bool {
     let mut answers = Vec::with_capacity(group.len());
     // A durable commit is needed if any request asks for one; the group's
     // commit then also makes every earlier non-durable commit durable.
@@ -244,6 +248,9 @@ fn serve_group(db: &Database, group: Vec<Request>, pending: bool) -> bool {
     })();
     match result {
         Ok(()) => {
+            // Before any reply: whoever hears of this commit sees a new
+            // generation (readers' caches key on it).
+            generation.fetch_add(1, Ordering::Release);
             for answer in answers {
                 match answer {
                     Answer::Report(reply, report) => {
@@ -341,6 +348,7 @@ struct Tables<'t> {
     forks: Table<'t, &'static [u8; 32], &'static [u8; 2 * ENTRY_LEN]>,
     changes: Table<'t, u64, &'static [u8; 32]>,
     replies: Table<'t, &'static ReplyKey, ()>,
+    profiles: Table<'t, &'static [u8; 32], u64>,
     /// Heads moved by this transaction, written once each by [`Tables::finish`].
     moved: BTreeMap<AuthorKey, Head>,
     /// Ids of the entries this transaction inserted: the skiplink targets of
@@ -361,6 +369,7 @@ impl<'t> Tables<'t> {
             forks: txn.open_table(FORKS)?,
             changes: txn.open_table(CHANGES)?,
             replies: txn.open_table(REPLIES)?,
+            profiles: txn.open_table(PROFILES)?,
             moved: BTreeMap::new(),
             inserted: HashMap::new(),
             forked: HashMap::new(),
@@ -594,6 +603,15 @@ impl<'t> Tables<'t> {
             reply[..40].copy_from_slice(&log_key(&AuthorKey(target.author), target.seq));
             reply[40..].copy_from_slice(&key);
             self.replies.insert(&reply, ())?;
+        }
+        if let Some(payload) = v.payload()
+            && Record::may_be_profile(payload)
+            && self
+                .profiles
+                .get(&author.0)?
+                .is_none_or(|s| s.value() < seq)
+        {
+            self.profiles.insert(&author.0, seq)?;
         }
         if let Some(payload) = v.payload()
             && Record::may_be_delete(payload)

@@ -136,6 +136,7 @@ pub struct Store {
     id: [u8; 16],
     writer: Option<mpsc::Sender<actor::Request>>,
     thread: Option<JoinHandle<()>>,
+    generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Store {
@@ -172,16 +173,26 @@ impl Store {
         let db = Arc::new(db);
         let (writer, requests) = mpsc::channel();
         let thread_db = Arc::clone(&db);
+        let generation = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let thread_generation = Arc::clone(&generation);
         let thread = std::thread::Builder::new()
             .name("capsule-store".into())
-            .spawn(move || actor::run(&thread_db, requests))
+            .spawn(move || actor::run(&thread_db, requests, &thread_generation))
             .map_err(|e| StoreError::Corrupt(format!("cannot start the store thread: {e}")))?;
         Ok(Store {
             db,
             id,
             writer: Some(writer),
             thread: Some(thread),
+            generation,
         })
+    }
+
+    /// A number that grows with every commit of this process's writer:
+    /// anything derived from the store at generation G is still current
+    /// while the generation is G. In memory only; starts at 0.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn request<T>(
@@ -406,6 +417,37 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// The seq of the newest profile record of `author` this store took in.
+    pub fn profile_seq(&self, author: &AuthorKey) -> Result<Option<u64>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let profiles = txn.open_table(PROFILES)?;
+        Ok(profiles.get(&author.0)?.map(|v| v.value()))
+    }
+
+    /// Appends to `out` the 217 bytes of each of up to `limit` entries of
+    /// `author` from seq `from` on, as stored (no payloads read); returns how
+    /// many.
+    pub fn raw_entries(
+        &self,
+        author: &AuthorKey,
+        from: u64,
+        limit: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        let entries = txn.open_table(ENTRIES)?;
+        let (start, end) = (log_key(author, from), log_key(author, u64::MAX));
+        let mut n = 0;
+        for row in entries.range::<&LogKey>(&start..=&end)? {
+            if n == limit {
+                break;
+            }
+            out.extend_from_slice(row?.1.value());
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Up to `limit` replies this store holds to entry `seq` of `author`, as

@@ -35,6 +35,10 @@ pub const TOMBSTONES: TableDefinition<&LogKey, u64> = TableDefinition::new("tomb
 /// 40-byte prefix. Written when a post naming `reply_to` is stored.
 pub const REPLIES: TableDefinition<&ReplyKey, ()> = TableDefinition::new("replies-1");
 
+/// author → seq of the newest Profile record the store took in for them
+/// (u64): the profile header is one lookup, not a search of the log.
+pub const PROFILES: TableDefinition<&[u8; 32], u64> = TableDefinition::new("profiles-1");
+
 /// A `replies-1` key: the target's log key then the reply's.
 pub type ReplyKey = [u8; 80];
 
