@@ -264,3 +264,105 @@ fn the_api_conforms_to_its_openapi_description() {
     assert!(report.contains("passed"), "{report}");
     assert!(node.stop().success());
 }
+
+/// POSTs a login form with a fresh login cookie and token; the status.
+fn try_login(web: &str, passphrase: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(web).unwrap();
+    write!(
+        stream,
+        "GET /login HTTP/1.1\r\nHost: {web}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut page = String::new();
+    stream.read_to_string(&mut page).unwrap();
+    let token = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        page.contains(&format!("capsule_login={token};")),
+        "the login cookie carries the form's token"
+    );
+    assert!(page.contains("HttpOnly; SameSite=Strict"));
+    let body = format!("passphrase={}&csrf={token}", passphrase.replace(' ', "+"));
+    let mut stream = TcpStream::connect(web).unwrap();
+    write!(
+        stream,
+        "POST /login HTTP/1.1\r\nHost: {web}\r\nConnection: close\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
+         Cookie: capsule_login={token}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, answer)
+}
+
+#[test]
+fn login_is_rate_limited_and_counted_in_metrics() {
+    use crate::common::Proc;
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path());
+    let mut passwd = Command::new(capsule_bin())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("passwd")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    writeln!(passwd.stdin.take().unwrap(), "the right passphrase").unwrap();
+    assert!(passwd.wait().unwrap().success());
+
+    // Metrics stay on the machine.
+    let out = crate::common::capsule(
+        dir.path(),
+        &["up", "--listen", "127.0.0.1:0", "--sync-listen", "127.0.0.1:0", "--metrics-listen", "0.0.0.0:0"],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must be a loopback address"));
+
+    let mut node = Proc::spawn(
+        Command::new(capsule_bin())
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["up", "--listen", "127.0.0.1:0", "--sync-listen", "127.0.0.1:0"])
+            .args(["--metrics-listen", "127.0.0.1:0"])
+            .stderr(Stdio::null()),
+    );
+    let metrics = node.wait_line(20, |l| l.starts_with("metrics: http://"));
+    let metrics = metrics["metrics: http://".len()..].split('/').next().unwrap().to_string();
+    let up = node.wait_line(20, |l| l.starts_with("Capsule is up: http://"));
+    let web = up["Capsule is up: http://".len()..].split('/').next().unwrap().to_string();
+
+    let (status, answer) = try_login(&web, "the right passphrase");
+    assert_eq!(status, 303, "{answer}");
+    assert!(answer.contains("capsule_session="));
+    for _ in 0..5 {
+        assert_eq!(try_login(&web, "a wrong passphrase").0, 401);
+    }
+    // Over the limit, even the right passphrase waits.
+    let (status, answer) = try_login(&web, "the right passphrase");
+    assert_eq!(status, 429, "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("retry-after: "));
+
+    let mut stream = TcpStream::connect(&metrics).unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {metrics}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    assert!(text.contains("text/plain; version=0.0.4"), "{text}");
+    assert!(text.contains("\ncapsule_login_failures_total 5\n"), "{text}");
+    assert!(text.contains("\ncapsule_http_responses_total{class=\"4xx\"} 6\n"), "{text}");
+    assert!(text.contains("# TYPE capsule_store_authors gauge"), "{text}");
+    assert!(node.terminate().success());
+}
