@@ -124,6 +124,17 @@ fn https_get(
     port: u16,
     path: &str,
 ) -> (u16, Vec<u8>, Vec<u8>) {
+    let (status, _, body, leaf) = https_request(roots, name, port, path);
+    (status, body, leaf)
+}
+
+/// Like [`https_get`], with the response head too.
+fn https_request(
+    roots: rustls::RootCertStore,
+    name: &str,
+    port: u16,
+    path: &str,
+) -> (u16, String, Vec<u8>, Vec<u8>) {
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -148,7 +159,7 @@ fn https_get(
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
     let head = String::from_utf8_lossy(&raw[..split]).to_string();
     let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, raw[split + 4..].to_vec(), leaf)
+    (status, head, raw[split + 4..].to_vec(), leaf)
 }
 
 fn start_node(data: &Path, pebble: &Pebble, https: u16, http: u16) -> Proc {
@@ -208,6 +219,11 @@ fn a_node_gets_its_certificate_from_acme_and_keeps_it_across_restarts() {
             .contains(&format!("@{DOMAIN}:")),
         "{known}"
     );
+
+    // On HTTPS the owner's cookies are Secure.
+    let (status, head, _, _) = https_request(trust.clone(), DOMAIN, https, "/login");
+    assert_eq!(status, 200);
+    assert!(head.contains("HttpOnly; SameSite=Strict; Secure"), "{head}");
 
     // Plain HTTP sends the browser to the same path over HTTPS.
     let mut plain = TcpStream::connect(("127.0.0.1", http)).unwrap();

@@ -323,7 +323,15 @@ fn login_is_rate_limited_and_counted_in_metrics() {
     // Metrics stay on the machine.
     let out = crate::common::capsule(
         dir.path(),
-        &["up", "--listen", "127.0.0.1:0", "--sync-listen", "127.0.0.1:0", "--metrics-listen", "0.0.0.0:0"],
+        &[
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--sync-listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "0.0.0.0:0",
+        ],
     );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("must be a loopback address"));
@@ -332,14 +340,28 @@ fn login_is_rate_limited_and_counted_in_metrics() {
         Command::new(capsule_bin())
             .arg("--data-dir")
             .arg(dir.path())
-            .args(["up", "--listen", "127.0.0.1:0", "--sync-listen", "127.0.0.1:0"])
+            .args([
+                "up",
+                "--listen",
+                "127.0.0.1:0",
+                "--sync-listen",
+                "127.0.0.1:0",
+            ])
             .args(["--metrics-listen", "127.0.0.1:0"])
             .stderr(Stdio::null()),
     );
     let metrics = node.wait_line(20, |l| l.starts_with("metrics: http://"));
-    let metrics = metrics["metrics: http://".len()..].split('/').next().unwrap().to_string();
+    let metrics = metrics["metrics: http://".len()..]
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
     let up = node.wait_line(20, |l| l.starts_with("Capsule is up: http://"));
-    let web = up["Capsule is up: http://".len()..].split('/').next().unwrap().to_string();
+    let web = up["Capsule is up: http://".len()..]
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
 
     let (status, answer) = try_login(&web, "the right passphrase");
     assert_eq!(status, 303, "{answer}");
@@ -361,8 +383,17 @@ fn login_is_rate_limited_and_counted_in_metrics() {
     let mut text = String::new();
     stream.read_to_string(&mut text).unwrap();
     assert!(text.contains("text/plain; version=0.0.4"), "{text}");
-    assert!(text.contains("\ncapsule_login_failures_total 5\n"), "{text}");
-    assert!(text.contains("\ncapsule_http_responses_total{class=\"4xx\"} 6\n"), "{text}");
-    assert!(text.contains("# TYPE capsule_store_authors gauge"), "{text}");
+    assert!(
+        text.contains("\ncapsule_login_failures_total 5\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\ncapsule_http_responses_total{class=\"4xx\"} 6\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE capsule_store_authors gauge"),
+        "{text}"
+    );
     assert!(node.terminate().success());
 }

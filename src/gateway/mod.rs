@@ -91,36 +91,54 @@ pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; for
 /// Largest form body accepted: a post's text is at most 64 KiB.
 pub const MAX_FORM: usize = 256 * 1024;
 
+/// How long browsers keep to HTTPS once they saw it (a year).
+pub const HSTS: &str = "max-age=31536000";
+
 /// The gateway's routes.
 pub fn router(state: State) -> Router {
-    Router::new()
-        .route("/", get(pages::timeline))
-        .route("/{author}", get(pages::author_page))
-        .route("/{author}/{seq}", get(pages::permalink))
-        .route("/feed.atom", get(pages::feed))
-        .route("/login", get(owner::login_page).post(owner::login))
-        .route("/logout", post(owner::logout))
-        .route("/post", post(owner::post))
-        .route("/delete", post(owner::delete))
-        .route("/.well-known/capsule", get(api::well_known))
-        .route(
-            "/assets/{hash}/{name}",
-            get(|Path((hash, name)): Path<(String, String)>| async move {
-                assets::serve(&hash, &name)
-            }),
-        )
-        .nest("/api/v1", api::router())
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_FORM))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            cache::layer,
+    let https = state.owner_auth.secure();
+    let router =
+        Router::new()
+            .route("/", get(pages::timeline))
+            .route("/{author}", get(pages::author_page))
+            .route("/{author}/{seq}", get(pages::permalink))
+            .route("/feed.atom", get(pages::feed))
+            .route("/login", get(owner::login_page).post(owner::login))
+            .route("/logout", post(owner::logout))
+            .route("/post", post(owner::post))
+            .route("/delete", post(owner::delete))
+            .route("/.well-known/capsule", get(api::well_known))
+            .route(
+                "/assets/{hash}/{name}",
+                get(|Path((hash, name)): Path<(String, String)>| async move {
+                    assets::serve(&hash, &name)
+                }),
+            )
+            .nest("/api/v1", api::router())
+            .layer(axum::extract::DefaultBodyLimit::max(MAX_FORM))
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                cache::layer,
+            ))
+            .layer(axum::middleware::map_response(secure_headers))
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&state.metrics),
+                track,
+            ))
+            .with_state(state);
+    if https {
+        router.layer(axum::middleware::map_response(
+            |mut response: Response| async move {
+                response.headers_mut().insert(
+                    header::STRICT_TRANSPORT_SECURITY,
+                    HeaderValue::from_static(HSTS),
+                );
+                response
+            },
         ))
-        .layer(axum::middleware::map_response(secure_headers))
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&state.metrics),
-            track,
-        ))
-        .with_state(state)
+    } else {
+        router
+    }
 }
 
 /// Counts every response and logs it at debug level.

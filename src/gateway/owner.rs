@@ -127,6 +127,11 @@ impl Owner {
         }
     }
 
+    /// Whether the node serves HTTPS (cookies are then Secure).
+    pub fn secure(&self) -> bool {
+        self.secure
+    }
+
     /// The logged-in owner behind these request headers, if any.
     pub fn viewer(&self, headers: &HeaderMap) -> Option<Viewer> {
         let token = cookie(headers, SESSION_COOKIE)?;
