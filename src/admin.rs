@@ -38,6 +38,17 @@ pub enum Request {
     },
     /// A tombstone for the owner's entry `seq`.
     Delete(u64),
+    /// Follow an author, optionally with where their node listens.
+    Follow {
+        /// The author key.
+        author: String,
+        /// `HOST:PORT` of their node's sync listener.
+        address: Option<String>,
+    },
+    /// Stop following an author.
+    Unfollow(String),
+    /// Learn a peer's address (`KEY@HOST:PORT`).
+    Peer(String),
     /// The owner's profile.
     Profile {
         /// Display name.
@@ -58,6 +69,8 @@ pub enum Answer {
         /// Its id (64 hex digits).
         id: String,
     },
+    /// Done; nothing was published.
+    Done(String),
     /// What went wrong.
     Error(String),
 }
@@ -78,6 +91,35 @@ pub fn handle(store: &Store, identity: &Arc<Identity>, line: &str) -> Answer {
         }
         Request::Delete(seq) => compose::delete(store, identity, seq),
         Request::Profile { name, bio } => compose::profile(store, identity, name, bio),
+        Request::Follow { author, address } => {
+            let author = match author.parse() {
+                Ok(a) => a,
+                Err(e) => return Answer::Error(format!("bad author key: {e}")),
+            };
+            match compose::follow(store, identity, author, address) {
+                Ok(Some(entry)) => Ok(entry),
+                Ok(None) => return Answer::Done(format!("you already follow {author}")),
+                Err(e) => Err(e),
+            }
+        }
+        Request::Unfollow(author) => match author.parse() {
+            Ok(author) => compose::unfollow(store, identity, author),
+            Err(e) => return Answer::Error(format!("bad author key: {e}")),
+        },
+        Request::Peer(peer) => {
+            let peer: crate::sync::transport::PeerAddr = match peer.parse() {
+                Ok(p) => p,
+                Err(e) => return Answer::Error(e),
+            };
+            let update = crate::store::AddressUpdate::Learn {
+                host_port: peer.host_port.clone(),
+                source: crate::store::tables::AddressSource::Bootstrap,
+            };
+            return match store.update_address(peer.key, update) {
+                Ok(()) => Answer::Done(format!("peer {peer} noted")),
+                Err(e) => Answer::Error(e.to_string()),
+            };
+        }
     };
     match result {
         Ok(entry) => Answer::Published {

@@ -88,6 +88,14 @@ pub struct UpArgs {
     /// the WebPKI roots: for a private or test CA.
     #[arg(long, value_name = "PEM", requires = "domain", hide = true)]
     acme_root: Option<PathBuf>,
+    /// A peer to sync with, `KEY@HOST:PORT` (repeatable): the node starts
+    /// from these and the nodes of the authors you follow.
+    #[arg(long = "peer", value_name = "KEY@HOST:PORT")]
+    peers: Vec<PeerAddr>,
+    /// Seconds between sessions with each peer (±25 %; peers that fail are
+    /// tried less and less often, at most hourly).
+    #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
+    sync_interval: f64,
     /// Serve Prometheus metrics at http://ADDR/metrics (loopback addresses
     /// only), e.g. 127.0.0.1:9184.
     #[arg(long, value_name = "ADDR", env = "CAPSULE_METRICS_LISTEN")]
@@ -114,6 +122,21 @@ pub enum Command {
     /// terminal; else read as one line from standard input). A running node
     /// uses the new one at the next login.
     Passwd,
+    /// Follow an author: a Follow record in your log, and your node mirrors
+    /// their log and serves it to anyone who asks. Give `KEY@HOST:PORT` (their
+    /// node's sync address, from their /.well-known/capsule) so your node
+    /// dials it; or the KEY alone, and your node gets their log from the
+    /// peers that hold it.
+    Follow {
+        /// `KEY@HOST:PORT`, or `KEY`.
+        target: String,
+    },
+    /// Stop following an author (an Unfollow record). Your copy of their log
+    /// stays, mirrored, until `capsule unmirror KEY`.
+    Unfollow {
+        /// The author key.
+        author: AuthorKey,
+    },
     /// Publish your profile: the name and bio at the top of your timeline.
     Profile {
         /// Your display name.
@@ -327,6 +350,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Init => init(&dir),
         Command::Up(args) => up(&dir, args),
         Command::Passwd => passwd(&dir),
+        Command::Follow { target } => follow(&dir, &target),
+        Command::Unfollow { author } => {
+            publish(&dir, admin::Request::Unfollow(author.to_string())).map(|()| ExitCode::SUCCESS)
+        }
         Command::Profile { name, bio } => {
             publish(&dir, admin::Request::Profile { name, bio }).map(|()| ExitCode::SUCCESS)
         }
@@ -447,9 +474,39 @@ fn up(dir: &DataDir, args: UpArgs) -> Result<ExitCode> {
             https,
             passphrase: dir.root().join(passphrase::FILE),
             metrics_listen: args.metrics_listen,
+            peers: args.peers,
+            mesh: crate::mesh::MeshConfig {
+                interval: std::time::Duration::from_secs_f64(args.sync_interval),
+                ..Default::default()
+            },
         },
         dir.root().join(admin::SOCKET_FILE),
     ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn follow(dir: &DataDir, target: &str) -> Result<ExitCode> {
+    let (author, address) = match target.split_once('@') {
+        Some(_) => {
+            let peer: PeerAddr = target.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+            (peer.key, Some(peer.host_port))
+        }
+        None => match target.parse::<AuthorKey>() {
+            Ok(key) => (key, None),
+            Err(e) => bail!(
+                "{target:?} is neither KEY@HOST:PORT nor an author key ({e}); \
+                 following by domain name is not built yet"
+            ),
+        },
+    };
+    publish(
+        dir,
+        admin::Request::Follow {
+            author: author.to_string(),
+            address,
+        },
+    )?;
+    println!("following {author}; your node mirrors their log from now on");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -529,6 +586,10 @@ fn publish(dir: &DataDir, request: admin::Request) -> Result<()> {
     match answer {
         admin::Answer::Published { seq, id } => {
             println!("published entry {seq} {id}");
+            Ok(())
+        }
+        admin::Answer::Done(message) => {
+            println!("{message}");
             Ok(())
         }
         admin::Answer::Error(e) => bail!("{e}"),

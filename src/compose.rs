@@ -6,10 +6,11 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::identity::Identity;
+use crate::identity::{AuthorKey, Identity};
 use crate::log::entry::{Entry, EntryId, MAX_PAYLOAD};
 use crate::log::record::{EntryRef, Record};
-use crate::store::{Store, StoreError};
+use crate::store::tables::AddressSource;
+use crate::store::{AddressUpdate, InterestChange, Store, StoreError};
 
 /// Why the owner's request was not published.
 #[derive(Debug, thiserror::Error)]
@@ -130,4 +131,48 @@ pub fn profile(
         endpoints: Vec::new(),
     };
     publish(store, identity, &record)
+}
+
+/// Follows `author`: a Follow record in the owner's log, and the author's
+/// log mirrored from now on. `address`, if known, is where the author's
+/// node listens (`HOST:PORT`): the mesh dials it.
+pub fn follow(
+    store: &Store,
+    identity: &Arc<Identity>,
+    author: AuthorKey,
+    address: Option<String>,
+) -> Result<Option<Entry>, ComposeError> {
+    if author == identity.author() {
+        return refused("that is your own key; your node always holds your log");
+    }
+    if let Some(host_port) = address {
+        store.update_address(
+            author,
+            AddressUpdate::Learn {
+                host_port,
+                source: AddressSource::Follow,
+            },
+        )?;
+    }
+    if store.followed()?.contains(&author) {
+        return Ok(None);
+    }
+    let entry = publish(store, identity, &Record::Follow { author: author.0 })?;
+    store.interest(author, InterestChange::Follow)?;
+    Ok(Some(entry))
+}
+
+/// Stops following `author` (an Unfollow record); the mirror stays until
+/// `capsule unmirror`.
+pub fn unfollow(
+    store: &Store,
+    identity: &Arc<Identity>,
+    author: AuthorKey,
+) -> Result<Entry, ComposeError> {
+    if !store.followed()?.contains(&author) {
+        return refused(format!("you do not follow {author}"));
+    }
+    let entry = publish(store, identity, &Record::Unfollow { author: author.0 })?;
+    store.interest(author, InterestChange::Unfollow)?;
+    Ok(entry)
 }

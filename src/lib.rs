@@ -34,6 +34,7 @@ pub mod data_dir;
 pub mod gateway;
 pub mod identity;
 pub mod log;
+pub mod mesh;
 pub mod metrics;
 pub mod node;
 pub mod passphrase;

@@ -11,10 +11,14 @@ use std::sync::atomic::Ordering;
 
 use crate::gateway::{self, https};
 use crate::identity::Identity;
+use crate::mesh::MeshConfig;
 use crate::metrics::Metrics;
+use crate::store::AddressUpdate;
 use crate::store::Store;
+use crate::store::tables::AddressSource;
 use crate::sync::network::{self, SyncConfig};
 use crate::sync::transport;
+use crate::sync::transport::PeerAddr;
 
 /// Where a node listens.
 #[derive(Debug, Clone)]
@@ -29,6 +33,10 @@ pub struct NodeConfig {
     pub passphrase: std::path::PathBuf,
     /// Where `/metrics` is served (loopback only), if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// Bootstrap peers.
+    pub peers: Vec<PeerAddr>,
+    /// How the node dials its peers.
+    pub mesh: MeshConfig,
 }
 
 /// Where the node's local admin socket goes (see [`crate::admin`]).
@@ -110,6 +118,33 @@ pub async fn run(
             crate::metrics::serve(listen, metrics, Arc::clone(&store), until_stopped()).await?;
         println!("metrics: http://{addr}/metrics");
     }
+    for peer in &config.peers {
+        let (store, peer) = (Arc::clone(&store), peer.clone());
+        tokio::task::spawn_blocking(move || {
+            store.update_address(
+                peer.key,
+                AddressUpdate::Learn {
+                    host_port: peer.host_port,
+                    source: AddressSource::Bootstrap,
+                },
+            )
+        })
+        .await??;
+    }
+    let mesh = tokio::spawn(crate::mesh::run(
+        Arc::clone(&store),
+        Arc::clone(&identity),
+        config.mesh,
+        stop.subscribe(),
+        Arc::new(|peer, outcome| match outcome {
+            Ok(report) => tracing::info!(
+                %peer,
+                received = report.stats.entries_stored,
+                "synced"
+            ),
+            Err(e) => tracing::info!(%peer, error = %e, "sync failed"),
+        }),
+    ));
     let app = gateway::router(state);
     let mut servers = tokio::task::JoinSet::new();
     match &config.https {
@@ -164,6 +199,7 @@ pub async fn run(
         done.context("the web gateway failed")?
             .context("the web gateway failed")?;
     }
+    let _ = mesh.await;
     tracing::info!("stopping");
     admin.abort();
     let _ = admin.await;

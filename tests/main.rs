@@ -9,6 +9,7 @@ mod crash;
 mod fork;
 mod https_acme;
 mod import;
+mod mesh;
 mod node;
 mod roundtrip;
 mod schema_doc;

@@ -56,10 +56,19 @@ pub enum Request {
     Mirror {
         /// The author.
         author: AuthorKey,
-        /// Add (true) or remove (false).
-        add: bool,
-        /// Whether the set changed.
+        /// What to do.
+        change: InterestChange,
+        /// Whether the set or the author's reason changed.
         reply: Reply<bool>,
+    },
+    /// Change what the node knows of a peer's address.
+    Address {
+        /// The peer's node key.
+        peer: [u8; 32],
+        /// What to do.
+        update: AddressUpdate,
+        /// Done.
+        reply: Reply<()>,
     },
     /// Remember what a sync session with a peer established.
     SetPeer {
@@ -140,6 +149,7 @@ pub fn prepare(db: &Database, path: &Path) -> Result<(), StoreError> {
         drop(txn.open_table(PEERS)?);
         drop(txn.open_table(REPLIES)?);
         drop(txn.open_table(PROFILES)?);
+        drop(txn.open_table(ADDRESSES)?);
     }
     txn.commit()?;
     Ok(())
@@ -183,6 +193,79 @@ enum Answer {
     Done(Reply<()>),
 }
 
+/// A change to the mirror set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InterestChange {
+    /// Mirror the author (a followed author stays followed).
+    Mirror,
+    /// Stop mirroring (and following) the author.
+    Unmirror,
+    /// Follow (and so mirror) the author.
+    Follow,
+    /// Stop following; the mirror stays.
+    Unfollow,
+}
+
+/// A change to a peer's address row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddressUpdate {
+    /// Learn (or replace) the address; a known peer keeps its history.
+    Learn {
+        /// `HOST:PORT`.
+        host_port: String,
+        /// Where it came from.
+        source: AddressSource,
+    },
+    /// A dial happened at `at_us`; `next_us` is when to dial again.
+    Attempt {
+        /// Whether the session succeeded.
+        ok: bool,
+        /// When.
+        at_us: u64,
+        /// When to try next.
+        next_us: u64,
+    },
+    /// Forget the peer.
+    Forget,
+}
+
+impl AddressUpdate {
+    /// The row after this update; None to delete it (or leave it absent).
+    fn apply(self, row: Option<AddressRow>) -> Option<AddressRow> {
+        match (self, row) {
+            (AddressUpdate::Learn { host_port, source }, Some(mut row)) => {
+                if row.host_port != host_port {
+                    row.host_port = host_port;
+                    row.failures = 0;
+                    row.next_attempt_us = 0;
+                }
+                row.source = row.source.min(source as u8);
+                Some(row)
+            }
+            (AddressUpdate::Learn { host_port, source }, None) => Some(AddressRow {
+                source: source as u8,
+                failures: 0,
+                last_attempt_us: 0,
+                last_success_us: 0,
+                next_attempt_us: 0,
+                host_port,
+            }),
+            (AddressUpdate::Attempt { ok, at_us, next_us }, Some(mut row)) => {
+                row.last_attempt_us = at_us;
+                row.next_attempt_us = next_us;
+                if ok {
+                    row.last_success_us = at_us;
+                    row.failures = 0;
+                } else {
+                    row.failures = row.failures.saturating_add(1);
+                }
+                Some(row)
+            }
+            (AddressUpdate::Attempt { .. }, None) | (AddressUpdate::Forget, _) => None,
+        }
+    }
+}
+
 /// Serves a group in one transaction; returns whether a non-durable commit
 /// is still pending after it.
 fn serve_group(db: &Database, group: Vec<Request>, pending: bool, generation: &AtomicU64) -> bool {
@@ -213,16 +296,43 @@ fn serve_group(db: &Database, group: Vec<Request>, pending: bool, generation: &A
                         let report = tables.append_all(&entries)?;
                         answers.push(Answer::Report(reply, report));
                     }
-                    Request::Mirror { author, add, reply } => {
+                    Request::Mirror {
+                        author,
+                        change,
+                        reply,
+                    } => {
                         let mut interest = txn.open_table(INTEREST)?;
-                        let changed = if add {
-                            interest
-                                .insert(&author.0, MirrorReason::Mirror as u8)?
-                                .is_none()
-                        } else {
-                            interest.remove(&author.0)?.is_some()
+                        let now = interest
+                            .get(&author.0)?
+                            .map(|v| MirrorReason::from_byte(v.value()));
+                        let next = match (change, now) {
+                            (InterestChange::Mirror, None) => Some(MirrorReason::Mirror),
+                            (InterestChange::Mirror, Some(r)) => Some(r),
+                            (InterestChange::Unmirror, _) => None,
+                            (InterestChange::Follow, _) => Some(MirrorReason::Follow),
+                            (InterestChange::Unfollow, Some(_)) => Some(MirrorReason::Mirror),
+                            (InterestChange::Unfollow, None) => None,
                         };
-                        answers.push(Answer::Changed(reply, changed));
+                        match next {
+                            Some(r) => interest.insert(&author.0, r as u8)?,
+                            None => interest.remove(&author.0)?,
+                        };
+                        answers.push(Answer::Changed(reply, next != now));
+                    }
+                    Request::Address {
+                        peer,
+                        update,
+                        reply,
+                    } => {
+                        let mut addresses = txn.open_table(ADDRESSES)?;
+                        let row = addresses
+                            .get(&peer)?
+                            .and_then(|v| AddressRow::decode(v.value()));
+                        match update.apply(row) {
+                            Some(row) => addresses.insert(&peer, &row.encode()[..])?,
+                            None => addresses.remove(&peer)?,
+                        };
+                        answers.push(Answer::Done(reply));
                     }
                     Request::SetPeer { peer, row, reply } => {
                         txn.open_table(PEERS)?.insert(&peer, &row.encode()[..])?;

@@ -22,6 +22,7 @@ use tokio::sync::oneshot;
 use crate::identity::{AuthorKey, Identity};
 use crate::log::entry::{ENTRY_LEN, Entry, EntryId};
 use crate::log::verify::{BadEntry, VerifiedEntry};
+pub use actor::{AddressUpdate, InterestChange};
 use tables::*;
 
 pub use actor::{AppendReport, ImportMsg};
@@ -244,21 +245,59 @@ impl Store {
 
     /// Adds `author` to the mirror set; false if it was there already.
     pub fn mirror(&self, author: AuthorKey) -> Result<bool, StoreError> {
+        self.interest(author, InterestChange::Mirror)
+    }
+
+    /// Removes `author` from the mirror set (its entries stay; a followed
+    /// author is no longer followed); false if it was not there.
+    pub fn unmirror(&self, author: AuthorKey) -> Result<bool, StoreError> {
+        self.interest(author, InterestChange::Unmirror)
+    }
+
+    /// Changes the mirror set; whether `author`'s place in it changed.
+    pub fn interest(&self, author: AuthorKey, change: InterestChange) -> Result<bool, StoreError> {
         self.request(|reply| actor::Request::Mirror {
             author,
-            add: true,
+            change,
             reply,
         })
     }
 
-    /// Removes `author` from the mirror set (its entries stay); false if it
-    /// was not there.
-    pub fn unmirror(&self, author: AuthorKey) -> Result<bool, StoreError> {
-        self.request(|reply| actor::Request::Mirror {
-            author,
-            add: false,
+    /// The authors the owner follows, in key order.
+    pub fn followed(&self) -> Result<Vec<AuthorKey>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let interest = txn.open_table(INTEREST)?;
+        let mut out = Vec::new();
+        for row in interest.iter()? {
+            let (k, v) = row?;
+            if MirrorReason::from_byte(v.value()) == MirrorReason::Follow {
+                out.push(AuthorKey(*k.value()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Changes what the node knows of a peer's address (durably).
+    pub fn update_address(&self, peer: AuthorKey, update: AddressUpdate) -> Result<(), StoreError> {
+        self.request(|reply| actor::Request::Address {
+            peer: peer.0,
+            update,
             reply,
         })
+    }
+
+    /// Every peer address the node knows, in key order.
+    pub fn addresses(&self) -> Result<Vec<(AuthorKey, AddressRow)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let addresses = txn.open_table(ADDRESSES)?;
+        let mut out = Vec::new();
+        for row in addresses.iter()? {
+            let (k, v) = row?;
+            if let Some(row) = AddressRow::decode(v.value()) {
+                out.push((AuthorKey(*k.value()), row));
+            }
+        }
+        Ok(out)
     }
 
     /// The mirror set, in key order.

@@ -59,6 +59,9 @@ pub const INTEREST: TableDefinition<&[u8; 32], u8> = TableDefinition::new("inter
 /// peer node key → what this node remembers of the peer, a versioned row (see
 /// [`PeerRow`]).
 pub const PEERS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("peers-1");
+/// peer node key → how to reach it and how dialling it went, a versioned
+/// row (see [`AddressRow`]).
+pub const ADDRESSES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("addresses-1");
 /// Store-wide facts, such as the schema version.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta-1");
 
@@ -72,6 +75,84 @@ pub const STORE_ID_KEY: &str = "store-id";
 pub enum MirrorReason {
     /// `capsule mirror KEY` asked for it.
     Mirror = 1,
+    /// The owner follows the author (a Follow record in their log).
+    Follow = 2,
+}
+
+impl MirrorReason {
+    /// The reason a stored byte names; unknown bytes (a newer capsule's)
+    /// count as a plain mirror.
+    pub fn from_byte(b: u8) -> MirrorReason {
+        match b {
+            2 => MirrorReason::Follow,
+            _ => MirrorReason::Mirror,
+        }
+    }
+}
+
+/// Where a peer address came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum AddressSource {
+    /// `capsule up --peer`.
+    Bootstrap = 1,
+    /// `capsule follow`.
+    Follow = 2,
+    /// Another peer told us.
+    Exchange = 3,
+}
+
+/// An `addresses-1` value, version 1: how to reach a peer node and how
+/// dialling it went. Layout: 0x01 ‖ source (u8) ‖ failures in a row (u32
+/// BE) ‖ last attempt, last success, next attempt (3 × u64 BE, µs since
+/// the epoch, 0 = never) ‖ address length (u8) ‖ the address `HOST:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressRow {
+    /// Where the address came from.
+    pub source: u8,
+    /// Failed attempts since the last success.
+    pub failures: u32,
+    /// When it was last dialled.
+    pub last_attempt_us: u64,
+    /// When a session with it last succeeded.
+    pub last_success_us: u64,
+    /// When to dial it next.
+    pub next_attempt_us: u64,
+    /// `HOST:PORT`, at most 255 bytes.
+    pub host_port: String,
+}
+
+impl AddressRow {
+    /// The stored value.
+    pub fn encode(&self) -> Vec<u8> {
+        let host = &self.host_port.as_bytes()[..self.host_port.len().min(255)];
+        let mut b = Vec::with_capacity(31 + host.len());
+        b.push(1);
+        b.push(self.source);
+        b.extend_from_slice(&self.failures.to_be_bytes());
+        b.extend_from_slice(&self.last_attempt_us.to_be_bytes());
+        b.extend_from_slice(&self.last_success_us.to_be_bytes());
+        b.extend_from_slice(&self.next_attempt_us.to_be_bytes());
+        b.push(host.len() as u8);
+        b.extend_from_slice(host);
+        b
+    }
+
+    /// Parses a stored value; None for another version or a damaged row.
+    pub fn decode(b: &[u8]) -> Option<AddressRow> {
+        if b.len() < 31 || b[0] != 1 || b.len() != 31 + usize::from(b[30]) {
+            return None;
+        }
+        let u64_at = |i: usize| u64::from_be_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        Some(AddressRow {
+            source: b[1],
+            failures: u32::from_be_bytes(b[2..6].try_into().ok()?),
+            last_attempt_us: u64_at(6),
+            last_success_us: u64_at(14),
+            next_attempt_us: u64_at(22),
+            host_port: String::from_utf8(b[31..].to_vec()).ok()?,
+        })
+    }
 }
 
 /// A `peers-1` value, version 1: what a successful sync session with the

@@ -1,0 +1,203 @@
+//! The mesh: a running node dials the peers it knows (bootstrap peers given
+//! with `capsule up --peer`, the nodes of the authors it follows) on a
+//! jittered interval, and backs off from peers that do not answer. Each
+//! dial is one sync session (src/sync/): both sides bring each other up to
+//! date on the logs they both want, so a follower's node mirrors and serves
+//! the logs it follows, and a node that knows only one mirror of an author
+//! still gets the author's log when the author's own node is down.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand_core::{OsRng, RngCore};
+use tokio::sync::watch;
+
+use crate::compose::now_us;
+use crate::identity::{AuthorKey, Identity};
+use crate::store::tables::AddressRow;
+use crate::store::{AddressUpdate, Store, StoreError};
+use crate::sync::network::{self, Report, SyncConfig};
+use crate::sync::session::SessionError;
+use crate::sync::transport::PeerAddr;
+
+/// How often each peer is dialled, before jitter, by default.
+pub const SYNC_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The longest wait before dialling a peer that keeps failing.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+
+/// How long sessions in flight may go on once the node stops.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Sessions the scheduler runs at once.
+pub const MAX_DIALS: usize = 4;
+
+/// How the scheduler runs.
+#[derive(Debug, Clone, Copy)]
+pub struct MeshConfig {
+    /// The interval between sessions with one peer (±25 % jitter).
+    pub interval: Duration,
+    /// Settings of each session.
+    pub session: SyncConfig,
+}
+
+impl Default for MeshConfig {
+    fn default() -> Self {
+        MeshConfig {
+            interval: SYNC_INTERVAL,
+            session: SyncConfig::default(),
+        }
+    }
+}
+
+/// `d` scaled by a random factor in [0.75, 1.25): peers that started
+/// together drift apart instead of dialling in lockstep.
+fn jitter(d: Duration) -> Duration {
+    let r = (OsRng.next_u32() as f64) / (u32::MAX as f64 + 1.0);
+    d.mul_f64(0.75 + 0.5 * r)
+}
+
+/// The wait before the next dial of a peer that has failed `failures` times
+/// in a row: the interval, doubled per failure, at most [`MAX_BACKOFF`].
+pub fn backoff(interval: Duration, failures: u32) -> Duration {
+    let factor = 1u32 << failures.min(16);
+    interval
+        .saturating_mul(factor)
+        .min(MAX_BACKOFF.max(interval))
+}
+
+/// How one dial went, for the log and the metrics.
+pub type Outcome = Result<Report, SessionError>;
+
+/// Hears how each dial went.
+pub type OnSession = Arc<dyn Fn(&PeerAddr, &Outcome) + Send + Sync>;
+
+/// Dials due peers until `stop` turns true. `on_session` hears each
+/// outcome.
+pub async fn run(
+    store: Arc<Store>,
+    identity: Arc<Identity>,
+    config: MeshConfig,
+    mut stop: watch::Receiver<bool>,
+    on_session: OnSession,
+) {
+    let busy: Arc<Mutex<HashSet<AuthorKey>>> = Arc::default();
+    let mut dials = tokio::task::JoinSet::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_DIALS));
+    // Wake often enough to notice a due peer within a tenth of the interval.
+    let tick = (config.interval / 10).clamp(Duration::from_millis(20), Duration::from_secs(5));
+    loop {
+        let due = {
+            let store = Arc::clone(&store);
+            tokio::task::spawn_blocking(move || store.addresses())
+                .await
+                .unwrap_or_else(|e| Err(StoreError::Corrupt(e.to_string())))
+        };
+        match due {
+            Ok(rows) => {
+                let now = now_us();
+                for (peer, row) in rows {
+                    if peer == identity.author() || row.next_attempt_us > now {
+                        continue;
+                    }
+                    if !busy.lock().expect("busy lock").insert(peer) {
+                        continue;
+                    }
+                    let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                        busy.lock().expect("busy lock").remove(&peer);
+                        break;
+                    };
+                    let (store, identity, busy, on_session) = (
+                        Arc::clone(&store),
+                        Arc::clone(&identity),
+                        Arc::clone(&busy),
+                        Arc::clone(&on_session),
+                    );
+                    dials.spawn(async move {
+                        let _slot = slot;
+                        dial(&store, &identity, peer, &row, config, &*on_session).await;
+                        busy.lock().expect("busy lock").remove(&peer);
+                    });
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the peer addresses"),
+        }
+        while dials.try_join_next().is_some() {}
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+    // Let sessions in flight finish for a moment, then cut them: a cut
+    // session leaves the store consistent, and the next one resumes.
+    let finish = async { while dials.join_next().await.is_some() {} };
+    if tokio::time::timeout(STOP_GRACE, finish).await.is_err() {
+        dials.abort_all();
+        while dials.join_next().await.is_some() {}
+    }
+}
+
+/// One session with `peer`, and its outcome written to the address book.
+async fn dial(
+    store: &Arc<Store>,
+    identity: &Identity,
+    peer: AuthorKey,
+    row: &AddressRow,
+    config: MeshConfig,
+    on_session: &(dyn Fn(&PeerAddr, &Outcome) + Send + Sync),
+) {
+    let address = PeerAddr {
+        key: peer,
+        host_port: row.host_port.clone(),
+    };
+    let at_us = now_us();
+    let outcome = match address.resolve().await {
+        Ok(addr) => {
+            network::sync_once(
+                Arc::clone(store),
+                identity,
+                peer,
+                addr,
+                config.session,
+                None,
+            )
+            .await
+        }
+        Err(e) => Err(SessionError::Transport(e.to_string())),
+    };
+    let ok = outcome.is_ok();
+    let failures = if ok {
+        0
+    } else {
+        row.failures.saturating_add(1)
+    };
+    let wait = jitter(backoff(config.interval, failures));
+    let next_us = now_us().saturating_add(wait.as_micros() as u64);
+    on_session(&address, &outcome);
+    let store = Arc::clone(store);
+    let update = AddressUpdate::Attempt { ok, at_us, next_us };
+    let written = tokio::task::spawn_blocking(move || store.update_address(peer, update)).await;
+    if let Ok(Err(e)) = written {
+        tracing::warn!(%address, error = %e, "cannot record the dial");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let i = Duration::from_secs(60);
+        assert_eq!(backoff(i, 0), i);
+        assert_eq!(backoff(i, 1), 2 * i);
+        assert_eq!(backoff(i, 5), 32 * i);
+        assert_eq!(backoff(i, 6), MAX_BACKOFF);
+        assert_eq!(backoff(i, u32::MAX), MAX_BACKOFF);
+        for _ in 0..1000 {
+            let j = jitter(i);
+            assert!(j >= i.mul_f64(0.75) && j < i.mul_f64(1.25), "{j:?}");
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! The mesh with real nodes: `capsule up` processes on loopback, dialling
+//! each other on their own schedule. A posts; B follows A; A goes down; C,
+//! which follows A but knows only B, gets A's whole log from B, verified;
+//! A comes back and posts again, and both B and C converge.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{Proc, capsule_bin, capsule_ok, free_port, init};
+
+/// A running node and where it listens.
+struct Node {
+    proc: Proc,
+    web: String,
+    /// `KEY@127.0.0.1:PORT`.
+    sync: String,
+}
+
+impl Node {
+    fn start(dir: &Path, sync_port: u16, peers: &[&str]) -> Node {
+        let mut command = Command::new(capsule_bin());
+        command
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["up", "--listen", "127.0.0.1:0"])
+            .args(["--sync-listen", &format!("127.0.0.1:{sync_port}")])
+            .args(["--sync-interval", "0.2"])
+            .stderr(Stdio::null());
+        for peer in peers {
+            command.args(["--peer", peer]);
+        }
+        let mut proc = Proc::spawn(&mut command);
+        let up = proc.wait_line(20, |l| l.starts_with("Capsule is up: http://"));
+        let web = up["Capsule is up: http://".len()..]
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string();
+        let sync = proc.wait_line(20, |l| l.starts_with("sync: peers dial "));
+        let sync = sync["sync: peers dial ".len()..].trim().to_string();
+        Node { proc, web, sync }
+    }
+
+    fn get(&self, path: &str) -> String {
+        let mut stream = TcpStream::connect(&self.web).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.web
+        )
+        .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        text
+    }
+
+    /// The seq this node holds of `author`, from its API.
+    fn head_of(&self, author: &str) -> u64 {
+        let text = self.get("/api/v1/authors");
+        let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        json["authors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["author"] == author)
+            .map_or(0, |a| a["seq"].as_u64().unwrap())
+    }
+
+    /// Waits until this node holds `author` up to `seq`; how long it took.
+    fn wait_for(&self, author: &str, seq: u64, what: &str) -> Duration {
+        let started = Instant::now();
+        while self.head_of(author) < seq {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{what}: still at {} of {seq}",
+                self.head_of(author)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        started.elapsed()
+    }
+}
+
+#[test]
+fn posts_survive_their_origin_going_down() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a_dir, b_dir, c_dir) = (
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+        tmp.path().join("c"),
+    );
+    let a_key = init(&a_dir);
+    init(&b_dir);
+    init(&c_dir);
+    for text in ["first from A", "second from A", "third from A"] {
+        capsule_ok(&a_dir, &["post", text]);
+    }
+    let (a_port, b_port, c_port) = (free_port(), free_port(), free_port());
+
+    let mut a = Node::start(&a_dir, a_port, &[]);
+    let b = Node::start(&b_dir, b_port, &[]);
+    let out = capsule_ok(&b_dir, &["follow", &a.sync]);
+    assert!(out.contains("following"), "{out}");
+    // Following twice is a no-op, said so.
+    let again = capsule_ok(&b_dir, &["follow", &a.sync]);
+    assert!(again.contains("already follow"), "{again}");
+    let took = b.wait_for(&a_key, 3, "B mirrors A");
+    eprintln!("B got A's log {took:?} after following");
+
+    // A goes down. C follows A by key alone and knows only B.
+    assert!(a.proc.terminate().success());
+    let c = Node::start(&c_dir, c_port, &[&b.sync]);
+    capsule_ok(&c_dir, &["follow", &a_key]);
+    c.wait_for(&a_key, 3, "C gets A's log from B while A is down");
+    let page = c.get(&format!("/@{a_key}"));
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    for text in ["first from A", "second from A", "third from A"] {
+        assert!(page.contains(text), "{text} on C's page of A");
+    }
+    assert!(page.contains("verified copy"));
+
+    // A comes back at the same address and posts; B and C converge.
+    a = Node::start(&a_dir, a_port, &[]);
+    capsule_ok(&a_dir, &["post", "fourth from A, after the outage"]);
+    b.wait_for(&a_key, 4, "B catches up with A");
+    c.wait_for(&a_key, 4, "C catches up through B");
+    assert!(
+        c.get(&format!("/@{a_key}"))
+            .contains("fourth from A, after the outage")
+    );
+
+    for mut node in [a, b, c] {
+        assert!(node.proc.terminate().success());
+    }
+    for dir in [&a_dir, &b_dir, &c_dir] {
+        capsule_ok(dir, &["verify", "--store"]);
+    }
+    let log = capsule_ok(&c_dir, &["log", &a_key]);
+    assert!(log.contains("first from A") && log.contains("fourth from A"));
+    // C's own log records whom it follows.
+    let own = capsule_ok(&c_dir, &["log", "--json"]);
+    assert!(own.contains("follow"), "{own}");
+}
