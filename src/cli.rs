@@ -442,6 +442,12 @@ fn init(dir: &DataDir) -> Result<ExitCode> {
 }
 
 fn up(dir: &DataDir, args: UpArgs) -> Result<ExitCode> {
+    if !(args.sync_interval.is_finite() && args.sync_interval >= 0.1) {
+        bail!(
+            "--sync-interval {} is not a number of seconds of at least 0.1",
+            args.sync_interval
+        );
+    }
     if !dir.identity().exists() {
         init(dir)?;
     }

@@ -90,10 +90,59 @@ pub fn as_post(s: &Scanned) -> Option<Post> {
     Some(post)
 }
 
-/// The `?before=SEQ` of a timeline page.
+/// The `?before=SEQ` of a log's page, or `?until=µs` of the owner's
+/// merged home timeline.
 #[derive(Debug, Deserialize)]
 pub struct Page {
     before: Option<u64>,
+    until: Option<u64>,
+}
+
+/// Authors merged into the owner's home timeline at most (the owner and
+/// the followed, in key order).
+pub const MAX_TIMELINE_AUTHORS: usize = 500;
+
+/// Entries of one author read for one page of the home timeline at most.
+pub const MAX_TIMELINE_SCAN: u64 = 200;
+
+/// The newest `limit` posts of `authors` stamped before `until_us`, newest
+/// first, and the `until` of the next page.
+pub fn merged(
+    store: &Store,
+    authors: &[AuthorKey],
+    until_us: Option<u64>,
+    limit: u64,
+) -> Result<(Vec<Post>, Option<u64>), StoreError> {
+    const WINDOW: u64 = 32;
+    let mut all = Vec::new();
+    for author in authors.iter().take(MAX_TIMELINE_AUTHORS) {
+        let (mut before, mut read, mut found) = (None, 0, 0);
+        loop {
+            let (page, next) = posts(store, author, before, WINDOW)?;
+            read += WINDOW;
+            for post in page {
+                if until_us.is_none_or(|u| post.timestamp_us < u) {
+                    all.push(post);
+                    found += 1;
+                }
+            }
+            if found >= limit || read >= MAX_TIMELINE_SCAN {
+                break;
+            }
+            match next {
+                Some(n) => before = Some(n),
+                None => break,
+            }
+        }
+    }
+    all.sort_by(|a, b| {
+        (b.timestamp_us, b.author.0, b.seq).cmp(&(a.timestamp_us, a.author.0, a.seq))
+    });
+    all.truncate(limit as usize);
+    let next = (all.len() as u64 == limit)
+        .then(|| all.last().map(|p| p.timestamp_us))
+        .flatten();
+    Ok((all, next))
 }
 
 /// Ancestors shown above a post on its page.
@@ -307,6 +356,9 @@ async fn author_log(
     page: Page,
 ) -> Result<Markup, Error> {
     let viewer = state.owner_auth.viewer(&headers);
+    if let (None, Some(viewer)) = (author, &viewer) {
+        return home(&state, viewer, page.until).await;
+    }
     let key = author.unwrap_or(state.owner);
     let (posts, next, profile, held) = state
         .read(move |s| {
@@ -331,6 +383,44 @@ async fn author_log(
         next,
         &base,
     ))
+}
+
+/// `/` for the logged-in owner: their posts and those of the authors they
+/// follow, merged, newest first, with the compose form.
+async fn home(state: &State, viewer: &Viewer, until: Option<u64>) -> Result<Markup, Error> {
+    let owner = state.owner;
+    let (posts, next, profile, following) = state
+        .read(move |s| {
+            let mut authors = s.followed()?;
+            let following = authors.len();
+            authors.insert(0, owner);
+            let (p, n) = merged(s, &authors, until, PAGE_SIZE)?;
+            Ok((p, n, profile(s, &owner)?, following))
+        })
+        .await?;
+    let body = html! {
+        header.profile {
+            h1 { @match &profile { Some((name, _)) if !name.is_empty() => (name), _ => "Home" } }
+            @if let Some((_, bio)) = &profile { @if !bio.is_empty() { p.bio { (bio) } } }
+            p.muted {
+                "Your posts and those of the " (following)
+                @if following == 1 { " author" } @else { " authors" }
+                " you follow. "
+                a href=(format!("/@{owner}")) { "Only your posts" }
+            }
+        }
+        (compose_form(viewer, None))
+        @if posts.is_empty() {
+            p.muted { "No posts here yet." }
+        }
+        @for post in &posts { (post_html(post, Some(viewer), &owner)) }
+        nav.pages {
+            @if let Some(until) = next {
+                a href=(format!("/?until={until}")) { "Older posts →" }
+            }
+        }
+    };
+    Ok(layout("Capsule: home", Some(viewer), body))
 }
 
 /// What a post's page shows.
@@ -466,4 +556,53 @@ pub async fn feed(Extract(state): Extract<State>) -> Result<Response, Error> {
         HeaderValue::from_static("application/atom+xml; charset=utf-8"),
     );
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Identity;
+    use crate::log::builder::LogBuilder;
+    use crate::log::verify::verify_batch;
+
+    /// Two logs with interleaved clocks read back merged, newest first,
+    /// and paging by `until` visits every post once.
+    #[test]
+    fn merged_timeline_interleaves_and_pages() {
+        let store = Store::open_in_memory().unwrap();
+        let mut authors = Vec::new();
+        for (n, offset) in [(1u8, 0u64), (2, 5)] {
+            let identity = Identity::from_seed([n; 32]);
+            let mut builder = LogBuilder::new(&identity);
+            let batch = (1..=45u64)
+                .map(|seq| {
+                    let payload = Record::post(format!("{n}:{seq}")).encode().unwrap();
+                    (
+                        builder.next(1_000_000 + seq * 10 + offset, &payload),
+                        Some(payload),
+                    )
+                })
+                .collect();
+            store.append(verify_batch(batch).unwrap()).unwrap();
+            authors.push(identity.author());
+        }
+        let (mut seen, mut until) = (Vec::new(), None);
+        loop {
+            let (page, next) = merged(&store, &authors, until, PAGE_SIZE).unwrap();
+            assert!(
+                page.windows(2)
+                    .all(|w| w[0].timestamp_us > w[1].timestamp_us)
+            );
+            seen.extend(page.iter().map(|p| p.text.clone().unwrap()));
+            match next {
+                Some(n) => until = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 90);
+        assert_eq!(&seen[..3], &["2:45", "1:45", "2:44"]);
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 90, "no post twice");
+    }
 }
