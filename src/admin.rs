@@ -49,6 +49,8 @@ pub enum Request {
     Unfollow(String),
     /// Learn a peer's address (`KEY@HOST:PORT`).
     Peer(String),
+    /// What the node knows (see [`crate::status`]).
+    Status,
     /// The owner's profile.
     Profile {
         /// Display name.
@@ -71,6 +73,8 @@ pub enum Answer {
     },
     /// Done; nothing was published.
     Done(String),
+    /// The node's status.
+    Status(serde_json::Value),
     /// What went wrong.
     Error(String),
 }
@@ -106,6 +110,12 @@ pub fn handle(store: &Store, identity: &Arc<Identity>, line: &str) -> Answer {
             Ok(author) => compose::unfollow(store, identity, author),
             Err(e) => return Answer::Error(format!("bad author key: {e}")),
         },
+        Request::Status => {
+            return match crate::status::status(store, identity.author()) {
+                Ok(v) => Answer::Status(v),
+                Err(e) => Answer::Error(e.to_string()),
+            };
+        }
         Request::Peer(peer) => {
             let peer: crate::sync::transport::PeerAddr = match peer.parse() {
                 Ok(p) => p,

@@ -131,6 +131,21 @@ pub enum Command {
         /// `KEY@HOST:PORT`, or `KEY`.
         target: String,
     },
+    /// What your node knows: your log, the logs you follow and mirror with
+    /// their heads and newest entries, and the peers it dials with how the
+    /// last attempts went. Works while the node runs.
+    Status {
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The peers your node dials: address, where it came from, last success,
+    /// failures in a row, next attempt.
+    Peers {
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Stop following an author (an Unfollow record). Your copy of their log
     /// stays, mirrored, until `capsule unmirror KEY`.
     Unfollow {
@@ -351,6 +366,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Up(args) => up(&dir, args),
         Command::Passwd => passwd(&dir),
         Command::Follow { target } => follow(&dir, &target),
+        Command::Status { json } => status(&dir, json, false),
+        Command::Peers { json } => status(&dir, json, true),
         Command::Unfollow { author } => {
             publish(&dir, admin::Request::Unfollow(author.to_string())).map(|()| ExitCode::SUCCESS)
         }
@@ -491,6 +508,30 @@ fn up(dir: &DataDir, args: UpArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn status(dir: &DataDir, as_json: bool, peers_only: bool) -> Result<ExitCode> {
+    let socket = dir.root().join(admin::SOCKET_FILE);
+    let status = match admin::call(&socket, &admin::Request::Status) {
+        Some(answer) => match answer.context("the running node did not answer")? {
+            admin::Answer::Status(v) => v,
+            admin::Answer::Error(e) => bail!("{e}"),
+            other => bail!("unexpected answer from the node: {other:?}"),
+        },
+        None => {
+            let identity = load_identity(dir)?;
+            let store = open_store(dir)?;
+            let v = crate::status::status(&store, identity.author())?;
+            store.close()?;
+            v
+        }
+    };
+    match (as_json, peers_only) {
+        (true, true) => println!("{}", status["peers"]),
+        (true, false) => println!("{status}"),
+        (false, _) => print!("{}", crate::status::render(&status, peers_only)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn follow(dir: &DataDir, target: &str) -> Result<ExitCode> {
     let (author, address) = match target.split_once('@') {
         Some(_) => {
@@ -598,6 +639,7 @@ fn publish(dir: &DataDir, request: admin::Request) -> Result<()> {
             println!("{message}");
             Ok(())
         }
+        admin::Answer::Status(_) => bail!("unexpected answer from the node"),
         admin::Answer::Error(e) => bail!("{e}"),
     }
 }

@@ -40,5 +40,6 @@ pub mod node;
 pub mod passphrase;
 pub mod present;
 pub mod progress;
+pub mod status;
 pub mod store;
 pub mod sync;

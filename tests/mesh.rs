@@ -126,6 +126,32 @@ fn posts_survive_their_origin_going_down() {
     }
     assert!(page.contains("verified copy"));
 
+    // What the nodes say they know, asked while they run.
+    let status: serde_json::Value =
+        serde_json::from_str(&capsule_ok(&c_dir, &["status", "--json"])).unwrap();
+    assert_eq!(status["followed"][0]["author"], a_key.as_str());
+    assert_eq!(status["followed"][0]["seq"], 3);
+    assert_eq!(status["peers"][0]["peer"], b.sync.as_str());
+    assert_eq!(status["peers"][0]["source"], "bootstrap");
+    assert!(!status["peers"][0]["last_success"].is_null());
+    let started = Instant::now();
+    loop {
+        let peers: serde_json::Value =
+            serde_json::from_str(&capsule_ok(&b_dir, &["peers", "--json"])).unwrap();
+        assert_eq!(peers[0]["peer"], a.sync.as_str());
+        assert_eq!(peers[0]["source"], "follow");
+        if peers[0]["failures_in_a_row"].as_u64().unwrap() > 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "B never noticed A is down"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = capsule_ok(&b_dir, &["peers"]);
+    assert!(text.contains("failures in a row"), "{text}");
+
     // A comes back at the same address and posts; B and C converge.
     a = Node::start(&a_dir, a_port, &[]);
     capsule_ok(&a_dir, &["post", "fourth from A, after the outage"]);

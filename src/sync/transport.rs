@@ -24,6 +24,10 @@ use crate::identity::{AuthorKey, Identity};
 /// The ALPN of protocol version 1.
 pub const ALPN: &[u8] = b"capsule/1";
 
+/// How long a dial waits for the peer's handshake: a node that is down
+/// never answers (UDP), and the mesh must move on to other peers.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A connection with no packet for this long is dead (QUIC's idle timeout).
 /// Keep-alives every third of it keep a quiet but live session open.
 pub const CONNECTION_IDLE: Duration = Duration::from_secs(30);
@@ -353,7 +357,13 @@ pub async fn connect(
     let connecting = endpoint
         .connect_with(client_config(identity, expected)?, addr, "capsule")
         .map_err(|e| fail(e.to_string()))?;
-    connecting.await.map_err(|e| fail(e.to_string()))
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
+        Ok(connected) => connected.map_err(|e| fail(e.to_string())),
+        Err(_) => Err(fail(format!(
+            "no answer within {} s (is the node up, and UDP open?)",
+            HANDSHAKE_TIMEOUT.as_secs()
+        ))),
+    }
 }
 
 /// The node key a connected peer presented.

@@ -1,0 +1,134 @@
+//! What a node knows, for `capsule status` and `capsule peers`: the logs it
+//! follows and mirrors with their heads and freshness, and the peers it
+//! dials with how the last attempts went. Read from the store directly, or
+//! from a running node through its admin socket.
+
+use serde_json::{Value, json};
+
+use crate::identity::AuthorKey;
+use crate::present::rfc3339;
+use crate::store::tables::{AddressRow, AddressSource};
+use crate::store::{Store, StoreError};
+
+fn source_name(source: u8) -> &'static str {
+    match source {
+        s if s == AddressSource::Bootstrap as u8 => "bootstrap",
+        s if s == AddressSource::Follow as u8 => "follow",
+        s if s == AddressSource::Exchange as u8 => "exchange",
+        _ => "unknown",
+    }
+}
+
+fn time(us: u64) -> Value {
+    if us == 0 {
+        Value::Null
+    } else {
+        Value::String(rfc3339(us))
+    }
+}
+
+/// One peer as JSON.
+pub fn peer_json(key: &AuthorKey, row: &AddressRow, cursor: bool) -> Value {
+    json!({
+        "peer": format!("{key}@{}", row.host_port),
+        "source": source_name(row.source),
+        "last_attempt": time(row.last_attempt_us),
+        "last_success": time(row.last_success_us),
+        "failures_in_a_row": row.failures,
+        "next_attempt": time(row.next_attempt_us),
+        "changelog_cursor": cursor,
+    })
+}
+
+/// The peers the node dials.
+pub fn peers(store: &Store) -> Result<Value, StoreError> {
+    let mut out = Vec::new();
+    for (key, row) in store.addresses()? {
+        let cursor = store.peer(&key.0)?.is_some();
+        out.push(peer_json(&key, &row, cursor));
+    }
+    Ok(Value::Array(out))
+}
+
+fn logs(store: &Store, authors: &[AuthorKey]) -> Result<Value, StoreError> {
+    let (heads, _) = store.head_entries(authors)?;
+    let mut out = Vec::new();
+    for author in authors {
+        let head = heads.iter().find(|h| h.entry.author() == *author);
+        out.push(json!({
+            "author": author.to_string(),
+            "seq": head.map_or(0, |h| h.entry.seq()),
+            "newest_entry": head.map_or(Value::Null, |h| time(h.entry.timestamp_us())),
+        }));
+    }
+    Ok(Value::Array(out))
+}
+
+/// Everything `capsule status` shows.
+pub fn status(store: &Store, owner: AuthorKey) -> Result<Value, StoreError> {
+    let followed = store.followed()?;
+    let mirrored: Vec<AuthorKey> = store
+        .mirrors()?
+        .into_iter()
+        .filter(|a| !followed.contains(a))
+        .collect();
+    let heads = store.heads()?;
+    Ok(json!({
+        "author": owner.to_string(),
+        "own_seq": heads.iter().find(|(a, _)| *a == owner).map_or(0, |(_, h)| h.seq),
+        "logs_held": heads.len(),
+        "entries_held": heads.iter().map(|(_, h)| h.seq).sum::<u64>(),
+        "forks": store.forks()?.len(),
+        "followed": logs(store, &followed)?,
+        "mirrored": logs(store, &mirrored)?,
+        "peers": peers(store)?,
+    }))
+}
+
+/// `status` as text for a terminal.
+pub fn render(status: &Value, peers_only: bool) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let text = |v: &Value| v.as_str().unwrap_or("never").to_string();
+    if !peers_only {
+        let _ = writeln!(out, "author {}", text(&status["author"]));
+        let _ = writeln!(
+            out,
+            "your log: {} entries; holding {} logs, {} entries; {} forks seen",
+            status["own_seq"], status["logs_held"], status["entries_held"], status["forks"]
+        );
+        for (title, key) in [("following", "followed"), ("mirroring", "mirrored")] {
+            let list = status[key].as_array().cloned().unwrap_or_default();
+            let _ = writeln!(out, "{title} {}:", list.len());
+            for log in list {
+                let _ = writeln!(
+                    out,
+                    "  {}  seq {:>6}  newest {}",
+                    text(&log["author"]),
+                    log["seq"],
+                    text(&log["newest_entry"])
+                );
+            }
+        }
+    }
+    let peers = status["peers"].as_array().cloned().unwrap_or_default();
+    let _ = writeln!(out, "peers {}:", peers.len());
+    for p in peers {
+        let state = match p["failures_in_a_row"].as_u64().unwrap_or(0) {
+            0 if p["last_success"].is_null() => "not dialled yet".to_string(),
+            0 => format!("ok at {}", text(&p["last_success"])),
+            n => format!(
+                "{n} failures in a row (last success {})",
+                text(&p["last_success"])
+            ),
+        };
+        let _ = writeln!(
+            out,
+            "  {}  ({})  {state}; next {}",
+            text(&p["peer"]),
+            text(&p["source"]),
+            text(&p["next_attempt"])
+        );
+    }
+    out
+}
