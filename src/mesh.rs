@@ -17,7 +17,8 @@ use crate::compose::now_us;
 use crate::identity::{AuthorKey, Identity};
 use crate::store::tables::AddressRow;
 use crate::store::{AddressUpdate, Store, StoreError};
-use crate::sync::network::{self, Report, SyncConfig};
+use crate::sync::live;
+use crate::sync::network::{Report, SyncConfig};
 use crate::sync::session::SessionError;
 use crate::sync::transport::PeerAddr;
 
@@ -30,8 +31,8 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// How long sessions in flight may go on once the node stops.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
-/// Sessions the scheduler runs at once.
-pub const MAX_DIALS: usize = 4;
+/// Peers connected at once (each dial keeps a live connection).
+pub const MAX_DIALS: usize = 32;
 
 /// How the scheduler runs.
 #[derive(Debug, Clone, Copy)]
@@ -53,7 +54,7 @@ impl Default for MeshConfig {
 
 /// `d` scaled by a random factor in [0.75, 1.25): peers that started
 /// together drift apart instead of dialling in lockstep.
-fn jitter(d: Duration) -> Duration {
+pub fn jitter(d: Duration) -> Duration {
     let r = (OsRng.next_u32() as f64) / (u32::MAX as f64 + 1.0);
     d.mul_f64(0.75 + 0.5 * r)
 }
@@ -108,15 +109,16 @@ pub async fn run(
                         busy.lock().expect("busy lock").remove(&peer);
                         break;
                     };
-                    let (store, identity, busy, on_session) = (
+                    let (store, identity, busy, on_session, stop) = (
                         Arc::clone(&store),
                         Arc::clone(&identity),
                         Arc::clone(&busy),
                         Arc::clone(&on_session),
+                        stop.clone(),
                     );
                     dials.spawn(async move {
                         let _slot = slot;
-                        dial(&store, &identity, peer, &row, config, &*on_session).await;
+                        dial(&store, &identity, peer, &row, config, stop, &*on_session).await;
                         busy.lock().expect("busy lock").remove(&peer);
                     });
                 }
@@ -138,13 +140,16 @@ pub async fn run(
     }
 }
 
-/// One session with `peer`, and its outcome written to the address book.
+/// A live connection with `peer` (see [`crate::sync::live`]): a session
+/// at once and after each of its notices, until it ends; then the outcome
+/// is written to the address book.
 async fn dial(
     store: &Arc<Store>,
     identity: &Identity,
     peer: AuthorKey,
     row: &AddressRow,
     config: MeshConfig,
+    stop: watch::Receiver<bool>,
     on_session: &(dyn Fn(&PeerAddr, &Outcome) + Send + Sync),
 ) {
     let address = PeerAddr {
@@ -152,21 +157,41 @@ async fn dial(
         host_port: row.host_port.clone(),
     };
     let at_us = now_us();
+    let first = std::sync::atomic::AtomicBool::new(false);
+    let heard = |outcome: &Outcome| {
+        on_session(&address, outcome);
+        // The first success is written at once, so `capsule status` is
+        // right while the connection lasts.
+        if outcome.is_ok() && !first.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            let store = Arc::clone(store);
+            let update = AddressUpdate::Attempt {
+                ok: true,
+                at_us: now_us(),
+                next_us: now_us().saturating_add(config.interval.as_micros() as u64),
+            };
+            tokio::task::spawn_blocking(move || store.update_address(peer, update));
+        }
+    };
     let outcome = match address.resolve().await {
         Ok(addr) => {
-            network::sync_once(
+            live::follow(
                 Arc::clone(store),
                 identity,
                 peer,
                 addr,
                 config.session,
-                None,
+                config.interval,
+                stop,
+                &heard,
             )
             .await
         }
         Err(e) => Err(SessionError::Transport(e.to_string())),
     };
-    let ok = outcome.is_ok();
+    let ok = matches!(outcome, Ok(true));
+    if let Err(e) = outcome {
+        on_session(&address, &Err(e));
+    }
     let failures = if ok {
         0
     } else {
@@ -174,7 +199,6 @@ async fn dial(
     };
     let wait = jitter(backoff(config.interval, failures));
     let next_us = now_us().saturating_add(wait.as_micros() as u64);
-    on_session(&address, &outcome);
     let store = Arc::clone(store);
     let update = AddressUpdate::Attempt { ok, at_us, next_us };
     let written = tokio::task::spawn_blocking(move || store.update_address(peer, update)).await;

@@ -174,3 +174,78 @@ fn posts_survive_their_origin_going_down() {
     let own = capsule_ok(&c_dir, &["log", "--json"]);
     assert!(own.contains("follow"), "{own}");
 }
+
+/// Posts on A reach B (following A) and C (following A, knowing only B)
+/// over live connections: the time from A's durable acknowledgement to the
+/// entry being stored and verified on each, over 100 posts. Printed, not
+/// asserted (shared machines); the closing figures come from a release run.
+#[test]
+fn posts_propagate_over_live_connections() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a_dir, b_dir, c_dir) = (
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+        tmp.path().join("c"),
+    );
+    let a_key = init(&a_dir);
+    init(&b_dir);
+    init(&c_dir);
+    capsule_ok(&a_dir, &["post", "warming up"]);
+    let a = Node::start(&a_dir, free_port(), &[]);
+    let b = Node::start(&b_dir, free_port(), &[]);
+    capsule_ok(&b_dir, &["follow", &a.sync]);
+    let c = Node::start(&c_dir, free_port(), &[&b.sync]);
+    capsule_ok(&c_dir, &["follow", &a_key]);
+    c.wait_for(&a_key, 1, "C holds A's first post");
+
+    let socket = a_dir.join("admin.sock");
+    let path = |seq: u64| format!("/api/v1/authors/{a_key}/entries?from={seq}&limit=1");
+    let holds = |node: &Node, seq: u64| {
+        let text = node.get(&path(seq));
+        text.starts_with("HTTP/1.1 200") && text.contains(&format!("\"seq\":{seq},"))
+    };
+    let (mut to_b, mut to_c) = (Vec::new(), Vec::new());
+    for i in 0..100u64 {
+        let request = capsule::admin::Request::Post {
+            text: format!("live post {i}"),
+            reply_to: None,
+        };
+        let answer = capsule::admin::call(&socket, &request).unwrap().unwrap();
+        let acknowledged = Instant::now();
+        let capsule::admin::Answer::Published { seq, .. } = answer else {
+            panic!("{answer:?}")
+        };
+        let (mut at_b, mut at_c) = (None, None);
+        while at_b.is_none() || at_c.is_none() {
+            assert!(
+                acknowledged.elapsed() < Duration::from_secs(30),
+                "post {seq} did not propagate"
+            );
+            if at_b.is_none() && holds(&b, seq) {
+                at_b = Some(acknowledged.elapsed());
+            }
+            if at_c.is_none() && holds(&c, seq) {
+                at_c = Some(acknowledged.elapsed());
+            }
+        }
+        to_b.push(at_b.unwrap());
+        to_c.push(at_c.unwrap());
+    }
+    let figures = |v: &mut Vec<Duration>| {
+        v.sort();
+        (v[v.len() / 2], v[v.len() * 99 / 100])
+    };
+    let (b50, b99) = figures(&mut to_b);
+    let (c50, c99) = figures(&mut to_c);
+    eprintln!(
+        "propagation over 100 posts: A→B median {:.2} ms p99 {:.2} ms; A→B→C median {:.2} ms p99 {:.2} ms",
+        b50.as_secs_f64() * 1e3,
+        b99.as_secs_f64() * 1e3,
+        c50.as_secs_f64() * 1e3,
+        c99.as_secs_f64() * 1e3
+    );
+    for mut node in [a, b, c] {
+        assert!(node.proc.terminate().success());
+    }
+    capsule_ok(&c_dir, &["verify", "--store"]);
+}

@@ -155,8 +155,24 @@ pub fn prepare(db: &Database, path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The writer's commit count, as an atomic for quick reads and a watch for
+/// those who wait on it.
+pub struct Generation {
+    /// The count.
+    pub counter: Arc<AtomicU64>,
+    /// Told the new count after each commit.
+    pub committed: tokio::sync::watch::Sender<u64>,
+}
+
+impl Generation {
+    fn bump(&self) {
+        let now = self.counter.fetch_add(1, Ordering::Release) + 1;
+        self.committed.send_replace(now);
+    }
+}
+
 /// The writer loop: runs until every sender is gone.
-pub fn run(db: &Database, requests: Receiver<Request>, generation: &AtomicU64) {
+pub fn run(db: &Database, requests: Receiver<Request>, generation: &Generation) {
     // Whether a commit since the last durable one skipped the disk.
     let mut pending = false;
     while let Ok(first) = requests.recv() {
@@ -178,7 +194,7 @@ pub fn run(db: &Database, requests: Receiver<Request>, generation: &AtomicU64) {
         }
         if let Some((batches, reply)) = import {
             let result = serve_import(db, batches);
-            generation.fetch_add(1, Ordering::Release);
+            generation.bump();
             let _ = reply.send(result);
             // An import commits durably, and so carries earlier commits.
             pending = false;
@@ -268,7 +284,7 @@ impl AddressUpdate {
 
 /// Serves a group in one transaction; returns whether a non-durable commit
 /// is still pending after it.
-fn serve_group(db: &Database, group: Vec<Request>, pending: bool, generation: &AtomicU64) -> bool {
+fn serve_group(db: &Database, group: Vec<Request>, pending: bool, generation: &Generation) -> bool {
     let mut answers = Vec::with_capacity(group.len());
     // A durable commit is needed if any request asks for one; the group's
     // commit then also makes every earlier non-durable commit durable.
@@ -360,7 +376,7 @@ fn serve_group(db: &Database, group: Vec<Request>, pending: bool, generation: &A
         Ok(()) => {
             // Before any reply: whoever hears of this commit sees a new
             // generation (readers' caches key on it).
-            generation.fetch_add(1, Ordering::Release);
+            generation.bump();
             for answer in answers {
                 match answer {
                     Answer::Report(reply, report) => {

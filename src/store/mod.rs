@@ -138,6 +138,7 @@ pub struct Store {
     writer: Option<mpsc::Sender<actor::Request>>,
     thread: Option<JoinHandle<()>>,
     generation: Arc<std::sync::atomic::AtomicU64>,
+    commits: tokio::sync::watch::Receiver<u64>,
 }
 
 impl Store {
@@ -175,7 +176,11 @@ impl Store {
         let (writer, requests) = mpsc::channel();
         let thread_db = Arc::clone(&db);
         let generation = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let thread_generation = Arc::clone(&generation);
+        let (committed, commits) = tokio::sync::watch::channel(0);
+        let thread_generation = actor::Generation {
+            counter: Arc::clone(&generation),
+            committed,
+        };
         let thread = std::thread::Builder::new()
             .name("capsule-store".into())
             .spawn(move || actor::run(&thread_db, requests, &thread_generation))
@@ -186,7 +191,14 @@ impl Store {
             writer: Some(writer),
             thread: Some(thread),
             generation,
+            commits,
         })
+    }
+
+    /// Wakes at every commit of this store's writer (the value is the
+    /// generation, see [`Store::generation`]).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.commits.clone()
     }
 
     /// A number that grows with every commit of this process's writer:

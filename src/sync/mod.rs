@@ -10,6 +10,7 @@
 //! - [`transport`]: QUIC endpoints with mutual authentication by node key.
 //! - [`network`]: sessions over QUIC connections: dial once, or listen.
 
+pub mod live;
 pub mod network;
 pub mod protocol;
 pub mod range;

@@ -52,6 +52,9 @@ pub const MAX_SESSIONS: usize = 32;
 /// Sessions one peer may hold open at once with a listener.
 pub const MAX_SESSIONS_PER_PEER: usize = 2;
 
+/// Live connections (src/sync/live.rs) a node serves at once; one per peer.
+pub const MAX_LIVE: usize = 256;
+
 /// Settings of a session.
 #[derive(Debug, Clone, Copy)]
 pub struct SyncConfig {
@@ -112,21 +115,62 @@ pub async fn run(
     config: SyncConfig,
     progress: Option<ProgressBar>,
 ) -> Result<Report, SessionError> {
-    let started = Instant::now();
     let transport = |e: &dyn std::fmt::Display| SessionError::Transport(e.to_string());
-    let (mut send, mut recv) = match role {
+    let (send, recv) = match role {
         Role::Initiator => connection.open_bi().await,
         Role::Responder => tokio::time::timeout(config.idle, connection.accept_bi())
             .await
             .map_err(|_| SessionError::Timeout(config.idle.as_secs()))?,
     }
     .map_err(|e| transport(&e))?;
+    let streams = Streams {
+        send,
+        recv,
+        live: false,
+    };
+    run_on(
+        connection, streams, role, store, own, peer, config, progress,
+    )
+    .await
+}
+
+/// The stream pair of one session, and whether the connection is live
+/// (it carries session after session, see [`super::live`]) or is closed
+/// when the session ends.
+pub struct Streams {
+    /// Our side.
+    pub send: quinn::SendStream,
+    /// The peer's side.
+    pub recv: quinn::RecvStream,
+    /// Whether the connection outlives the session.
+    pub live: bool,
+}
+
+/// Runs one session on `streams` of `connection`.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_on(
+    connection: quinn::Connection,
+    streams: Streams,
+    role: Role,
+    store: Arc<Store>,
+    own: Option<AuthorKey>,
+    peer: AuthorKey,
+    config: SyncConfig,
+    progress: Option<ProgressBar>,
+) -> Result<Report, SessionError> {
+    let started = Instant::now();
+    let transport = |e: &dyn std::fmt::Display| SessionError::Transport(e.to_string());
+    let Streams {
+        mut send,
+        mut recv,
+        live,
+    } = streams;
     let sent = Arc::new(AtomicU64::new(0));
     let received = Arc::new(AtomicU64::new(0));
 
     let (inbound_tx, inbound_rx) = mpsc::channel::<Inbound>(MESSAGES_IN_FLIGHT);
     let reader_received = Arc::clone(&received);
-    let reader = tokio::spawn(async move {
+    let mut reader = tokio::spawn(async move {
         let fail = |e: SessionError| Inbound::Failed(e);
         loop {
             let mut prefix = [0u8; 4];
@@ -214,14 +258,19 @@ pub async fn run(
         connection.close(3u32.into(), &reason.as_bytes()[..reason.len().min(200)]);
     }
     let _ = writer.await;
-    // The responder closes, after it has stored its checkpoint: so a peer
-    // that dials again at once finds the cursor already remembered.
-    match role {
-        Role::Initiator => {
+    // The responder ends its side after it has stored its checkpoint (it
+    // closes the connection, or on a live one finishes its stream): so a
+    // peer that starts again at once finds the cursor already remembered.
+    match (role, live) {
+        (Role::Initiator, false) => {
             let _ = tokio::time::timeout(Duration::from_secs(5), connection.closed()).await;
             connection.close(0u32.into(), b"done");
         }
-        Role::Responder => connection.close(0u32.into(), b"done"),
+        (Role::Responder, false) => connection.close(0u32.into(), b"done"),
+        (Role::Initiator, true) => {
+            let _ = tokio::time::timeout(Duration::from_secs(5), &mut reader).await;
+        }
+        (Role::Responder, true) => {}
     }
     reader.abort();
     let (stats, entry_bytes_sent, entry_bytes_received) = outcome?;
@@ -515,7 +564,10 @@ pub async fn serve(
 ) {
     let sessions = Arc::new(tokio::sync::Semaphore::new(MAX_SESSIONS));
     let per_peer: Arc<Mutex<HashMap<AuthorKey, usize>>> = Arc::default();
+    let live = Arc::new(tokio::sync::Semaphore::new(MAX_LIVE));
+    let live_peers: Arc<Mutex<std::collections::HashSet<AuthorKey>>> = Arc::default();
     while let Some(incoming) = endpoint.accept().await {
+        let (live, live_peers) = (Arc::clone(&live), Arc::clone(&live_peers));
         let Ok(permit) = Arc::clone(&sessions).try_acquire_owned() else {
             incoming.refuse();
             continue;
@@ -535,6 +587,31 @@ pub async fn serve(
                 connection.close(1u32.into(), b"no node key");
                 return;
             };
+            if transport::protocol(&connection).as_deref() == Some(transport::ALPN_LIVE) {
+                // A live connection lasts: it takes a live slot, not a
+                // session slot, and one per peer.
+                drop(_permit);
+                let Ok(_slot) = live.try_acquire_owned() else {
+                    connection.close(2u32.into(), b"too many live connections");
+                    return;
+                };
+                if !live_peers.lock().expect("not poisoned").insert(peer) {
+                    connection.close(2u32.into(), b"already live");
+                    return;
+                }
+                let on_live = Arc::clone(&on_session);
+                super::live::serve(
+                    connection,
+                    store,
+                    own,
+                    peer,
+                    config,
+                    Arc::new(move |r| on_live(r)),
+                )
+                .await;
+                live_peers.lock().expect("not poisoned").remove(&peer);
+                return;
+            }
             {
                 let mut counts = per_peer.lock().expect("not poisoned");
                 let n = counts.entry(peer).or_insert(0);

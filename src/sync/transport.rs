@@ -278,9 +278,10 @@ fn transport_config() -> Arc<quinn::TransportConfig> {
         CONNECTION_IDLE.try_into().expect("a valid idle timeout"),
     ));
     t.keep_alive_interval(Some(CONNECTION_IDLE / 3));
-    // Sessions use one stream each; a few spare ones cost nothing.
+    // Sessions use one stream each; a few spare ones cost nothing. One
+    // unidirectional stream: a live connection's notices.
     t.max_concurrent_bidi_streams(4u32.into());
-    t.max_concurrent_uni_streams(0u32.into());
+    t.max_concurrent_uni_streams(1u32.into());
     // Large windows keep a loopback or LAN link busy while the receiver
     // verifies: 8 MiB per stream, 16 MiB per connection.
     t.stream_receive_window((8u32 * 1024 * 1024).into());
@@ -289,10 +290,23 @@ fn transport_config() -> Arc<quinn::TransportConfig> {
     Arc::new(t)
 }
 
+/// ALPN of a live connection (src/sync/live.rs): sessions on demand, and
+/// the peer's change notices.
+pub const ALPN_LIVE: &[u8] = b"capsule-live/1";
+
 /// A client configuration that accepts only `expected` as the peer.
 pub fn client_config(
     identity: &Identity,
     expected: AuthorKey,
+) -> Result<quinn::ClientConfig, TransportError> {
+    client_config_for(identity, expected, ALPN)
+}
+
+/// [`client_config`] for the protocol `alpn`.
+pub fn client_config_for(
+    identity: &Identity,
+    expected: AuthorKey,
+    alpn: &[u8],
 ) -> Result<quinn::ClientConfig, TransportError> {
     let (cert, key) = certificate(identity)?;
     let tls = |e: rustls::Error| TransportError::Tls(e.to_string());
@@ -303,7 +317,7 @@ pub fn client_config(
         .with_custom_certificate_verifier(Arc::new(ExpectKey(expected)))
         .with_client_auth_cert(vec![cert], key)
         .map_err(tls)?;
-    crypto.alpn_protocols = vec![ALPN.to_vec()];
+    crypto.alpn_protocols = vec![alpn.to_vec()];
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
         .map_err(|e| TransportError::Tls(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
@@ -322,7 +336,7 @@ pub fn server_config(identity: &Identity) -> Result<quinn::ServerConfig, Transpo
         .with_client_cert_verifier(Arc::new(AnyKey))
         .with_single_cert(vec![cert], key)
         .map_err(tls)?;
-    crypto.alpn_protocols = vec![ALPN.to_vec()];
+    crypto.alpn_protocols = vec![ALPN.to_vec(), ALPN_LIVE.to_vec()];
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)
         .map_err(|e| TransportError::Tls(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
@@ -353,9 +367,24 @@ pub async fn connect(
     expected: AuthorKey,
     addr: SocketAddr,
 ) -> Result<quinn::Connection, TransportError> {
+    connect_for(endpoint, identity, expected, addr, ALPN).await
+}
+
+/// [`connect`] for the protocol `alpn`.
+pub async fn connect_for(
+    endpoint: &quinn::Endpoint,
+    identity: &Identity,
+    expected: AuthorKey,
+    addr: SocketAddr,
+    alpn: &[u8],
+) -> Result<quinn::Connection, TransportError> {
     let fail = |reason: String| TransportError::Connect { addr, reason };
     let connecting = endpoint
-        .connect_with(client_config(identity, expected)?, addr, "capsule")
+        .connect_with(
+            client_config_for(identity, expected, alpn)?,
+            addr,
+            "capsule",
+        )
         .map_err(|e| fail(e.to_string()))?;
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
         Ok(connected) => connected.map_err(|e| fail(e.to_string())),
@@ -364,6 +393,15 @@ pub async fn connect(
             HANDSHAKE_TIMEOUT.as_secs()
         ))),
     }
+}
+
+/// The protocol a connection agreed on (ALPN).
+pub fn protocol(connection: &quinn::Connection) -> Option<Vec<u8>> {
+    connection
+        .handshake_data()?
+        .downcast::<quinn::crypto::rustls::HandshakeData>()
+        .ok()?
+        .protocol
 }
 
 /// The node key a connected peer presented.

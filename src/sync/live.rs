@@ -1,0 +1,256 @@
+//! Live connections (ALPN `capsule-live/1`): a node keeps one QUIC
+//! connection open to each peer it follows through. The dialled side opens
+//! a unidirectional *notice* stream and writes its change counter whenever
+//! it grows; the dialler runs a sync session (the `capsule/1` messages of
+//! schema/sync.md, on a new bidirectional stream of the same connection) at
+//! once and again after every notice. A new post so reaches a connected
+//! follower in one notice and one session — no handshake, no polling.
+//!
+//! Notice stream: one version byte (1), then the counter as u64 BE, again
+//! each time it grows. Counters only grow; a smaller one is a violation.
+//! Only the change counter (heads moved) is told, not every commit, so a
+//! session's own bookkeeping never wakes the peer into another session.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::network::{self, Report, Streams, SyncConfig};
+use super::protocol::Role;
+use super::session::SessionError;
+use super::transport::{self, ALPN_LIVE};
+use crate::identity::{AuthorKey, Identity};
+use crate::store::Store;
+
+/// Version byte at the start of the notice stream.
+pub const NOTICE_VERSION: u8 = 1;
+
+fn transport_error(e: impl std::fmt::Display) -> SessionError {
+    SessionError::Transport(e.to_string())
+}
+
+/// The dialled side of a live connection: notices of its change counter,
+/// and a responder session for each stream the peer opens, until the
+/// connection closes.
+pub async fn serve(
+    connection: quinn::Connection,
+    store: Arc<Store>,
+    own: Option<AuthorKey>,
+    peer: AuthorKey,
+    config: SyncConfig,
+    on_session: Arc<dyn Fn(Result<Report, SessionError>) + Send + Sync>,
+) {
+    let notices = {
+        let (connection, store) = (connection.clone(), Arc::clone(&store));
+        tokio::spawn(async move {
+            let result = notify(&connection, &store).await;
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "live notices ended");
+            }
+        })
+    };
+    while let Ok((send, recv)) = connection.accept_bi().await {
+        let streams = Streams {
+            send,
+            recv,
+            live: true,
+        };
+        let result = network::run_on(
+            connection.clone(),
+            streams,
+            Role::Responder,
+            Arc::clone(&store),
+            own,
+            peer,
+            config,
+            None,
+        )
+        .await;
+        let failed = result.is_err();
+        on_session(result);
+        if failed {
+            break;
+        }
+    }
+    notices.abort();
+}
+
+/// Writes the counter on a new notice stream, then again each time it grows.
+async fn notify(connection: &quinn::Connection, store: &Arc<Store>) -> Result<(), SessionError> {
+    let mut notices = connection.open_uni().await.map_err(transport_error)?;
+    notices
+        .write_all(&[NOTICE_VERSION])
+        .await
+        .map_err(transport_error)?;
+    let mut commits = store.subscribe();
+    let mut told = None;
+    loop {
+        let reader = Arc::clone(store);
+        let counter = tokio::task::spawn_blocking(move || reader.change_counter())
+            .await
+            .map_err(transport_error)??;
+        if told != Some(counter) {
+            notices
+                .write_all(&counter.to_be_bytes())
+                .await
+                .map_err(transport_error)?;
+            told = Some(counter);
+        }
+        commits.changed().await.map_err(transport_error)?;
+    }
+}
+
+/// What of our own store a peer must hear about: the change counter (our
+/// heads moved: our posts, or entries from other peers to pass on) and the
+/// mirror set (we want other logs now).
+async fn local_state(store: &Arc<Store>) -> Result<(u64, [u8; 32]), SessionError> {
+    let store = Arc::clone(store);
+    tokio::task::spawn_blocking(move || {
+        let mut hasher = blake3::Hasher::new();
+        for author in store.mirrors()? {
+            hasher.update(&author.0);
+        }
+        Ok((store.change_counter()?, *hasher.finalize().as_bytes()))
+    })
+    .await
+    .map_err(transport_error)?
+}
+
+/// The dialler's side: connects to `peer` at `addr` and runs a session at
+/// once, then again after each notice of the peer, each change of our own
+/// heads or mirror set, and at the latest after `resync` (jittered), until
+/// the connection ends or `stop` turns true. `on_session` hears each
+/// session; returns whether any succeeded.
+#[allow(clippy::too_many_arguments)]
+pub async fn follow(
+    store: Arc<Store>,
+    identity: &Identity,
+    peer: AuthorKey,
+    addr: std::net::SocketAddr,
+    config: SyncConfig,
+    resync: Duration,
+    mut stop: watch::Receiver<bool>,
+    on_session: &(dyn Fn(&Result<Report, SessionError>) + Send + Sync),
+) -> Result<bool, SessionError> {
+    let endpoint = transport::dialler(addr).map_err(transport_error)?;
+    let connection = transport::connect_for(&endpoint, identity, peer, addr, ALPN_LIVE)
+        .await
+        .map_err(transport_error)?;
+    let (wake, mut woken) = watch::channel(0u64);
+    let listener = {
+        let connection = connection.clone();
+        tokio::spawn(async move {
+            let result = listen(&connection, &wake).await;
+            if let Err(e) = &result {
+                tracing::debug!(%peer, error = %e, "live notices from the peer ended");
+            }
+            result
+        })
+    };
+    let mut any = false;
+    let mut local = store.subscribe();
+    let outcome = 'sessions: loop {
+        woken.mark_unchanged();
+        let (send, recv) = match connection.open_bi().await {
+            Ok(s) => s,
+            Err(e) => break Err(transport_error(e)),
+        };
+        let streams = Streams {
+            send,
+            recv,
+            live: true,
+        };
+        let result = network::run_on(
+            connection.clone(),
+            streams,
+            Role::Initiator,
+            Arc::clone(&store),
+            Some(identity.author()),
+            peer,
+            config,
+            None,
+        )
+        .await;
+        on_session(&result);
+        match result {
+            Ok(_) => any = true,
+            Err(e) => break Err(e),
+        }
+        let seen = match local_state(&store).await {
+            Ok(s) => s,
+            Err(e) => break Err(e),
+        };
+        local.mark_unchanged();
+        let resync_at = tokio::time::Instant::now() + crate::mesh::jitter(resync);
+        loop {
+            enum Wake {
+                Notice,
+                Local,
+                Resync,
+                End,
+            }
+            let wake = tokio::select! {
+                changed = woken.changed() => match changed {
+                    Ok(()) => Wake::Notice,
+                    // The notice stream ended: so did the connection.
+                    Err(_) => Wake::End,
+                },
+                changed = local.changed() => match changed {
+                    Ok(()) => Wake::Local,
+                    Err(_) => Wake::End,
+                },
+                _ = tokio::time::sleep_until(resync_at) => Wake::Resync,
+                _ = stop.wait_for(|s| *s) => Wake::End,
+            };
+            match wake {
+                Wake::Notice | Wake::Resync => break,
+                Wake::End => break 'sessions Ok(any),
+                Wake::Local => match local_state(&store).await {
+                    Ok(now) if now != seen => break,
+                    Ok(_) => {}
+                    Err(e) => break 'sessions Err(e),
+                },
+            }
+        }
+    };
+    listener.abort();
+    connection.close(0u32.into(), b"done");
+    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+    outcome.map(|_| any)
+}
+
+/// Reads the notice stream, waking the session loop at each counter.
+async fn listen(
+    connection: &quinn::Connection,
+    wake: &watch::Sender<u64>,
+) -> Result<(), SessionError> {
+    let mut notices = connection.accept_uni().await.map_err(transport_error)?;
+    let mut version = [0u8; 1];
+    notices
+        .read_exact(&mut version)
+        .await
+        .map_err(transport_error)?;
+    if version[0] != NOTICE_VERSION {
+        return Err(SessionError::Transport(format!(
+            "the peer speaks live notices version {}, this node {NOTICE_VERSION}",
+            version[0]
+        )));
+    }
+    let mut last = 0;
+    loop {
+        let mut counter = [0u8; 8];
+        notices
+            .read_exact(&mut counter)
+            .await
+            .map_err(transport_error)?;
+        let counter = u64::from_be_bytes(counter);
+        if counter < last {
+            return Err(SessionError::Transport(
+                "the peer's change counter went back".into(),
+            ));
+        }
+        last = counter;
+        wake.send_replace(counter);
+    }
+}
