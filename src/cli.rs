@@ -128,8 +128,13 @@ pub enum Command {
     /// dials it; or the KEY alone, and your node gets their log from the
     /// peers that hold it.
     Follow {
+        /// `alice.example` (looked up at https://alice.example/.well-known/capsule),
         /// `KEY@HOST:PORT`, or `KEY`.
         target: String,
+        /// A root certificate (PEM) to trust for the lookup, besides the
+        /// WebPKI roots: for a private or test CA.
+        #[arg(long, value_name = "PEM", hide = true)]
+        ca_root: Option<PathBuf>,
     },
     /// What your node knows: your log, the logs you follow and mirror with
     /// their heads and newest entries, and the peers it dials with how the
@@ -365,7 +370,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Init => init(&dir),
         Command::Up(args) => up(&dir, args),
         Command::Passwd => passwd(&dir),
-        Command::Follow { target } => follow(&dir, &target),
+        Command::Follow { target, ca_root } => follow(&dir, &target, ca_root.as_deref()),
         Command::Status { json } => status(&dir, json, false),
         Command::Peers { json } => status(&dir, json, true),
         Command::Unfollow { author } => {
@@ -532,18 +537,21 @@ fn status(dir: &DataDir, as_json: bool, peers_only: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn follow(dir: &DataDir, target: &str) -> Result<ExitCode> {
+fn follow(dir: &DataDir, target: &str, ca_root: Option<&Path>) -> Result<ExitCode> {
     let (author, address) = match target.split_once('@') {
+        None if crate::well_known::is_domain(target) => {
+            let found = crate::well_known::lookup(target, ca_root)
+                .with_context(|| format!("cannot look up {target}"))?;
+            println!("{target} is {}", found.author);
+            (found.author, found.sync.map(|s| s.host_port))
+        }
         Some(_) => {
             let peer: PeerAddr = target.parse().map_err(|e: String| anyhow::anyhow!(e))?;
             (peer.key, Some(peer.host_port))
         }
         None => match target.parse::<AuthorKey>() {
             Ok(key) => (key, None),
-            Err(e) => bail!(
-                "{target:?} is neither KEY@HOST:PORT nor an author key ({e}); \
-                 following by domain name is not built yet"
-            ),
+            Err(e) => bail!("{target:?} is not a domain, KEY@HOST:PORT or an author key ({e})"),
         },
     };
     publish(

@@ -43,3 +43,4 @@ pub mod progress;
 pub mod status;
 pub mod store;
 pub mod sync;
+pub mod well_known;

@@ -1,7 +1,9 @@
 //! `capsule up --domain` against a real ACME server (Debian's `pebble`, with
 //! `pebble-challtestsrv` answering its DNS): the node obtains a certificate
 //! by TLS-ALPN-01, serves HTTPS with it, redirects plain HTTP there, and
-//! after a restart serves the same certificate from its cache.
+//! after a restart serves the same certificate from its cache. Another node
+//! follows it by domain (`localhost`: pebble issues for it, and it resolves
+//! here without a DNS server of our own).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -14,7 +16,8 @@ use rustls::pki_types::{CertificateDer, ServerName};
 
 use crate::common::{Proc, capsule_bin, free_port};
 
-const DOMAIN: &str = "capsule.test";
+/// The node's domain.
+const DOMAIN: &str = "localhost";
 
 /// Pebble and its DNS server, running until dropped.
 struct Pebble {
@@ -244,6 +247,57 @@ fn a_node_gets_its_certificate_from_acme_and_keeps_it_across_restarts() {
             .contains(&format!("location: https://{DOMAIN}:{https}/feed.atom?x=1")),
         "{answer}"
     );
+
+    // Another node follows this one by its domain: the lookup is HTTPS
+    // verified against the CA's root, and gives the key and sync address.
+    let root_pem = tmp.path().join("pebble-root.pem");
+    std::fs::write(
+        &root_pem,
+        format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            data_encoding::BASE64.encode(&root)
+        ),
+    )
+    .unwrap();
+    crate::common::capsule_ok(&data, &["post", "hello over https"]);
+    let follower = tmp.path().join("follower");
+    let mut b = Proc::spawn(
+        Command::new(capsule_bin())
+            .arg("--data-dir")
+            .arg(&follower)
+            .args([
+                "up",
+                "--listen",
+                "127.0.0.1:0",
+                "--sync-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--sync-interval", "0.2"])
+            .stderr(Stdio::null()),
+    );
+    b.wait_line(20, |l| l.starts_with("Capsule is up"));
+    let target = format!("{DOMAIN}:{https}");
+    // Without the CA's root the lookup is refused.
+    let refused = crate::common::capsule(&follower, &["follow", &target]);
+    assert!(!refused.status.success());
+    let said = crate::common::capsule_ok(
+        &follower,
+        &["follow", &target, "--ca-root", root_pem.to_str().unwrap()],
+    );
+    let author = known["author"].as_str().unwrap();
+    assert!(said.contains(&format!("{target} is {author}")), "{said}");
+    let started = std::time::Instant::now();
+    loop {
+        let status: serde_json::Value =
+            serde_json::from_str(&crate::common::capsule_ok(&follower, &["status", "--json"]))
+                .unwrap();
+        if status["followed"][0]["seq"] == 1 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{status}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(b.terminate().success());
 
     // The cache is private, and a restart does not ask the CA again.
     use std::os::unix::fs::PermissionsExt;

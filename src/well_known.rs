@@ -1,0 +1,159 @@
+//! Finding a node by its domain: `GET https://DOMAIN/.well-known/capsule`
+//! over WebPKI-verified HTTPS, which names the author key and the sync
+//! address (`capsule follow alice.example`).
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use rustls::pki_types::{CertificateDer, ServerName};
+
+use crate::identity::AuthorKey;
+use crate::sync::transport::PeerAddr;
+
+/// How long the lookup may take, connection and answer together.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Largest answer read.
+pub const MAX_ANSWER: u64 = 64 * 1024;
+
+/// What a domain's `/.well-known/capsule` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// The author (and node) key.
+    pub author: AuthorKey,
+    /// Where the node syncs, if it said.
+    pub sync: Option<PeerAddr>,
+}
+
+/// Whether `target` looks like a domain (with an optional port) rather
+/// than a key or `KEY@HOST:PORT`.
+pub fn is_domain(target: &str) -> bool {
+    let host = target.rsplit_once(':').map_or(target, |(h, _)| h);
+    !target.contains('@')
+        && !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && (host.contains('.') || host == "localhost")
+}
+
+/// Asks `target` (`DOMAIN` or `DOMAIN:PORT`, port 443 by default) who it
+/// is, trusting the WebPKI roots and `extra_root` (a PEM file) if given.
+pub fn lookup(target: &str, extra_root: Option<&Path>) -> Result<Found> {
+    let target = target.trim_start_matches("https://").trim_end_matches('/');
+    let (host, port) = match target.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().context("the port is not a number")?),
+        None => (target, 443),
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = extra_root {
+        use rustls::pki_types::pem::PemObject;
+        for cert in CertificateDer::pem_file_iter(path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+        {
+            roots.add(cert?)?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = ServerName::try_from(host.to_string()).context("not a host name")?;
+    let addr = (host, port)
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve {host}"))?
+        .next()
+        .with_context(|| format!("{host} has no address"))?;
+    let tcp = TcpStream::connect_timeout(&addr, TIMEOUT)
+        .with_context(|| format!("cannot connect to {host}:{port}"))?;
+    tcp.set_read_timeout(Some(TIMEOUT))?;
+    tcp.set_write_timeout(Some(TIMEOUT))?;
+    let connection = rustls::ClientConnection::new(Arc::new(config), name)?;
+    let mut tls = rustls::StreamOwned::new(connection, tcp);
+    write!(
+        tls,
+        "GET /.well-known/capsule HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+    )
+    .with_context(|| format!("HTTPS to {host}:{port} failed"))?;
+    let mut raw = Vec::new();
+    let read = (&mut tls).take(MAX_ANSWER).read_to_end(&mut raw);
+    // Servers may close without close_notify; what arrived is judged below.
+    if raw.is_empty() {
+        read.with_context(|| format!("HTTPS to {host}:{port} failed"))?;
+        bail!("{host}:{port} sent nothing");
+    }
+    parse(&raw).with_context(|| format!("{host}:{port} is not a capsule node"))
+}
+
+/// Reads an HTTP answer carrying the well-known JSON.
+pub fn parse(raw: &[u8]) -> Result<Found> {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("no HTTP answer")?;
+    let head = String::from_utf8_lossy(&raw[..split]);
+    let status = head.split_whitespace().nth(1).unwrap_or("");
+    ensure!(status == "200", "/.well-known/capsule answered {status}");
+    let body = &raw[split + 4..];
+    ensure!(
+        !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "a chunked answer (a capsule node sends a length)"
+    );
+    let json: serde_json::Value = serde_json::from_slice(body).context("not JSON")?;
+    let author: AuthorKey = json["author"]
+        .as_str()
+        .context("no author key")?
+        .parse()
+        .map_err(|e| anyhow::anyhow!("bad author key: {e}"))?;
+    let sync = match json["sync"].as_str() {
+        Some(s) => {
+            let peer: PeerAddr = s.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+            ensure!(
+                peer.key == author,
+                "the sync address names another key than the author"
+            );
+            Some(peer)
+        }
+        None => None,
+    };
+    Ok(Found { author, sync })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_and_answers() {
+        assert!(is_domain("alice.example"));
+        assert!(is_domain("alice.example:8443"));
+        assert!(is_domain("localhost:443"));
+        assert!(!is_domain(
+            "a3qapzdw2ophzuuvfgaapps6x5i255cwb5rs47edqj4rhvnuxvyq"
+        ));
+        assert!(!is_domain("KEY@host:1"));
+        let key = "a3qapzdw2ophzuuvfgaapps6x5i255cwb5rs47edqj4rhvnuxvyq";
+        let ok = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n{{\"author\":\"{key}\",\"sync\":\"{key}@alice.example:4433\"}}"
+        );
+        let found = parse(ok.as_bytes()).unwrap();
+        assert_eq!(found.author.to_string(), key);
+        assert_eq!(found.sync.unwrap().host_port, "alice.example:4433");
+        let other = "b3qapzdw2ophzuuvfgaapps6x5i255cwb5rs47edqj4rhvnuxvyq";
+        let lying = format!(
+            "HTTP/1.1 200 OK\r\n\r\n{{\"author\":\"{key}\",\"sync\":\"{other}@x.example:1\"}}"
+        );
+        assert!(parse(lying.as_bytes()).is_err());
+        assert!(parse(b"HTTP/1.1 404 Not Found\r\n\r\n{}").is_err());
+        assert!(parse(b"garbage").is_err());
+    }
+}
