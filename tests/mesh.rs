@@ -151,6 +151,10 @@ fn posts_survive_their_origin_going_down() {
     }
     let text = capsule_ok(&b_dir, &["peers"]);
     assert!(text.contains("failures in a row"), "{text}");
+    let b_page = b.get(&format!("/@{a_key}"));
+    assert!(b_page.contains("Origin unreachable since"), "{b_page}");
+    assert!(b_page.contains("verified copy of 3 entries"), "{b_page}");
+    assert!(page.contains("the log came from peers"), "{page}");
 
     // A comes back at the same address and posts; B and C converge.
     a = Node::start(&a_dir, a_port, &[]);

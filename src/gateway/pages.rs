@@ -287,12 +287,41 @@ fn post_html(post: &Post, viewer: Option<&Viewer>, owner: &AuthorKey) -> Markup 
     }
 }
 
+/// What a mirrored log's page says of its origin.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    /// Entries held.
+    pub entries: u64,
+    /// The origin node's address row, if this node dials it.
+    pub address: Option<crate::store::tables::AddressRow>,
+}
+
+fn origin_html(origin: &Origin) -> Markup {
+    let copy = format!("verified copy of {} entries", origin.entries);
+    html! {
+        p.origin {
+            @match &origin.address {
+                None => { "Origin not dialled by this node (the log came from peers); " (copy) "." }
+                Some(row) if row.failures == 0 && row.last_success_us > 0 => {
+                    "Origin reachable, last synced " (format_time(row.last_success_us)) " UTC; " (copy) "."
+                }
+                Some(row) if row.last_success_us > 0 => {
+                    "Origin unreachable since " (format_time(row.last_success_us)) " UTC ("
+                    (row.failures) " failed attempts); " (copy) "."
+                }
+                Some(_) => { "Origin not reached yet; " (copy) "." }
+            }
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn log_page(
     state: &State,
     viewer: Option<&Viewer>,
     author: AuthorKey,
     profile: Option<(String, String)>,
+    origin: Option<Origin>,
     posts: &[Post],
     next: Option<u64>,
     base: &str,
@@ -306,6 +335,7 @@ fn log_page(
             @if !owner {
                 span.badge { "verified copy: every entry checked against its author's signature" }
             }
+            @if let Some(origin) = &origin { (origin_html(origin)) }
         }
         @if let (true, Some(v)) = (owner, viewer) { (compose_form(v, None)) }
         @if posts.is_empty() {
@@ -360,11 +390,19 @@ async fn author_log(
         return home(&state, viewer, page.until).await;
     }
     let key = author.unwrap_or(state.owner);
-    let (posts, next, profile, held) = state
+    let mirrored = key != state.owner;
+    let (posts, next, profile, held, origin) = state
         .read(move |s| {
-            let held = s.head(&key)?.is_some();
+            let head = s.head(&key)?;
             let (p, n) = posts(s, &key, page.before, PAGE_SIZE)?;
-            Ok((p, n, profile(s, &key)?, held))
+            let origin = match (mirrored, head) {
+                (true, Some(h)) => Some(Origin {
+                    entries: h.seq,
+                    address: s.address(&key)?,
+                }),
+                _ => None,
+            };
+            Ok((p, n, profile(s, &key)?, head.is_some(), origin))
         })
         .await?;
     if author.is_some() && !held {
@@ -379,6 +417,7 @@ async fn author_log(
         viewer.as_ref(),
         key,
         profile,
+        origin,
         &posts,
         next,
         &base,

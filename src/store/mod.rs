@@ -298,6 +298,15 @@ impl Store {
         })
     }
 
+    /// What the node knows of `peer`'s address, if anything.
+    pub fn address(&self, peer: &AuthorKey) -> Result<Option<AddressRow>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let addresses = txn.open_table(ADDRESSES)?;
+        Ok(addresses
+            .get(&peer.0)?
+            .and_then(|v| AddressRow::decode(v.value())))
+    }
+
     /// Every peer address the node knows, in key order.
     pub fn addresses(&self) -> Result<Vec<(AuthorKey, AddressRow)>, StoreError> {
         let txn = self.db.begin_read()?;
