@@ -253,3 +253,80 @@ fn posts_propagate_over_live_connections() {
     }
     capsule_ok(&c_dir, &["verify", "--store"]);
 }
+
+/// Ten nodes, each started knowing only the one before it; all follow the
+/// first node's author by key alone. Peer exchange spreads the author's
+/// address down the chain; every node ends with the whole log, verified.
+/// Time to convergence is printed.
+#[test]
+fn ten_nodes_in_a_chain_converge_by_peer_exchange() {
+    const NODES: usize = 10;
+    const POSTS: u64 = 20;
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs: Vec<_> = (0..NODES)
+        .map(|i| tmp.path().join(format!("n{i}")))
+        .collect();
+    let author = init(&dirs[0]);
+    for i in 1..=POSTS {
+        capsule_ok(&dirs[0], &["post", &format!("chain post {i}")]);
+    }
+    let started = Instant::now();
+    let mut nodes: Vec<Node> = Vec::new();
+    for dir in &dirs {
+        if nodes.is_empty() {
+            nodes.push(Node::start(dir, free_port(), &[]));
+            continue;
+        }
+        init(dir);
+        let previous = nodes.last().unwrap().sync.clone();
+        let node = Node::start(dir, free_port(), &[&previous]);
+        capsule_ok(dir, &["follow", &author]);
+        nodes.push(node);
+    }
+    for (i, node) in nodes.iter().enumerate().skip(1) {
+        node.wait_for(&author, POSTS, &format!("node {i}"));
+    }
+    let converged = started.elapsed();
+
+    // Peer exchange: every node learns the author's own node, and a new post
+    // reaches the end of the chain directly.
+    let origin = nodes[0].sync.clone();
+    for (i, dir) in dirs.iter().enumerate().skip(2) {
+        let since = Instant::now();
+        loop {
+            let peers: serde_json::Value =
+                serde_json::from_str(&capsule_ok(dir, &["peers", "--json"])).unwrap();
+            let list = peers.as_array().unwrap();
+            if list
+                .iter()
+                .any(|p| p["peer"] == origin.as_str() && p["source"] == "exchange")
+            {
+                break;
+            }
+            assert!(
+                since.elapsed() < Duration::from_secs(30),
+                "node {i}: {peers}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let posted = Instant::now();
+    capsule_ok(&dirs[0], &["post", "the last one"]);
+    for (i, node) in nodes.iter().enumerate().skip(1) {
+        node.wait_for(&author, POSTS + 1, &format!("node {i}, the last post"));
+    }
+    let spread = posted.elapsed();
+    eprintln!(
+        "{NODES} nodes in a chain: every follower held all {POSTS} posts {:.0} ms after the first start; \
+         after peer exchange a new post reached all {} followers in {:.1} ms",
+        converged.as_secs_f64() * 1e3,
+        NODES - 1,
+        spread.as_secs_f64() * 1e3
+    );
+    for mut node in nodes {
+        assert!(node.proc.terminate().success());
+    }
+    for dir in &dirs {
+        capsule_ok(dir, &["verify", "--store"]);
+    }
+}

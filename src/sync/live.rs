@@ -26,6 +26,27 @@ use crate::store::Store;
 /// Version byte at the start of the notice stream.
 pub const NOTICE_VERSION: u8 = 1;
 
+/// First byte of a bidirectional stream on a live connection: a sync
+/// session follows.
+pub const STREAM_SESSION: u8 = 1;
+
+/// First byte of a bidirectional stream on a live connection: a peer
+/// exchange follows.
+pub const STREAM_PEERS: u8 = 2;
+
+/// Authors one peer-exchange question may name.
+pub const MAX_ASKED: usize = 256;
+
+/// Addresses one peer-exchange answer may carry.
+pub const MAX_TOLD: usize = 32;
+
+/// Addresses a node keeps; beyond it, exchanged ones are not learned.
+pub const MAX_ADDRESSES: usize = 1024;
+
+/// Largest peer-exchange frame: 256 keys, or 32 addresses of ≤ 52 + 1 +
+/// 255 bytes, with their length prefixes.
+pub const MAX_EXCHANGE_FRAME: usize = 16 * 1024;
+
 fn transport_error(e: impl std::fmt::Display) -> SessionError {
     SessionError::Transport(e.to_string())
 }
@@ -50,7 +71,26 @@ pub async fn serve(
             }
         })
     };
-    while let Ok((send, recv)) = connection.accept_bi().await {
+    while let Ok((mut send, mut recv)) = connection.accept_bi().await {
+        let mut kind = [0u8; 1];
+        if recv.read_exact(&mut kind).await.is_err() {
+            break;
+        }
+        match kind[0] {
+            STREAM_SESSION => {}
+            STREAM_PEERS => {
+                if let Err(e) = answer_peers(&store, own, &mut send, &mut recv).await {
+                    tracing::debug!(%peer, error = %e, "peer exchange failed");
+                    break;
+                }
+                continue;
+            }
+            other => {
+                tracing::debug!(%peer, kind = other, "unknown live stream kind");
+                connection.close(3u32.into(), b"unknown stream kind");
+                break;
+            }
+        }
         let streams = Streams {
             send,
             recv,
@@ -149,13 +189,18 @@ pub async fn follow(
         })
     };
     let mut any = false;
+    // Peer exchange after the first session, and again at every resync.
+    let mut ask = true;
     let mut local = store.subscribe();
     let outcome = 'sessions: loop {
         woken.mark_unchanged();
-        let (send, recv) = match connection.open_bi().await {
+        let (mut send, recv) = match connection.open_bi().await {
             Ok(s) => s,
             Err(e) => break Err(transport_error(e)),
         };
+        if let Err(e) = send.write_all(&[STREAM_SESSION]).await {
+            break Err(transport_error(e));
+        }
         let streams = Streams {
             send,
             recv,
@@ -176,6 +221,15 @@ pub async fn follow(
         match result {
             Ok(_) => any = true,
             Err(e) => break Err(e),
+        }
+        if std::mem::take(&mut ask) {
+            // Ask the peer where the logs we follow come from, so the mesh
+            // grows past this peer.
+            match ask_peers(&connection, &store, identity.author()).await {
+                Ok(n) if n > 0 => tracing::info!(%peer, learned = n, "peer exchange"),
+                Ok(_) => {}
+                Err(e) => tracing::debug!(%peer, error = %e, "peer exchange failed"),
+            }
         }
         let seen = match local_state(&store).await {
             Ok(s) => s,
@@ -204,7 +258,11 @@ pub async fn follow(
                 _ = stop.wait_for(|s| *s) => Wake::End,
             };
             match wake {
-                Wake::Notice | Wake::Resync => break,
+                Wake::Notice => break,
+                Wake::Resync => {
+                    ask = true;
+                    break;
+                }
                 Wake::End => break 'sessions Ok(any),
                 Wake::Local => match local_state(&store).await {
                     Ok(now) if now != seen => break,
@@ -253,4 +311,148 @@ async fn listen(
         last = counter;
         wake.send_replace(counter);
     }
+}
+
+async fn write_frame(send: &mut quinn::SendStream, body: &[u8]) -> Result<(), SessionError> {
+    send.write_all(&(body.len() as u32).to_be_bytes())
+        .await
+        .map_err(transport_error)?;
+    send.write_all(body).await.map_err(transport_error)
+}
+
+async fn read_frame(recv: &mut quinn::RecvStream) -> Result<Vec<u8>, SessionError> {
+    let mut prefix = [0u8; 4];
+    recv.read_exact(&mut prefix)
+        .await
+        .map_err(transport_error)?;
+    let len = u32::from_be_bytes(prefix) as usize;
+    if len > MAX_EXCHANGE_FRAME {
+        return Err(SessionError::Transport(format!(
+            "a peer-exchange frame of {len} bytes (limit {MAX_EXCHANGE_FRAME})"
+        )));
+    }
+    let mut body = vec![0u8; len];
+    recv.read_exact(&mut body).await.map_err(transport_error)?;
+    Ok(body)
+}
+
+/// Decodes a peer-exchange question: postcard `Vec<[u8; 32]>`, at most
+/// [`MAX_ASKED`] keys, nothing after.
+pub fn decode_question(body: &[u8]) -> Result<Vec<[u8; 32]>, String> {
+    let (keys, rest): (Vec<[u8; 32]>, _) =
+        postcard::take_from_bytes(body).map_err(|e| e.to_string())?;
+    if !rest.is_empty() || keys.len() > MAX_ASKED {
+        return Err("a malformed peer-exchange question".into());
+    }
+    Ok(keys)
+}
+
+/// Decodes a peer-exchange answer: postcard `Vec<String>` of
+/// `KEY@HOST:PORT`, at most [`MAX_TOLD`], nothing after; unparsable
+/// addresses are dropped.
+pub fn decode_answer(body: &[u8]) -> Result<Vec<super::transport::PeerAddr>, String> {
+    let (told, rest): (Vec<String>, _) =
+        postcard::take_from_bytes(body).map_err(|e| e.to_string())?;
+    if !rest.is_empty() || told.len() > MAX_TOLD {
+        return Err("a malformed peer-exchange answer".into());
+    }
+    Ok(told.iter().filter_map(|t| t.parse().ok()).collect())
+}
+
+/// Answers "where do these authors' logs come from": the address of each
+/// one's own node if this node dials it successfully, then other peers
+/// that answered, at most [`MAX_TOLD`] in all.
+async fn answer_peers(
+    store: &Arc<Store>,
+    own: Option<AuthorKey>,
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+) -> Result<(), SessionError> {
+    let asked = decode_question(&read_frame(recv).await?).map_err(SessionError::Transport)?;
+    let reader = Arc::clone(store);
+    let told = tokio::task::spawn_blocking(move || -> Result<Vec<String>, SessionError> {
+        let book = reader.addresses()?;
+        let good =
+            |row: &crate::store::tables::AddressRow| row.failures == 0 && row.last_success_us > 0;
+        let mut told: Vec<String> = Vec::new();
+        for key in &asked {
+            if let Some((k, row)) = book.iter().find(|(k, _)| k.0 == *key)
+                && good(row)
+            {
+                told.push(format!("{k}@{}", row.host_port));
+            }
+        }
+        for (k, row) in &book {
+            let text = format!("{k}@{}", row.host_port);
+            if told.len() >= MAX_TOLD {
+                break;
+            }
+            if good(row) && Some(*k) != own && !told.contains(&text) {
+                told.push(text);
+            }
+        }
+        told.truncate(MAX_TOLD);
+        Ok(told)
+    })
+    .await
+    .map_err(transport_error)??;
+    let body = postcard::to_allocvec(&told).map_err(transport_error)?;
+    write_frame(send, &body).await?;
+    send.finish().map_err(transport_error)?;
+    Ok(())
+}
+
+/// Asks the peer where the followed authors' logs come from and learns
+/// the addresses it tells; how many were new.
+async fn ask_peers(
+    connection: &quinn::Connection,
+    store: &Arc<Store>,
+    us: AuthorKey,
+) -> Result<usize, SessionError> {
+    let reader = Arc::clone(store);
+    let asked: Vec<[u8; 32]> = tokio::task::spawn_blocking(move || -> Result<_, SessionError> {
+        Ok(reader
+            .followed()?
+            .into_iter()
+            .take(MAX_ASKED)
+            .map(|a| a.0)
+            .collect())
+    })
+    .await
+    .map_err(transport_error)??;
+    if asked.is_empty() {
+        return Ok(0);
+    }
+    let (mut send, mut recv) = connection.open_bi().await.map_err(transport_error)?;
+    send.write_all(&[STREAM_PEERS])
+        .await
+        .map_err(transport_error)?;
+    let body = postcard::to_allocvec(&asked).map_err(transport_error)?;
+    write_frame(&mut send, &body).await?;
+    send.finish().map_err(transport_error)?;
+    let told = decode_answer(&read_frame(&mut recv).await?).map_err(SessionError::Transport)?;
+    let writer = Arc::clone(store);
+    tokio::task::spawn_blocking(move || -> Result<usize, SessionError> {
+        let book = writer.addresses()?;
+        let mut learned = 0;
+        for peer in told {
+            if peer.key == us || book.iter().any(|(k, _)| *k == peer.key) {
+                continue;
+            }
+            if book.len() + learned >= MAX_ADDRESSES {
+                break;
+            }
+            writer.update_address(
+                peer.key,
+                crate::store::AddressUpdate::Learn {
+                    host_port: peer.host_port,
+                    source: crate::store::tables::AddressSource::Exchange,
+                },
+            )?;
+            learned += 1;
+        }
+        Ok(learned)
+    })
+    .await
+    .map_err(transport_error)?
 }
