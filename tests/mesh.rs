@@ -330,3 +330,64 @@ fn ten_nodes_in_a_chain_converge_by_peer_exchange() {
         capsule_ok(dir, &["verify", "--store"]);
     }
 }
+
+/// A peer serves a fork of A's log (another node with A's key, posting
+/// other entries): C, which hears A's log from A and the fork through B,
+/// keeps the proof, shows it on A's page and in `verify --store` (exit 3),
+/// takes nothing more of A's log, and goes on syncing B's log honestly.
+#[test]
+fn a_fork_served_by_a_peer_is_kept_as_proof_and_shown() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = |n: &str| tmp.path().join(n);
+    let a_key = init(&dir("a"));
+    for text in ["one", "two"] {
+        capsule_ok(&dir("a"), &["post", text]);
+    }
+    // The forger holds A's key in a store of its own.
+    std::fs::create_dir_all(dir("f")).unwrap();
+    std::fs::copy(dir("a").join("identity.key"), dir("f").join("identity.key")).unwrap();
+    assert_eq!(init(&dir("f")), a_key, "init keeps the copied key");
+    for text in ["a forged first post", "a forged second post"] {
+        capsule_ok(&dir("f"), &["post", text]);
+    }
+    let b_key = init(&dir("b"));
+    init(&dir("c"));
+
+    let a = Node::start(&dir("a"), free_port(), &[]);
+    let f = Node::start(&dir("f"), free_port(), &[]);
+    let b = Node::start(&dir("b"), free_port(), &[&f.sync]);
+    capsule_ok(&dir("b"), &["follow", &a_key]);
+    b.wait_for(&a_key, 2, "B holds the forged log");
+    let c = Node::start(&dir("c"), free_port(), &[&b.sync]);
+    capsule_ok(&dir("c"), &["follow", &a.sync]);
+    capsule_ok(&dir("c"), &["follow", &b_key]);
+
+    let started = Instant::now();
+    let page = loop {
+        let page = c.get(&format!("/@{a_key}"));
+        if page.contains("This log is forked") {
+            break page;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{page}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(page.contains("seq 2"), "{page}");
+
+    // Honest sync goes on: B's own posts still reach C.
+    capsule_ok(&dir("b"), &["post", "B carries on"]);
+    c.wait_for(&b_key, 2, "C gets B's post after the fork");
+
+    for mut node in [a, f, b, c] {
+        assert!(node.proc.terminate().success());
+    }
+    let verify = crate::common::capsule(&dir("c"), &["verify", "--store"]);
+    assert_eq!(
+        verify.status.code(),
+        Some(3),
+        "a forked log fails verification"
+    );
+    assert!(
+        String::from_utf8_lossy(&verify.stdout).contains("fork")
+            || String::from_utf8_lossy(&verify.stderr).contains("fork")
+    );
+}

@@ -296,6 +296,18 @@ pub struct Origin {
     pub address: Option<crate::store::tables::AddressRow>,
 }
 
+fn fork_html(proof: &crate::store::ForkProof) -> Markup {
+    html! {
+        p.error role="alert" {
+            "This log is forked: its author signed two different entries for seq "
+            (proof.first.seq()) " ("
+            code { (proof.first.id().to_string()[..16]) } " and "
+            code { (proof.second.id().to_string()[..16]) }
+            "). This node keeps both as proof and takes no further entries of this log."
+        }
+    }
+}
+
 fn origin_html(origin: &Origin) -> Markup {
     let copy = format!("verified copy of {} entries", origin.entries);
     html! {
@@ -322,6 +334,7 @@ fn log_page(
     author: AuthorKey,
     profile: Option<(String, String)>,
     origin: Option<Origin>,
+    fork: Option<crate::store::ForkProof>,
     posts: &[Post],
     next: Option<u64>,
     base: &str,
@@ -336,6 +349,7 @@ fn log_page(
                 span.badge { "verified copy: every entry checked against its author's signature" }
             }
             @if let Some(origin) = &origin { (origin_html(origin)) }
+            @if let Some(proof) = &fork { (fork_html(proof)) }
         }
         @if let (true, Some(v)) = (owner, viewer) { (compose_form(v, None)) }
         @if posts.is_empty() {
@@ -391,7 +405,7 @@ async fn author_log(
     }
     let key = author.unwrap_or(state.owner);
     let mirrored = key != state.owner;
-    let (posts, next, profile, held, origin) = state
+    let (posts, next, profile, held, origin, fork) = state
         .read(move |s| {
             let head = s.head(&key)?;
             let (p, n) = posts(s, &key, page.before, PAGE_SIZE)?;
@@ -402,7 +416,14 @@ async fn author_log(
                 }),
                 _ => None,
             };
-            Ok((p, n, profile(s, &key)?, head.is_some(), origin))
+            Ok((
+                p,
+                n,
+                profile(s, &key)?,
+                head.is_some(),
+                origin,
+                s.fork_of(&key)?,
+            ))
         })
         .await?;
     if author.is_some() && !held {
@@ -418,6 +439,7 @@ async fn author_log(
         key,
         profile,
         origin,
+        fork,
         &posts,
         next,
         &base,

@@ -602,6 +602,20 @@ impl Store {
         Ok(out)
     }
 
+    /// The proof that `author` forked their log, if the store holds one.
+    pub fn fork_of(&self, author: &AuthorKey) -> Result<Option<ForkProof>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let forks = txn.open_table(FORKS)?;
+        let Some(v) = forks.get(&author.0)? else {
+            return Ok(None);
+        };
+        let v = v.value();
+        Ok(Some(ForkProof {
+            first: decode_stored(v[..ENTRY_LEN].try_into().expect("217 bytes"))?,
+            second: decode_stored(v[ENTRY_LEN..].try_into().expect("217 bytes"))?,
+        }))
+    }
+
     /// The newest change counter (0 when nothing was ever stored).
     pub fn change_counter(&self) -> Result<u64, StoreError> {
         let txn = self.db.begin_read()?;
