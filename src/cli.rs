@@ -538,22 +538,10 @@ fn status(dir: &DataDir, as_json: bool, peers_only: bool) -> Result<ExitCode> {
 }
 
 fn follow(dir: &DataDir, target: &str, ca_root: Option<&Path>) -> Result<ExitCode> {
-    let (author, address) = match target.split_once('@') {
-        None if crate::well_known::is_domain(target) => {
-            let found = crate::well_known::lookup(target, ca_root)
-                .with_context(|| format!("cannot look up {target}"))?;
-            println!("{target} is {}", found.author);
-            (found.author, found.sync.map(|s| s.host_port))
-        }
-        Some(_) => {
-            let peer: PeerAddr = target.parse().map_err(|e: String| anyhow::anyhow!(e))?;
-            (peer.key, Some(peer.host_port))
-        }
-        None => match target.parse::<AuthorKey>() {
-            Ok(key) => (key, None),
-            Err(e) => bail!("{target:?} is not a domain, KEY@HOST:PORT or an author key ({e})"),
-        },
-    };
+    let (author, address, looked_up) = crate::well_known::follow_target(target, ca_root)?;
+    if looked_up {
+        println!("{target} is {author}");
+    }
     publish(
         dir,
         admin::Request::Follow {

@@ -29,6 +29,30 @@ pub struct Found {
     pub sync: Option<PeerAddr>,
 }
 
+/// What `capsule follow TARGET` (or the web's follow form) means: a domain
+/// is looked up; `KEY@HOST:PORT` gives both; a key alone gives no address.
+/// Returns the author, where its node syncs if known, and whether a lookup
+/// was made.
+pub fn follow_target(
+    target: &str,
+    extra_root: Option<&Path>,
+) -> Result<(AuthorKey, Option<String>, bool)> {
+    let target = target.trim();
+    if target.contains('@') {
+        let peer: PeerAddr = target.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+        return Ok((peer.key, Some(peer.host_port), false));
+    }
+    if is_domain(target) {
+        let found =
+            lookup(target, extra_root).with_context(|| format!("cannot look up {target}"))?;
+        return Ok((found.author, found.sync.map(|s| s.host_port), true));
+    }
+    match target.parse::<AuthorKey>() {
+        Ok(key) => Ok((key, None, false)),
+        Err(e) => bail!("{target:?} is not a domain, KEY@HOST:PORT or an author key ({e})"),
+    }
+}
+
 /// Whether `target` looks like a domain (with an optional port) rather
 /// than a key or `KEY@HOST:PORT`.
 pub fn is_domain(target: &str) -> bool {

@@ -403,6 +403,18 @@ fn the_owner_writes_from_a_real_browser() {
     browser.wait_for("the deletion", |s| s.contains("deleted by its author"));
     assert!(!browser.source().contains("Hello from a real browser"));
 
+    // Follow an author by key from the home page's form.
+    let someone = crate::common::test_identity(9).author().to_string();
+    browser.go(&format!("{base}/"));
+    browser.type_into("#target", &someone);
+    browser.click("form.follow button");
+    browser.wait_for("the follow", |s| s.contains("the 1 author you follow"));
+    browser.go(&format!("{base}/"));
+    browser.type_into("#target", "not a key or a domain");
+    browser.click("form.follow button");
+    browser.wait_for("the refusal", |s| s.contains("Not followed"));
+    browser.go(&format!("{base}/"));
+
     // Log out: the session is gone, in the browser and on the server.
     browser.click("nav.bar button");
     browser.wait_for("the login link", |s| s.contains("Log in"));

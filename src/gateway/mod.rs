@@ -107,6 +107,8 @@ pub fn router(state: State) -> Router {
             .route("/logout", post(owner::logout))
             .route("/post", post(owner::post))
             .route("/delete", post(owner::delete))
+            .route("/follow", post(owner::follow))
+            .route("/unfollow", post(owner::unfollow))
             .route("/.well-known/capsule", get(api::well_known))
             .route(
                 "/assets/{hash}/{name}",

@@ -27,6 +27,7 @@ use tokio::sync::Semaphore;
 
 use super::{State, pages};
 use crate::compose::{self, ComposeError};
+use crate::identity::AuthorKey;
 use crate::log::entry::EntryId;
 use crate::passphrase::{self, PassphraseError};
 
@@ -454,5 +455,80 @@ async fn publish(
             "Not published",
             &e.to_string(),
         ),
+    }
+}
+
+/// The follow form: a domain, `KEY@HOST:PORT` or a key.
+#[derive(Debug, Deserialize)]
+pub struct FollowForm {
+    #[serde(default)]
+    target: String,
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `POST /follow`: looks the target up if it is a domain, publishes the
+/// Follow record, and shows the home timeline.
+pub async fn follow(
+    Extract(state): Extract<State>,
+    headers: HeaderMap,
+    Form(form): Form<FollowForm>,
+) -> Response {
+    if let Some(refusal) = refused(&state, &headers, &form.csrf) {
+        return refusal;
+    }
+    let (store, identity) = (Arc::clone(&state.store), Arc::clone(&state.identity));
+    let done = tokio::task::spawn_blocking(move || -> Result<AuthorKey, String> {
+        let (author, address, _) =
+            crate::well_known::follow_target(&form.target, None).map_err(|e| format!("{e:#}"))?;
+        compose::follow(&store, &identity, author, address).map_err(|e| e.to_string())?;
+        Ok(author)
+    })
+    .await;
+    match done {
+        Ok(Ok(author)) => {
+            tracing::info!(%author, "owner followed from the web");
+            Redirect::to("/").into_response()
+        }
+        Ok(Err(m)) => refusal(StatusCode::BAD_REQUEST, "Not followed", &m),
+        Err(e) => refusal(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Not followed",
+            &e.to_string(),
+        ),
+    }
+}
+
+/// The unfollow button's form.
+#[derive(Debug, Deserialize)]
+pub struct UnfollowForm {
+    #[serde(default)]
+    author: String,
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `POST /unfollow`: publishes the Unfollow record; the mirror stays.
+pub async fn unfollow(
+    Extract(state): Extract<State>,
+    headers: HeaderMap,
+    Form(form): Form<UnfollowForm>,
+) -> Response {
+    if let Some(refusal) = refused(&state, &headers, &form.csrf) {
+        return refusal;
+    }
+    let author: AuthorKey = match form.author.parse() {
+        Ok(a) => a,
+        Err(e) => return refusal(StatusCode::BAD_REQUEST, "Not unfollowed", &e.to_string()),
+    };
+    match publish(&state, move |store, identity| {
+        compose::unfollow(store, identity, author)
+    })
+    .await
+    {
+        r if r.status() == StatusCode::SEE_OTHER => {
+            Redirect::to(&format!("/@{author}")).into_response()
+        }
+        r => r,
     }
 }

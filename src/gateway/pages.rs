@@ -335,6 +335,7 @@ fn log_page(
     profile: Option<(String, String)>,
     origin: Option<Origin>,
     fork: Option<crate::store::ForkProof>,
+    followed: bool,
     posts: &[Post],
     next: Option<u64>,
     base: &str,
@@ -350,6 +351,21 @@ fn log_page(
             }
             @if let Some(origin) = &origin { (origin_html(origin)) }
             @if let Some(proof) = &fork { (fork_html(proof)) }
+            @if let (false, Some(v)) = (owner, viewer) {
+                @if followed {
+                    form.inline method="post" action="/unfollow" {
+                        input type="hidden" name="csrf" value=(v.csrf);
+                        input type="hidden" name="author" value=(author.to_string());
+                        button.link type="submit" { "Unfollow" }
+                    }
+                } @else {
+                    form.inline method="post" action="/follow" {
+                        input type="hidden" name="csrf" value=(v.csrf);
+                        input type="hidden" name="target" value=(author.to_string());
+                        button.link type="submit" { "Follow" }
+                    }
+                }
+            }
         }
         @if let (true, Some(v)) = (owner, viewer) { (compose_form(v, None)) }
         @if posts.is_empty() {
@@ -405,7 +421,7 @@ async fn author_log(
     }
     let key = author.unwrap_or(state.owner);
     let mirrored = key != state.owner;
-    let (posts, next, profile, held, origin, fork) = state
+    let (posts, next, profile, held, origin, fork, followed) = state
         .read(move |s| {
             let head = s.head(&key)?;
             let (p, n) = posts(s, &key, page.before, PAGE_SIZE)?;
@@ -423,6 +439,7 @@ async fn author_log(
                 head.is_some(),
                 origin,
                 s.fork_of(&key)?,
+                s.followed()?.contains(&key),
             ))
         })
         .await?;
@@ -440,6 +457,7 @@ async fn author_log(
         profile,
         origin,
         fork,
+        followed,
         &posts,
         next,
         &base,
@@ -471,6 +489,12 @@ async fn home(state: &State, viewer: &Viewer, until: Option<u64>) -> Result<Mark
             }
         }
         (compose_form(viewer, None))
+        form.follow method="post" action="/follow" {
+            input type="hidden" name="csrf" value=(viewer.csrf);
+            label for="target" { "Follow" }
+            input #target type="text" name="target" placeholder="alice.example, KEY@HOST:PORT or KEY" required;
+            button type="submit" { "Follow" }
+        }
         @if posts.is_empty() {
             p.muted { "No posts here yet." }
         }
