@@ -44,6 +44,9 @@ pub enum Request {
         author: String,
         /// `HOST:PORT` of their node's sync listener.
         address: Option<String>,
+        /// `https://HOST[:PORT]` of their node's gateway.
+        #[serde(default)]
+        web: Option<String>,
     },
     /// Stop following an author.
     Unfollow(String),
@@ -95,12 +98,16 @@ pub fn handle(store: &Store, identity: &Arc<Identity>, line: &str) -> Answer {
         }
         Request::Delete(seq) => compose::delete(store, identity, seq),
         Request::Profile { name, bio } => compose::profile(store, identity, name, bio),
-        Request::Follow { author, address } => {
+        Request::Follow {
+            author,
+            address,
+            web,
+        } => {
             let author = match author.parse() {
                 Ok(a) => a,
                 Err(e) => return Answer::Error(format!("bad author key: {e}")),
             };
-            match compose::follow(store, identity, author, address) {
+            match compose::follow(store, identity, author, address, web) {
                 Ok(Some(entry)) => Ok(entry),
                 Ok(None) => return Answer::Done(format!("you already follow {author}")),
                 Err(e) => Err(e),
@@ -123,6 +130,7 @@ pub fn handle(store: &Store, identity: &Arc<Identity>, line: &str) -> Answer {
             };
             let update = crate::store::AddressUpdate::Learn {
                 host_port: peer.host_port.clone(),
+                web: None,
                 source: crate::store::tables::AddressSource::Bootstrap,
             };
             return match store.update_address(peer.key, update) {

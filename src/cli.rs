@@ -88,6 +88,16 @@ pub struct UpArgs {
     /// the WebPKI roots: for a private or test CA.
     #[arg(long, value_name = "PEM", requires = "domain", hide = true)]
     acme_root: Option<PathBuf>,
+    /// The sync address other nodes are told (in /.well-known/capsule), as
+    /// HOST:PORT, when it is not the one this node sees: behind a port
+    /// forward, say. Default: the domain (or listen address) and the sync
+    /// port.
+    #[arg(long, value_name = "HOST:PORT", env = "CAPSULE_PUBLIC_SYNC")]
+    public_sync: Option<String>,
+    /// A root certificate (PEM) to trust, besides the WebPKI roots, when
+    /// pulling peers' logs over HTTPS: for a private or test CA.
+    #[arg(long, value_name = "PEM", hide = true)]
+    ca_root: Option<PathBuf>,
     /// A peer to sync with, `KEY@HOST:PORT` (repeatable): the node starts
     /// from these and the nodes of the authors you follow.
     #[arg(long = "peer", value_name = "KEY@HOST:PORT")]
@@ -505,8 +515,10 @@ fn up(dir: &DataDir, args: UpArgs) -> Result<ExitCode> {
             peers: args.peers,
             mesh: crate::mesh::MeshConfig {
                 interval: std::time::Duration::from_secs_f64(args.sync_interval),
+                web_root: args.ca_root,
                 ..Default::default()
             },
+            public_sync: args.public_sync,
         },
         dir.root().join(admin::SOCKET_FILE),
     ))?;
@@ -538,8 +550,8 @@ fn status(dir: &DataDir, as_json: bool, peers_only: bool) -> Result<ExitCode> {
 }
 
 fn follow(dir: &DataDir, target: &str, ca_root: Option<&Path>) -> Result<ExitCode> {
-    let (author, address, looked_up) = crate::well_known::follow_target(target, ca_root)?;
-    if looked_up {
+    let (author, address, web) = crate::well_known::follow_target(target, ca_root)?;
+    if web.is_some() {
         println!("{target} is {author}");
     }
     publish(
@@ -547,6 +559,7 @@ fn follow(dir: &DataDir, target: &str, ca_root: Option<&Path>) -> Result<ExitCod
         admin::Request::Follow {
             author: author.to_string(),
             address,
+            web,
         },
     )?;
     println!("following {author}; your node mirrors their log from now on");

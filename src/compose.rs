@@ -135,12 +135,14 @@ pub fn profile(
 
 /// Follows `author`: a Follow record in the owner's log, and the author's
 /// log mirrored from now on. `address`, if known, is where the author's
-/// node listens (`HOST:PORT`): the mesh dials it.
+/// node listens (`HOST:PORT`): the mesh dials it; `web`, its gateway's
+/// origin, for pulling over HTTPS when QUIC does not get through.
 pub fn follow(
     store: &Store,
     identity: &Arc<Identity>,
     author: AuthorKey,
     address: Option<String>,
+    web: Option<String>,
 ) -> Result<Option<Entry>, ComposeError> {
     if author == identity.author() {
         return refused("that is your own key; your node always holds your log");
@@ -150,6 +152,7 @@ pub fn follow(
             author,
             AddressUpdate::Learn {
                 host_port,
+                web,
                 source: AddressSource::Follow,
             },
         )?;

@@ -35,12 +35,15 @@ pub const STOP_GRACE: Duration = Duration::from_secs(5);
 pub const MAX_DIALS: usize = 32;
 
 /// How the scheduler runs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct MeshConfig {
     /// The interval between sessions with one peer (±25 % jitter).
     pub interval: Duration,
     /// Settings of each session.
     pub session: SyncConfig,
+    /// An extra root (PEM) to trust when pulling over HTTPS: for a private
+    /// or test CA.
+    pub web_root: Option<std::path::PathBuf>,
 }
 
 impl Default for MeshConfig {
@@ -48,6 +51,7 @@ impl Default for MeshConfig {
         MeshConfig {
             interval: SYNC_INTERVAL,
             session: SyncConfig::default(),
+            web_root: None,
         }
     }
 }
@@ -109,6 +113,7 @@ pub async fn run(
                         busy.lock().expect("busy lock").remove(&peer);
                         break;
                     };
+                    let config = config.clone();
                     let (store, identity, busy, on_session, stop) = (
                         Arc::clone(&store),
                         Arc::clone(&identity),
@@ -118,7 +123,7 @@ pub async fn run(
                     );
                     dials.spawn(async move {
                         let _slot = slot;
-                        dial(&store, &identity, peer, &row, config, stop, &*on_session).await;
+                        dial(&store, &identity, peer, &row, &config, stop, &*on_session).await;
                         busy.lock().expect("busy lock").remove(&peer);
                     });
                 }
@@ -148,7 +153,7 @@ async fn dial(
     identity: &Identity,
     peer: AuthorKey,
     row: &AddressRow,
-    config: MeshConfig,
+    config: &MeshConfig,
     stop: watch::Receiver<bool>,
     on_session: &(dyn Fn(&PeerAddr, &Outcome) + Send + Sync),
 ) {
@@ -188,9 +193,12 @@ async fn dial(
         }
         Err(e) => Err(SessionError::Transport(e.to_string())),
     };
-    let ok = matches!(outcome, Ok(true));
+    let mut ok = matches!(outcome, Ok(true));
     if let Err(e) = outcome {
         on_session(&address, &Err(e));
+        if let Some(web) = row.web.clone() {
+            ok = pull_over_https(store, &address, web, config.web_root.clone()).await;
+        }
     }
     let failures = if ok {
         0
@@ -204,6 +212,35 @@ async fn dial(
     let written = tokio::task::spawn_blocking(move || store.update_address(peer, update)).await;
     if let Ok(Err(e)) = written {
         tracing::warn!(%address, error = %e, "cannot record the dial");
+    }
+}
+
+/// The fallback when QUIC does not get through: pull the peer's logs from
+/// its gateway. Whether it worked.
+async fn pull_over_https(
+    store: &Arc<Store>,
+    address: &PeerAddr,
+    web: String,
+    root: Option<std::path::PathBuf>,
+) -> bool {
+    let store = Arc::clone(store);
+    let from = web.clone();
+    let pulled =
+        tokio::task::spawn_blocking(move || crate::pull::pull(&store, &from, root.as_deref()))
+            .await;
+    match pulled {
+        Ok(Ok(p)) => {
+            tracing::info!(%address, %web, entries = p.entries, authors = p.authors, "pulled over HTTPS");
+            true
+        }
+        Ok(Err(e)) => {
+            tracing::info!(%address, %web, error = %format!("{e:#}"), "pull over HTTPS failed");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(%address, error = %e, "pull over HTTPS failed");
+            false
+        }
     }
 }
 

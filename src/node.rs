@@ -37,6 +37,8 @@ pub struct NodeConfig {
     pub peers: Vec<PeerAddr>,
     /// How the node dials its peers.
     pub mesh: MeshConfig,
+    /// The sync address to tell others (`HOST:PORT`), if not the one seen.
+    pub public_sync: Option<String>,
 }
 
 /// Where the node's local admin socket goes (see [`crate::admin`]).
@@ -90,9 +92,10 @@ pub async fn run(
             )
         })?;
     let web = listener.local_addr()?;
-    let public_sync = match &config.https {
-        Some((_, acme)) => format!("{owner}@{}:{}", acme.domain, sync_addr.port()),
-        None => format!("{owner}@{sync_addr}"),
+    let public_sync = match (&config.public_sync, &config.https) {
+        (Some(given), _) => format!("{owner}@{given}"),
+        (None, Some((_, acme))) => format!("{owner}@{}:{}", acme.domain, sync_addr.port()),
+        (None, None) => format!("{owner}@{sync_addr}"),
     };
     let state = gateway::State {
         store: Arc::clone(&store),
@@ -125,6 +128,7 @@ pub async fn run(
                 peer.key,
                 AddressUpdate::Learn {
                     host_port: peer.host_port,
+                    web: None,
                     source: AddressSource::Bootstrap,
                 },
             )

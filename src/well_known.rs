@@ -2,20 +2,12 @@
 //! over WebPKI-verified HTTPS, which names the author key and the sync
 //! address (`capsule follow alice.example`).
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use rustls::pki_types::{CertificateDer, ServerName};
 
 use crate::identity::AuthorKey;
 use crate::sync::transport::PeerAddr;
-
-/// How long the lookup may take, connection and answer together.
-pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Largest answer read.
 pub const MAX_ANSWER: u64 = 64 * 1024;
@@ -31,24 +23,28 @@ pub struct Found {
 
 /// What `capsule follow TARGET` (or the web's follow form) means: a domain
 /// is looked up; `KEY@HOST:PORT` gives both; a key alone gives no address.
-/// Returns the author, where its node syncs if known, and whether a lookup
-/// was made.
+/// Returns the author, where its node syncs if known, and the origin of
+/// its gateway when it was looked up by domain.
 pub fn follow_target(
     target: &str,
     extra_root: Option<&Path>,
-) -> Result<(AuthorKey, Option<String>, bool)> {
+) -> Result<(AuthorKey, Option<String>, Option<String>)> {
     let target = target.trim();
     if target.contains('@') {
         let peer: PeerAddr = target.parse().map_err(|e: String| anyhow::anyhow!(e))?;
-        return Ok((peer.key, Some(peer.host_port), false));
+        return Ok((peer.key, Some(peer.host_port), None));
     }
     if is_domain(target) {
         let found =
             lookup(target, extra_root).with_context(|| format!("cannot look up {target}"))?;
-        return Ok((found.author, found.sync.map(|s| s.host_port), true));
+        return Ok((
+            found.author,
+            found.sync.map(|s| s.host_port),
+            Some(origin_of(target)),
+        ));
     }
     match target.parse::<AuthorKey>() {
-        Ok(key) => Ok((key, None, false)),
+        Ok(key) => Ok((key, None, None)),
         Err(e) => bail!("{target:?} is not a domain, KEY@HOST:PORT or an author key ({e})"),
     }
 }
@@ -65,55 +61,19 @@ pub fn is_domain(target: &str) -> bool {
         && (host.contains('.') || host == "localhost")
 }
 
+/// The `https://` origin of `target` (`DOMAIN` or `DOMAIN:PORT`).
+pub fn origin_of(target: &str) -> String {
+    let target = target.trim_start_matches("https://").trim_end_matches('/');
+    format!("https://{target}")
+}
+
 /// Asks `target` (`DOMAIN` or `DOMAIN:PORT`, port 443 by default) who it
 /// is, trusting the WebPKI roots and `extra_root` (a PEM file) if given.
 pub fn lookup(target: &str, extra_root: Option<&Path>) -> Result<Found> {
-    let target = target.trim_start_matches("https://").trim_end_matches('/');
-    let (host, port) = match target.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse::<u16>().context("the port is not a number")?),
-        None => (target, 443),
-    };
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = extra_root {
-        use rustls::pki_types::pem::PemObject;
-        for cert in CertificateDer::pem_file_iter(path)
-            .with_context(|| format!("cannot read {}", path.display()))?
-        {
-            roots.add(cert?)?;
-        }
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let name = ServerName::try_from(host.to_string()).context("not a host name")?;
-    let addr = (host, port)
-        .to_socket_addrs()
-        .with_context(|| format!("cannot resolve {host}"))?
-        .next()
-        .with_context(|| format!("{host} has no address"))?;
-    let tcp = TcpStream::connect_timeout(&addr, TIMEOUT)
-        .with_context(|| format!("cannot connect to {host}:{port}"))?;
-    tcp.set_read_timeout(Some(TIMEOUT))?;
-    tcp.set_write_timeout(Some(TIMEOUT))?;
-    let connection = rustls::ClientConnection::new(Arc::new(config), name)?;
-    let mut tls = rustls::StreamOwned::new(connection, tcp);
-    write!(
-        tls,
-        "GET /.well-known/capsule HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
-    )
-    .with_context(|| format!("HTTPS to {host}:{port} failed"))?;
-    let mut raw = Vec::new();
-    let read = (&mut tls).take(MAX_ANSWER).read_to_end(&mut raw);
-    // Servers may close without close_notify; what arrived is judged below.
-    if raw.is_empty() {
-        read.with_context(|| format!("HTTPS to {host}:{port} failed"))?;
-        bail!("{host}:{port} sent nothing");
-    }
-    parse(&raw).with_context(|| format!("{host}:{port} is not a capsule node"))
+    let origin = origin_of(target);
+    let raw = crate::web_client::get_raw(&origin, "/.well-known/capsule", extra_root, MAX_ANSWER)?;
+    ensure!(!raw.is_empty(), "{origin} sent nothing");
+    parse(&raw).with_context(|| format!("{origin} is not a capsule node"))
 }
 
 /// Reads an HTTP answer carrying the well-known JSON.

@@ -165,7 +165,10 @@ fn https_request(
     (status, head, raw[split + 4..].to_vec(), leaf)
 }
 
-fn start_node(data: &Path, pebble: &Pebble, https: u16, http: u16) -> Proc {
+/// Starts the domain node. Its well-known sync address names `dead_sync`,
+/// where nothing listens: a follower cannot reach it over QUIC (as when UDP
+/// is blocked on the way) and must pull over HTTPS.
+fn start_node(data: &Path, pebble: &Pebble, https: u16, http: u16, dead_sync: u16) -> Proc {
     Proc::spawn(
         Command::new(capsule_bin())
             .arg("--data-dir")
@@ -174,6 +177,7 @@ fn start_node(data: &Path, pebble: &Pebble, https: u16, http: u16) -> Proc {
             .args(["--https-listen", &format!("127.0.0.1:{https}")])
             .args(["--listen", &format!("127.0.0.1:{http}")])
             .args(["--sync-listen", "127.0.0.1:0"])
+            .args(["--public-sync", &format!("127.0.0.1:{dead_sync}")])
             .args(["--acme-directory", &pebble.directory])
             .arg("--acme-root")
             .arg(&pebble.listener_pem)
@@ -197,7 +201,8 @@ fn a_node_gets_its_certificate_from_acme_and_keeps_it_across_restarts() {
     let (https, http) = (free_port(), free_port());
     let pebble = Pebble::start(tmp.path(), https);
 
-    let mut node = start_node(&data, &pebble, https, http);
+    let dead_sync = free_port();
+    let mut node = start_node(&data, &pebble, https, http, dead_sync);
     let up = node.wait_line(20, |l| l.starts_with("Capsule is up: "));
     assert_eq!(
         up.split_whitespace().nth(3).unwrap(),
@@ -215,12 +220,13 @@ fn a_node_gets_its_certificate_from_acme_and_keeps_it_across_restarts() {
     let (status, body, _) = https_get(trust.clone(), DOMAIN, https, "/.well-known/capsule");
     assert_eq!(status, 200);
     let known: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    assert!(
-        known["sync"]
-            .as_str()
-            .unwrap()
-            .contains(&format!("@{DOMAIN}:")),
-        "{known}"
+    assert_eq!(
+        known["sync"].as_str().unwrap(),
+        format!(
+            "{}@127.0.0.1:{dead_sync}",
+            known["author"].as_str().unwrap()
+        ),
+        "the well-known address is the one given with --public-sync"
     );
 
     // On HTTPS the owner's cookies are Secure.
@@ -250,6 +256,8 @@ fn a_node_gets_its_certificate_from_acme_and_keeps_it_across_restarts() {
 
     // Another node follows this one by its domain: the lookup is HTTPS
     // verified against the CA's root, and gives the key and sync address.
+    // That address is dead, so the follower falls back to pulling the log
+    // over HTTPS, verified like any other.
     let root_pem = tmp.path().join("pebble-root.pem");
     std::fs::write(
         &root_pem,
@@ -273,6 +281,8 @@ fn a_node_gets_its_certificate_from_acme_and_keeps_it_across_restarts() {
                 "127.0.0.1:0",
             ])
             .args(["--sync-interval", "0.2"])
+            .arg("--ca-root")
+            .arg(&root_pem)
             .stderr(Stdio::null()),
     );
     b.wait_line(20, |l| l.starts_with("Capsule is up"));
@@ -298,6 +308,9 @@ fn a_node_gets_its_certificate_from_acme_and_keeps_it_across_restarts() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(b.terminate().success());
+    let log = crate::common::capsule_ok(&follower, &["log", author]);
+    assert!(log.contains("hello over https"), "{log}");
+    crate::common::capsule_ok(&follower, &["verify", "--store"]);
 
     // The cache is private, and a restart does not ask the CA again.
     use std::os::unix::fs::PermissionsExt;
@@ -308,7 +321,7 @@ fn a_node_gets_its_certificate_from_acme_and_keeps_it_across_restarts() {
     assert_eq!(mode & 0o777, 0o700);
     assert!(node.terminate().success());
     drop(node);
-    let mut node = start_node(&data, &pebble, https, http);
+    let mut node = start_node(&data, &pebble, https, http, dead_sync);
     node.wait_line(20, |l| {
         l == format!("certificate for {DOMAIN}: from the cache")
     });

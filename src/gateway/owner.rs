@@ -479,9 +479,9 @@ pub async fn follow(
     }
     let (store, identity) = (Arc::clone(&state.store), Arc::clone(&state.identity));
     let done = tokio::task::spawn_blocking(move || -> Result<AuthorKey, String> {
-        let (author, address, _) =
+        let (author, address, web) =
             crate::well_known::follow_target(&form.target, None).map_err(|e| format!("{e:#}"))?;
-        compose::follow(&store, &identity, author, address).map_err(|e| e.to_string())?;
+        compose::follow(&store, &identity, author, address, web).map_err(|e| e.to_string())?;
         Ok(author)
     })
     .await;

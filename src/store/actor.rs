@@ -229,6 +229,8 @@ pub enum AddressUpdate {
     Learn {
         /// `HOST:PORT`.
         host_port: String,
+        /// Its gateway's origin, if known (a known one is kept otherwise).
+        web: Option<String>,
         /// Where it came from.
         source: AddressSource,
     },
@@ -249,22 +251,40 @@ impl AddressUpdate {
     /// The row after this update; None to delete it (or leave it absent).
     fn apply(self, row: Option<AddressRow>) -> Option<AddressRow> {
         match (self, row) {
-            (AddressUpdate::Learn { host_port, source }, Some(mut row)) => {
+            (
+                AddressUpdate::Learn {
+                    host_port,
+                    web,
+                    source,
+                },
+                Some(mut row),
+            ) => {
                 if row.host_port != host_port {
                     row.host_port = host_port;
                     row.failures = 0;
                     row.next_attempt_us = 0;
                 }
+                if web.is_some() {
+                    row.web = web;
+                }
                 row.source = row.source.min(source as u8);
                 Some(row)
             }
-            (AddressUpdate::Learn { host_port, source }, None) => Some(AddressRow {
+            (
+                AddressUpdate::Learn {
+                    host_port,
+                    web,
+                    source,
+                },
+                None,
+            ) => Some(AddressRow {
                 source: source as u8,
                 failures: 0,
                 last_attempt_us: 0,
                 last_success_us: 0,
                 next_attempt_us: 0,
                 host_port,
+                web,
             }),
             (AddressUpdate::Attempt { ok, at_us, next_us }, Some(mut row)) => {
                 row.last_attempt_us = at_us;

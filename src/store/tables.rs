@@ -105,7 +105,9 @@ pub enum AddressSource {
 /// An `addresses-1` value, version 1: how to reach a peer node and how
 /// dialling it went. Layout: 0x01 ‖ source (u8) ‖ failures in a row (u32
 /// BE) ‖ last attempt, last success, next attempt (3 × u64 BE, µs since
-/// the epoch, 0 = never) ‖ address length (u8) ‖ the address `HOST:PORT`.
+/// the epoch, 0 = never) ‖ address length (u8) ‖ the address `HOST:PORT` ‖
+/// web origin length (u8, 0 = none) ‖ the origin `https://HOST[:PORT]` of
+/// its gateway, for pulling over HTTPS when QUIC does not get through.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AddressRow {
     /// Where the address came from.
@@ -120,6 +122,9 @@ pub struct AddressRow {
     pub next_attempt_us: u64,
     /// `HOST:PORT`, at most 255 bytes.
     pub host_port: String,
+    /// The peer's gateway, `https://HOST[:PORT]`, if known (at most 255
+    /// bytes).
+    pub web: Option<String>,
 }
 
 impl AddressRow {
@@ -135,14 +140,24 @@ impl AddressRow {
         b.extend_from_slice(&self.next_attempt_us.to_be_bytes());
         b.push(host.len() as u8);
         b.extend_from_slice(host);
+        let web = self.web.as_deref().unwrap_or("").as_bytes();
+        let web = &web[..web.len().min(255)];
+        b.push(web.len() as u8);
+        b.extend_from_slice(web);
         b
     }
 
     /// Parses a stored value; None for another version or a damaged row.
     pub fn decode(b: &[u8]) -> Option<AddressRow> {
-        if b.len() < 31 || b[0] != 1 || b.len() != 31 + usize::from(b[30]) {
+        if b.len() < 32 || b[0] != 1 {
             return None;
         }
+        let host_end = 31 + usize::from(b[30]);
+        let web_len = usize::from(*b.get(host_end)?);
+        if b.len() != host_end + 1 + web_len {
+            return None;
+        }
+        let web = String::from_utf8(b[host_end + 1..].to_vec()).ok()?;
         let u64_at = |i: usize| u64::from_be_bytes(b[i..i + 8].try_into().expect("8 bytes"));
         Some(AddressRow {
             source: b[1],
@@ -150,7 +165,8 @@ impl AddressRow {
             last_attempt_us: u64_at(6),
             last_success_us: u64_at(14),
             next_attempt_us: u64_at(22),
-            host_port: String::from_utf8(b[31..].to_vec()).ok()?,
+            host_port: String::from_utf8(b[31..host_end].to_vec()).ok()?,
+            web: (!web.is_empty()).then_some(web),
         })
     }
 }

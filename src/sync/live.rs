@@ -446,6 +446,7 @@ async fn ask_peers(
                 peer.key,
                 crate::store::AddressUpdate::Learn {
                     host_port: peer.host_port,
+                    web: None,
                     source: crate::store::tables::AddressSource::Exchange,
                 },
             )?;
