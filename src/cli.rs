@@ -127,7 +127,7 @@ pub enum Command {
     /// there.
     ///
     /// To write from the browser, set a passphrase first: `capsule passwd`.
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Set the passphrase that logs you in at /login (asked twice on a
     /// terminal; else read as one line from standard input). A running node
     /// uses the new one at the next login.
@@ -378,7 +378,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     let dir = DataDir::new(root);
     match cli.command {
         Command::Init => init(&dir),
-        Command::Up(args) => up(&dir, args),
+        Command::Up(args) => up(&dir, *args),
         Command::Passwd => passwd(&dir),
         Command::Follow { target, ca_root } => follow(&dir, &target, ca_root.as_deref()),
         Command::Status { json } => status(&dir, json, false),

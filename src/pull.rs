@@ -105,7 +105,7 @@ fn pull_log(
                 origin,
                 &format!("/api/v1/payloads/{hash}"),
                 extra_root,
-                u64::from(entry.payload_len()),
+                entry.payload_len(),
             )? {
                 (200, bytes) => Some(bytes),
                 // Deleted, or not held by the peer: the entry alone still
@@ -121,7 +121,7 @@ fn pull_log(
         if let Some(rejected) = report.rejected {
             bail!("the store refused an entry from {origin}: {rejected:?}");
         }
-        stored += report.accepted as u64;
+        stored += report.accepted;
         from += n;
     }
     Ok(stored)
