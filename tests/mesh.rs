@@ -154,7 +154,9 @@ fn posts_survive_their_origin_going_down() {
     let b_page = b.get(&format!("/@{a_key}"));
     assert!(b_page.contains("Origin unreachable since"), "{b_page}");
     assert!(b_page.contains("verified copy of 3 entries"), "{b_page}");
-    assert!(page.contains("the log came from peers"), "{page}");
+    // (C may have learned A's address from B by peer exchange, so what it
+    // says of the origin depends on timing; the copy it holds does not.)
+    assert!(page.contains("verified copy of 3 entries"), "{page}");
 
     // A comes back at the same address and posts; B and C converge.
     a = Node::start(&a_dir, a_port, &[]);
