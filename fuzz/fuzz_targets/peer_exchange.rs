@@ -16,7 +16,10 @@ fuzz_target!(|data: &[u8]| {
         assert!(told.len() <= MAX_TOLD);
         for peer in told {
             let text = peer.to_string();
-            assert_eq!(text.parse::<capsule::sync::transport::PeerAddr>().unwrap(), peer);
+            assert_eq!(
+                text.parse::<capsule::sync::transport::PeerAddr>().unwrap(),
+                peer
+            );
         }
     }
 });
