@@ -54,36 +54,33 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// How `capsule up` serves.
+/// How `capsule up` serves. Each setting may also come from
+/// `<data>/config.toml` (see [`crate::config`]); flags win.
 #[derive(Debug, Args)]
 pub struct UpArgs {
     /// Where plain HTTP listens. Default: 127.0.0.1:8080, or [::]:80 (a
     /// redirect to HTTPS) with --domain.
     #[arg(long, env = "CAPSULE_LISTEN")]
     listen: Option<std::net::SocketAddr>,
-    /// Where the sync listener listens (QUIC, UDP).
-    #[arg(long, default_value = "127.0.0.1:4433", env = "CAPSULE_SYNC_LISTEN")]
-    sync_listen: std::net::SocketAddr,
+    /// Where the sync listener listens (QUIC, UDP). Default:
+    /// 127.0.0.1:4433.
+    #[arg(long, env = "CAPSULE_SYNC_LISTEN")]
+    sync_listen: Option<std::net::SocketAddr>,
     /// Serve HTTPS for this domain, with a certificate from an ACME CA
     /// (TLS-ALPN-01 on the HTTPS port: it must be reachable as port 443).
     #[arg(long, env = "CAPSULE_DOMAIN")]
     domain: Option<String>,
     /// A contact address for the CA (expiry warnings and the like).
-    #[arg(long, env = "CAPSULE_EMAIL", requires = "domain")]
+    #[arg(long, env = "CAPSULE_EMAIL")]
     email: Option<String>,
     /// The CA's ACME directory. Let's Encrypt's staging directory,
     /// https://acme-staging-v02.api.letsencrypt.org/directory, is good for a
-    /// first try.
-    #[arg(long, default_value = https::LETS_ENCRYPT, env = "CAPSULE_ACME_DIRECTORY", requires = "domain")]
-    acme_directory: String,
-    /// Where HTTPS listens with --domain.
-    #[arg(
-        long,
-        default_value = "[::]:443",
-        env = "CAPSULE_HTTPS_LISTEN",
-        requires = "domain"
-    )]
-    https_listen: std::net::SocketAddr,
+    /// first try. Default: Let's Encrypt.
+    #[arg(long, env = "CAPSULE_ACME_DIRECTORY")]
+    acme_directory: Option<String>,
+    /// Where HTTPS listens with --domain. Default: [::]:443.
+    #[arg(long, env = "CAPSULE_HTTPS_LISTEN")]
+    https_listen: Option<std::net::SocketAddr>,
     /// A root certificate (PEM) to trust for the ACME directory, besides
     /// the WebPKI roots: for a private or test CA.
     #[arg(long, value_name = "PEM", requires = "domain", hide = true)]
@@ -103,9 +100,9 @@ pub struct UpArgs {
     #[arg(long = "peer", value_name = "KEY@HOST:PORT")]
     peers: Vec<PeerAddr>,
     /// Seconds between sessions with each peer (±25 %; peers that fail are
-    /// tried less and less often, at most hourly).
-    #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
-    sync_interval: f64,
+    /// tried less and less often, at most hourly). Default: 60.
+    #[arg(long, value_name = "SECONDS")]
+    sync_interval: Option<f64>,
     /// Serve Prometheus metrics at http://ADDR/metrics (loopback addresses
     /// only), e.g. 127.0.0.1:9184.
     #[arg(long, value_name = "ADDR", env = "CAPSULE_METRICS_LISTEN")]
@@ -473,12 +470,41 @@ fn init(dir: &DataDir) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn up(dir: &DataDir, args: UpArgs) -> Result<ExitCode> {
-    if !(args.sync_interval.is_finite() && args.sync_interval >= 0.1) {
-        bail!(
-            "--sync-interval {} is not a number of seconds of at least 0.1",
-            args.sync_interval
-        );
+fn up(dir: &DataDir, mut args: UpArgs) -> Result<ExitCode> {
+    let file = crate::config::load(dir.root())?;
+    args.listen = args.listen.or(file.listen);
+    args.domain = args.domain.or(file.domain);
+    args.email = args.email.or(file.email);
+    args.public_sync = args.public_sync.or(file.public_sync);
+    args.metrics_listen = args.metrics_listen.or(file.metrics_listen);
+    for peer in file.peers {
+        args.peers.push(peer.parse().map_err(|e: String| {
+            anyhow::anyhow!("peer {peer:?} in {}: {e}", crate::config::FILE)
+        })?);
+    }
+    let sync_listen = args
+        .sync_listen
+        .or(file.sync_listen)
+        .unwrap_or_else(|| "127.0.0.1:4433".parse().expect("valid address"));
+    let sync_interval = args.sync_interval.or(file.sync_interval).unwrap_or(60.0);
+    if !(sync_interval.is_finite() && sync_interval >= 0.1) {
+        bail!("--sync-interval {sync_interval} is not a number of seconds of at least 0.1");
+    }
+    let https_listen = args.https_listen.or(file.https_listen);
+    let acme_directory = args.acme_directory.or(file.acme_directory);
+    if args.domain.is_none()
+        && (args.email.is_some()
+            || https_listen.is_some()
+            || acme_directory.is_some()
+            || args.acme_root.is_some())
+    {
+        bail!("--email, --https-listen and --acme-directory need --domain");
+    }
+    if let Some(given) = &args.public_sync {
+        match given.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+            _ => bail!("--public-sync {given:?} is not HOST:PORT"),
+        }
     }
     if !dir.identity().exists() {
         init(dir)?;
@@ -486,11 +512,11 @@ fn up(dir: &DataDir, args: UpArgs) -> Result<ExitCode> {
     let identity = load_identity(dir)?;
     let store = open_store(dir)?;
     let https = args.domain.map(|domain| {
-        let listen = args.https_listen;
+        let listen = https_listen.unwrap_or_else(|| "[::]:443".parse().expect("valid address"));
         let acme = https::Acme {
             domain,
             email: args.email,
-            directory: args.acme_directory,
+            directory: acme_directory.unwrap_or_else(|| https::LETS_ENCRYPT.to_string()),
             cache: dir.root().join("acme"),
             extra_root: args.acme_root,
         };
@@ -508,13 +534,13 @@ fn up(dir: &DataDir, args: UpArgs) -> Result<ExitCode> {
         store,
         crate::node::NodeConfig {
             listen,
-            sync_listen: args.sync_listen,
+            sync_listen,
             https,
             passphrase: dir.root().join(passphrase::FILE),
             metrics_listen: args.metrics_listen,
             peers: args.peers,
             mesh: crate::mesh::MeshConfig {
-                interval: std::time::Duration::from_secs_f64(args.sync_interval),
+                interval: std::time::Duration::from_secs_f64(sync_interval),
                 web_root: args.ca_root,
                 ..Default::default()
             },

@@ -30,6 +30,7 @@ pub mod audit;
 pub mod bench;
 pub mod cli;
 pub mod compose;
+pub mod config;
 pub mod data_dir;
 pub mod gateway;
 pub mod identity;

@@ -114,9 +114,19 @@ fn posts_survive_their_origin_going_down() {
     let took = b.wait_for(&a_key, 3, "B mirrors A");
     eprintln!("B got A's log {took:?} after following");
 
-    // A goes down. C follows A by key alone and knows only B.
+    // A goes down. C follows A by key alone and knows only B, from its
+    // config file (a mistyped key there is refused, by name).
     assert!(a.proc.terminate().success());
-    let c = Node::start(&c_dir, c_port, &[&b.sync]);
+    std::fs::write(c_dir.join("config.toml"), "peerz = []\n").unwrap();
+    let refused = crate::common::capsule(&c_dir, &["up", "--listen", "127.0.0.1:0"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("peerz"));
+    std::fs::write(
+        c_dir.join("config.toml"),
+        format!("peers = [\"{}\"]\n", b.sync),
+    )
+    .unwrap();
+    let c = Node::start(&c_dir, c_port, &[]);
     capsule_ok(&c_dir, &["follow", &a_key]);
     c.wait_for(&a_key, 3, "C gets A's log from B while A is down");
     let page = c.get(&format!("/@{a_key}"));
