@@ -320,3 +320,21 @@ async fn a_fork_served_by_a_peer_is_kept_as_proof() {
     assert_eq!(proofs.len(), 1);
     assert_ne!(proofs[0].first.id(), proofs[0].second.id());
 }
+
+/// A peer that lies about holding an author: it lists heads it does not
+/// serve (every entries message dropped, every other message honest). The
+/// session ends without waiting out the peer, nothing is stored, and the
+/// honest store still verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_claims_entries_it_does_not_serve_is_dropped() {
+    let (result, elapsed, _) = attack(Box::new(|m| match m {
+        Message::Entries(_) => Out::Bytes(Vec::new()),
+        other => honest(other),
+    }))
+    .await;
+    assert!(
+        result.is_err(),
+        "a lying peer's session is not a success: {result:?}"
+    );
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+}
