@@ -124,6 +124,10 @@ pub enum Command {
     /// there.
     ///
     /// To write from the browser, set a passphrase first: `capsule passwd`.
+    ///
+    /// Every option can also be set in config.toml in the data directory,
+    /// under the option's name with underscores (`sync_listen = "..."`,
+    /// `peers = ["KEY@HOST:PORT"]`); options given here win.
     Up(Box<UpArgs>),
     /// Set the passphrase that logs you in at /login (asked twice on a
     /// terminal; else read as one line from standard input). A running node
