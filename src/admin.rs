@@ -54,6 +54,14 @@ pub enum Request {
     Peer(String),
     /// What the node knows (see [`crate::status`]).
     Status,
+    /// An author's log as `capsule log` prints it, streamed after a
+    /// [`Answer::Stream`] line until the connection closes.
+    Log {
+        /// The author key.
+        author: String,
+        /// JSON lines instead of text.
+        json: bool,
+    },
     /// The owner's profile.
     Profile {
         /// Display name.
@@ -78,6 +86,8 @@ pub enum Answer {
     Done(String),
     /// The node's status.
     Status(serde_json::Value),
+    /// The answer follows as raw lines until the connection closes.
+    Stream,
     /// What went wrong.
     Error(String),
 }
@@ -117,6 +127,9 @@ pub fn handle(store: &Store, identity: &Arc<Identity>, line: &str) -> Answer {
             Ok(author) => compose::unfollow(store, identity, author),
             Err(e) => return Answer::Error(format!("bad author key: {e}")),
         },
+        Request::Log { .. } => {
+            return Answer::Error("a log is streamed, not answered in one line".into());
+        }
         Request::Status => {
             return match crate::status::status(store, identity.author()) {
                 Ok(v) => Answer::Status(v),
@@ -163,6 +176,101 @@ pub fn call(path: &Path, request: &Request) -> Option<std::io::Result<Answer>> {
     })())
 }
 
+/// Like [`call`] for a streamed answer ([`Request::Log`]): copies what the
+/// node writes to `out`. None when no node listens there.
+pub fn call_streaming(
+    path: &Path,
+    request: &Request,
+    out: &mut impl Write,
+) -> Option<std::io::Result<()>> {
+    let mut stream = UnixStream::connect(path).ok()?;
+    Some((|| {
+        let mut line = serde_json::to_string(request)?;
+        line.push('\n');
+        stream.write_all(line.as_bytes())?;
+        let mut reader = BufReader::new(&stream);
+        let mut answer = String::new();
+        reader.read_line(&mut answer)?;
+        match serde_json::from_str(&answer).map_err(std::io::Error::other)? {
+            Answer::Stream => {
+                std::io::copy(&mut reader, out)?;
+                out.flush()
+            }
+            Answer::Error(e) => Err(std::io::Error::other(e)),
+            other => Err(std::io::Error::other(format!(
+                "unexpected answer {other:?}"
+            ))),
+        }
+    })())
+}
+
+/// Chunks a streamed answer is written in.
+const STREAM_CHUNK: usize = 64 * 1024;
+
+/// A `Write` that hands full chunks to the socket writer.
+struct Chunks {
+    buf: Vec<u8>,
+    send: tokio::sync::mpsc::Sender<Vec<u8>>,
+}
+
+impl Write for Chunks {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= STREAM_CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(STREAM_CHUNK));
+        self.send
+            .blocking_send(chunk)
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+    }
+}
+
+/// Streams `author`'s log to `write` (the socket), produced on a blocking
+/// thread, at most a few chunks ahead of the reader.
+async fn stream_log(
+    store: Arc<Store>,
+    author: &str,
+    json: bool,
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let author: crate::identity::AuthorKey = match author.parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let mut line = serde_json::to_string(&Answer::Error(format!("bad author key: {e}")))?;
+            line.push('\n');
+            return write.write_all(line.as_bytes()).await;
+        }
+    };
+    let mut line = serde_json::to_string(&Answer::Stream)?;
+    line.push('\n');
+    write.write_all(line.as_bytes()).await?;
+    let (send, mut chunks) = tokio::sync::mpsc::channel(4);
+    let producer = tokio::task::spawn_blocking(move || {
+        let mut out = Chunks {
+            buf: Vec::with_capacity(STREAM_CHUNK),
+            send,
+        };
+        crate::present::write_log(&store, &author, json, &mut out)
+    });
+    while let Some(chunk) = chunks.recv().await {
+        if let Err(e) = write.write_all(&chunk).await {
+            drop(chunks);
+            let _ = producer.await;
+            return Err(e);
+        }
+    }
+    producer.await.map_err(std::io::Error::other)?
+}
+
 /// Answers requests on `path` until the task is dropped. Removes a stale
 /// socket first (the caller holds the store, so no other node runs here).
 pub async fn serve(
@@ -183,6 +291,10 @@ pub async fn serve(
             let mut line = String::new();
             let mut reader = tokio::io::BufReader::new(read.take(MAX_REQUEST as u64));
             if reader.read_line(&mut line).await.is_err() {
+                return;
+            }
+            if let Ok(Request::Log { author, json }) = serde_json::from_str::<Request>(&line) {
+                let _ = stream_log(store, &author, json, &mut write).await;
                 return;
             }
             let answer = tokio::task::spawn_blocking(move || handle(&store, &identity, &line))

@@ -16,10 +16,9 @@ use crate::data_dir::DataDir;
 use crate::gateway::https;
 use crate::identity::{AuthorKey, Identity};
 use crate::log::entry::EntryId;
-use crate::log::record::Record;
 use crate::log::verify::Summary;
 use crate::passphrase;
-use crate::store::{ImportMsg, Scanned, Store};
+use crate::store::{ImportMsg, Store};
 use crate::sync::network::{self, SyncConfig};
 use crate::sync::transport::{self, PeerAddr};
 
@@ -678,7 +677,9 @@ fn publish(dir: &DataDir, request: admin::Request) -> Result<()> {
             println!("{message}");
             Ok(())
         }
-        admin::Answer::Status(_) => bail!("unexpected answer from the node"),
+        admin::Answer::Status(_) | admin::Answer::Stream => {
+            bail!("unexpected answer from the node")
+        }
         admin::Answer::Error(e) => bail!("{e}"),
     }
 }
@@ -704,68 +705,26 @@ fn log(dir: &DataDir, author: Option<AuthorKey>, as_json: bool) -> Result<ExitCo
         Some(a) => a,
         None => load_identity(dir)?.author(),
     };
-    let store = open_store(dir)?;
-    if store.head(&author)?.is_none() {
-        if as_json {
-            return Ok(ExitCode::SUCCESS);
-        }
-        println!("no entries of {author} here");
-        return Ok(ExitCode::SUCCESS);
-    }
     let out = std::io::stdout();
     let mut out = std::io::BufWriter::new(out.lock());
-    use std::io::Write;
-    let mut failure = None;
-    store.scan(&author, 1, |row| match write_row(&mut out, row, as_json) {
-        Ok(()) => true,
-        Err(e) => {
-            failure = Some(e);
-            false
+    // A running node holds the store: ask it to write the log for us.
+    let socket = dir.root().join(admin::SOCKET_FILE);
+    let request = admin::Request::Log {
+        author: author.to_string(),
+        json: as_json,
+    };
+    let written = match admin::call_streaming(&socket, &request, &mut out) {
+        Some(result) => result,
+        None => {
+            let store = open_store(dir)?;
+            crate::present::write_log(&store, &author, as_json, &mut out)
         }
-    })?;
-    if let Some(e) = failure {
+    };
+    match written {
+        Ok(()) => Ok(ExitCode::SUCCESS),
         // A closed pipe (`capsule log | head`) is not an error worth a message.
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            return Ok(ExitCode::SUCCESS);
-        }
-        return Err(e.into());
-    }
-    for proof in store.forks()?.iter().filter(|p| p.first.author() == author) {
-        writeln!(
-            out,
-            "FORK at seq {}: entries {} and {} are both signed by this author",
-            proof.first.seq(),
-            proof.first.id(),
-            proof.second.id()
-        )?;
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn write_row(out: &mut impl std::io::Write, row: Scanned, as_json: bool) -> std::io::Result<()> {
-    let Scanned {
-        entry,
-        payload,
-        deleted_by,
-    } = row;
-    let record = payload.as_deref().map(Record::decode);
-    if as_json {
-        let row = crate::present::entry_json(&entry, record.as_ref(), deleted_by);
-        writeln!(out, "{row}")
-    } else {
-        let text = match (deleted_by, &record) {
-            (Some(by), _) => format!("(deleted by entry {by})"),
-            (None, None) => "(payload not held)".to_string(),
-            (None, Some(Err(_))) => "(unsupported record)".to_string(),
-            (None, Some(Ok(r))) => r.summary(),
-        };
-        let when = crate::present::format_time(entry.timestamp_us());
-        writeln!(
-            out,
-            "{:>6}  {when}  {}  {text}",
-            entry.seq(),
-            &entry.id().to_string()[..16]
-        )
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        Err(e) => Err(e.into()),
     }
 }
 

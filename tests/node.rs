@@ -198,6 +198,19 @@ fn the_node_serves_its_timeline_feed_and_api_and_stops_cleanly() {
     let refused = crate::common::capsule(dir.path(), &["delete", "99"]);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("your log has no entry 99"));
+    // Reading the log works while the node holds the store: it writes it.
+    let log = capsule_ok(dir.path(), &["log"]);
+    assert_eq!(log.lines().count(), 4, "{log}");
+    assert!(
+        log.contains("posted while up") && log.contains("(deleted by entry 4)"),
+        "{log}"
+    );
+    let lines = capsule_ok(dir.path(), &["log", "--json"]);
+    for line in lines.lines() {
+        serde_json::from_str::<serde_json::Value>(line).unwrap();
+    }
+    let other = crate::common::test_identity(7).author().to_string();
+    assert!(capsule_ok(dir.path(), &["log", &other]).contains("no entries of"));
 
     assert!(node.stop().success());
     assert!(!socket.exists(), "the socket goes with the node");
