@@ -54,6 +54,13 @@ pub enum Request {
     Peer(String),
     /// What the node knows (see [`crate::status`]).
     Status,
+    /// Mirror (or stop mirroring) an author.
+    Mirror {
+        /// The author key.
+        author: String,
+        /// Mirror (true) or stop (false).
+        add: bool,
+    },
     /// An author's log as `capsule log` prints it, streamed after a
     /// [`Answer::Stream`] line until the connection closes.
     Log {
@@ -88,6 +95,8 @@ pub enum Answer {
     Status(serde_json::Value),
     /// The answer follows as raw lines until the connection closes.
     Stream,
+    /// Whether the mirror set changed.
+    Changed(bool),
     /// What went wrong.
     Error(String),
 }
@@ -129,6 +138,21 @@ pub fn handle(store: &Store, identity: &Arc<Identity>, line: &str) -> Answer {
         },
         Request::Log { .. } => {
             return Answer::Error("a log is streamed, not answered in one line".into());
+        }
+        Request::Mirror { author, add } => {
+            let author = match author.parse() {
+                Ok(a) => a,
+                Err(e) => return Answer::Error(format!("bad author key: {e}")),
+            };
+            let changed = if add {
+                store.mirror(author)
+            } else {
+                store.unmirror(author)
+            };
+            return match changed {
+                Ok(c) => Answer::Changed(c),
+                Err(e) => Answer::Error(e.to_string()),
+            };
         }
         Request::Status => {
             return match crate::status::status(store, identity.author()) {

@@ -677,7 +677,7 @@ fn publish(dir: &DataDir, request: admin::Request) -> Result<()> {
             println!("{message}");
             Ok(())
         }
-        admin::Answer::Status(_) | admin::Answer::Stream => {
+        admin::Answer::Status(_) | admin::Answer::Stream | admin::Answer::Changed(_) => {
             bail!("unexpected answer from the node")
         }
         admin::Answer::Error(e) => bail!("{e}"),
@@ -886,13 +886,28 @@ fn import(dir: &DataDir, file: &Path) -> Result<ExitCode> {
 }
 
 fn mirror(dir: &DataDir, author: AuthorKey, add: bool) -> Result<ExitCode> {
-    let store = open_store(dir)?;
-    let changed = if add {
-        store.mirror(author)?
-    } else {
-        store.unmirror(author)?
+    let socket = dir.root().join(admin::SOCKET_FILE);
+    let request = admin::Request::Mirror {
+        author: author.to_string(),
+        add,
     };
-    store.close()?;
+    let changed = match admin::call(&socket, &request) {
+        Some(answer) => match answer.context("the running node did not answer")? {
+            admin::Answer::Changed(changed) => changed,
+            admin::Answer::Error(e) => bail!("{e}"),
+            other => bail!("unexpected answer from the node: {other:?}"),
+        },
+        None => {
+            let store = open_store(dir)?;
+            let changed = if add {
+                store.mirror(author)?
+            } else {
+                store.unmirror(author)?
+            };
+            store.close()?;
+            changed
+        }
+    };
     match (add, changed) {
         (true, true) => println!("now mirroring {author}; the next sync fetches its log"),
         (true, false) => println!("already mirroring {author}"),

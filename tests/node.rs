@@ -211,6 +211,9 @@ fn the_node_serves_its_timeline_feed_and_api_and_stops_cleanly() {
     }
     let other = crate::common::test_identity(7).author().to_string();
     assert!(capsule_ok(dir.path(), &["log", &other]).contains("no entries of"));
+    assert!(capsule_ok(dir.path(), &["mirror", &other]).contains("now mirroring"));
+    assert!(capsule_ok(dir.path(), &["mirror", &other]).contains("already mirroring"));
+    assert!(capsule_ok(dir.path(), &["unmirror", &other]).contains("no longer mirroring"));
 
     assert!(node.stop().success());
     assert!(!socket.exists(), "the socket goes with the node");
