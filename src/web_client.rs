@@ -26,7 +26,9 @@ pub fn split_origin(origin: &str) -> Result<(String, u16)> {
     })
 }
 
-fn client(extra_root: Option<&Path>) -> Result<Arc<rustls::ClientConfig>> {
+/// A TLS client config trusting the WebPKI roots, plus `extra_root` (a PEM
+/// file of certificates) if given: for a private or test CA.
+pub fn client(extra_root: Option<&Path>) -> Result<Arc<rustls::ClientConfig>> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = extra_root {

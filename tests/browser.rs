@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::{Proc, capsule_bin, capsule_ok, free_port, init};
+use crate::common::{Proc, capsule_bin, capsule_ok, free_port, have, init};
 
 const PASSPHRASE: &str = "correct horse battery staple";
 
@@ -245,14 +245,6 @@ impl Drop for Browser {
             let _ = std::panic::catch_unwind(|| http(&self.addr, "DELETE", &path, &[], b""));
         }
     }
-}
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 fn form_post(web: &str, path: &str, cookie: &str, body: &str) -> (u16, String) {

@@ -141,3 +141,13 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Whether `tool` is on the PATH (tests of optional system parts skip
+/// without it outside CI, and fail inside it).
+pub fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use rustls::pki_types::{CertificateDer, ServerName};
 
-use crate::common::{Proc, capsule_bin, free_port};
+use crate::common::{Proc, capsule_bin, free_port, have};
 
 /// The node's domain.
 const DOMAIN: &str = "localhost";
@@ -28,14 +28,6 @@ struct Pebble {
     /// The pebble listener's own certificate (PEM), which the ACME client
     /// must trust.
     listener_pem: std::path::PathBuf,
-}
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 impl Pebble {

@@ -17,8 +17,6 @@ use futures_util::StreamExt;
 use rustls::ServerConfig;
 use rustls_acme::caches::DirCache;
 use rustls_acme::{AcmeConfig, EventOk, is_tls_alpn_challenge};
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
@@ -51,43 +49,18 @@ pub struct Acme {
     pub extra_root: Option<PathBuf>,
 }
 
-/// The client config rustls-acme talks to the CA with: the WebPKI roots,
-/// plus `extra_root` if given.
-fn ca_client(extra_root: Option<&Path>) -> Result<Arc<rustls::ClientConfig>> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots_anchors());
-    if let Some(path) = extra_root {
-        for cert in CertificateDer::pem_file_iter(path)
-            .with_context(|| format!("cannot read the root certificate {}", path.display()))?
-        {
-            roots
-                .add(cert.with_context(|| format!("bad PEM in {}", path.display()))?)
-                .with_context(|| format!("unusable root certificate in {}", path.display()))?;
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(Arc::new(
-        rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    ))
-}
-
-fn webpki_roots_anchors() -> impl Iterator<Item = rustls_pki_types::TrustAnchor<'static>> {
-    webpki_roots::TLS_SERVER_ROOTS.iter().cloned()
-}
-
 /// Starts certificate management for `acme` and returns the TLS config of
 /// ordinary connections and of TLS-ALPN-01 validation connections. The
 /// certificate is loaded from the cache or ordered in the background; until
 /// it is there, handshakes fail.
 pub fn start(acme: &Acme) -> Result<(Arc<ServerConfig>, Arc<ServerConfig>)> {
     create_private_dir(&acme.cache)?;
-    let mut config =
-        AcmeConfig::new_with_client_config([&acme.domain], ca_client(acme.extra_root.as_deref())?)
-            .directory(&acme.directory)
-            .cache(DirCache::new(acme.cache.clone()));
+    let mut config = AcmeConfig::new_with_client_config(
+        [&acme.domain],
+        crate::web_client::client(acme.extra_root.as_deref())?,
+    )
+    .directory(&acme.directory)
+    .cache(DirCache::new(acme.cache.clone()));
     if let Some(email) = &acme.email {
         config = config.contact_push(format!("mailto:{email}"));
     }
