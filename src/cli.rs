@@ -82,7 +82,7 @@ pub struct UpArgs {
     https_listen: Option<std::net::SocketAddr>,
     /// A root certificate (PEM) to trust for the ACME directory, besides
     /// the WebPKI roots: for a private or test CA.
-    #[arg(long, value_name = "PEM", requires = "domain", hide = true)]
+    #[arg(long, value_name = "PEM", hide = true)]
     acme_root: Option<PathBuf>,
     /// The sync address other nodes are told (in /.well-known/capsule), as
     /// HOST:PORT, when it is not the one this node sees: behind a port
