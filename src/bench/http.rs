@@ -57,11 +57,23 @@ pub struct HttpFigures {
     pub idle_rss: u64,
 }
 
-/// A child process killed on drop.
+/// A child process stopped on drop: SIGTERM first, so nginx's master takes
+/// its workers with it and the node closes its store, then SIGKILL if it is
+/// still there after 5 s.
 struct Guard(Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
