@@ -307,18 +307,24 @@ fn bench_node(root: &std::path::Path) -> Result<(crate::data_dir::DataDir, Ident
     Ok((dir, identity))
 }
 
-/// Peak resident memory of process `pid` so far (its VmHWM), if it runs.
-fn peak_rss_of(pid: u32) -> Option<u64> {
+/// A memory figure of process `pid` from /proc (`VmHWM`, `VmRSS`…), in
+/// bytes, if it runs.
+pub(crate) fn memory_of(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kb = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
         .trim()
         .trim_end_matches("kB")
         .trim()
         .parse::<u64>()
         .ok()?;
     Some(kb * 1024)
+}
+
+/// Peak resident memory of process `pid` so far (its VmHWM), if it runs.
+fn peak_rss_of(pid: u32) -> Option<u64> {
+    memory_of(pid, "VmHWM")
 }
 
 /// Full sync of `authors` × `per_author` entries over QUIC on 127.0.0.1

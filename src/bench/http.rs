@@ -108,19 +108,6 @@ fn get(addr: &str, path: &str) -> Result<(u16, Vec<u8>)> {
     Ok((status, raw[split + 4..].to_vec()))
 }
 
-fn rss_of(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse::<u64>()
-        .ok()?;
-    Some(kb * 1024)
-}
-
 /// Starts `capsule up` on `port` and waits for its first 200 on `/`;
 /// returns the process and the time that took.
 fn start_node(exe: &Path, data: &Path, port: u16) -> Result<(Guard, Duration)> {
@@ -278,7 +265,7 @@ pub fn measure(posts: u64, seconds: u64) -> Result<HttpFigures> {
     let port = free_port()?;
     let (node, _) = start_node(&exe, dir.root(), port)?;
     std::thread::sleep(Duration::from_secs(1));
-    let idle_rss = rss_of(node.0.id()).unwrap_or(0);
+    let idle_rss = super::memory_of(node.0.id(), "VmRSS").unwrap_or(0);
     let addr = format!("127.0.0.1:{port}");
     let author = identity.author();
     let entries_path = format!("/api/v1/authors/{author}/entries.bin?from=1");
