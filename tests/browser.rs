@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::{Proc, capsule_bin, capsule_ok, free_port, have, init};
+use crate::common::{Proc, capsule_bin, capsule_ok, free_port, init};
 
 const PASSPHRASE: &str = "correct horse battery staple";
 
@@ -263,27 +263,13 @@ fn form_post(web: &str, path: &str, cookie: &str, body: &str) -> (u16, String) {
 
 #[test]
 fn the_owner_writes_from_a_real_browser() {
-    if !have("chromium") || !have("chromedriver") {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "chromium is missing; .ci/run installs it"
-        );
-        eprintln!("skipped: chromium and chromedriver are not installed");
+    if !crate::common::tools_present(&["chromium", "chromedriver"], "chromium") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("node");
     init(&data);
-    let mut passwd = Command::new(capsule_bin())
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("passwd")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    writeln!(passwd.stdin.take().unwrap(), "{PASSPHRASE}").unwrap();
-    assert!(passwd.wait().unwrap().success());
+    crate::common::set_passphrase(&data, PASSPHRASE);
     capsule_ok(
         &data,
         &[

@@ -151,3 +151,34 @@ pub fn have(tool: &str) -> bool {
         .status()
         .is_ok_and(|s| s.success())
 }
+
+/// Sets the owner's passphrase with `capsule passwd`, as a script would:
+/// one line on standard input.
+pub fn set_passphrase(dir: &Path, passphrase: &str) {
+    use std::io::Write;
+    let mut passwd = Command::new(capsule_bin())
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("passwd")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    writeln!(passwd.stdin.take().unwrap(), "{passphrase}").unwrap();
+    assert!(passwd.wait().unwrap().success());
+}
+
+/// Whether every tool a test of optional system parts needs is there. Outside
+/// CI a missing one skips the test with a message; in CI (where `.ci/run`
+/// installs them) it fails it.
+pub fn tools_present(tools: &[&str], package: &str) -> bool {
+    if tools.iter().all(|t| have(t)) {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{package} is missing; .ci/run installs it"
+    );
+    eprintln!("skipped: {package} is not installed");
+    false
+}

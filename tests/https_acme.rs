@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use rustls::pki_types::{CertificateDer, ServerName};
 
-use crate::common::{Proc, capsule_bin, free_port, have};
+use crate::common::{Proc, capsule_bin, free_port};
 
 /// The node's domain.
 const DOMAIN: &str = "localhost";
@@ -180,12 +180,7 @@ fn start_node(data: &Path, pebble: &Pebble, https: u16, http: u16, dead_sync: u1
 
 #[test]
 fn a_node_gets_its_certificate_from_acme_and_keeps_it_across_restarts() {
-    if !have("pebble") || !have("pebble-challtestsrv") {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "pebble is missing; .ci/run installs it"
-        );
-        eprintln!("skipped: pebble is not installed (apt-get install pebble)");
+    if !crate::common::tools_present(&["pebble", "pebble-challtestsrv"], "pebble") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

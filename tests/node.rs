@@ -325,16 +325,7 @@ fn login_is_rate_limited_and_counted_in_metrics() {
     use crate::common::Proc;
     let dir = tempfile::tempdir().unwrap();
     init(dir.path());
-    let mut passwd = Command::new(capsule_bin())
-        .arg("--data-dir")
-        .arg(dir.path())
-        .arg("passwd")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    writeln!(passwd.stdin.take().unwrap(), "the right passphrase").unwrap();
-    assert!(passwd.wait().unwrap().success());
+    crate::common::set_passphrase(dir.path(), "the right passphrase");
 
     // Metrics stay on the machine.
     let out = crate::common::capsule(
