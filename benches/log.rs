@@ -7,7 +7,7 @@
 
 use std::hint::black_box;
 
-use capsule::audit::verify_archive;
+use capsule::archive::audit::verify_archive;
 use capsule::identity::Identity;
 use capsule::log::builder::LogBuilder;
 use capsule::log::entry::{Draft, Entry, EntryId};

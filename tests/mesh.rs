@@ -233,13 +233,15 @@ fn posts_propagate_over_live_connections() {
     };
     let (mut to_b, mut to_c) = (Vec::new(), Vec::new());
     for i in 0..100u64 {
-        let request = capsule::admin::Request::Post {
+        let request = capsule::node::admin::Request::Post {
             text: format!("live post {i}"),
             reply_to: None,
         };
-        let answer = capsule::admin::call(&socket, &request).unwrap().unwrap();
+        let answer = capsule::node::admin::call(&socket, &request)
+            .unwrap()
+            .unwrap();
         let acknowledged = Instant::now();
-        let capsule::admin::Answer::Published { seq, .. } = answer else {
+        let capsule::node::admin::Answer::Published { seq, .. } = answer else {
             panic!("{answer:?}")
         };
         let (mut at_b, mut at_c) = (None, None);

@@ -153,7 +153,7 @@ async fn attack(
         .await;
     let elapsed = start.elapsed();
     assert_eq!(state(&honest_node), before, "the honest store changed");
-    blocking(|| capsule::audit::verify_store(&honest_node.store).expect("still verifies"));
+    blocking(|| capsule::archive::audit::verify_store(&honest_node.store).expect("still verifies"));
     let written = written.load(std::sync::atomic::Ordering::Relaxed);
     (result, elapsed, written)
 }

@@ -103,8 +103,8 @@ proptest! {
         prop_assert!(run.reconcile_round_trips <= reconcile_bound(logs.len()));
         // Then one more round trip fetches what was missing, one says done.
         prop_assert!(run.initiator.round_trips <= run.reconcile_round_trips + 2, "{:?}", run.initiator);
-        prop_assert!(capsule::audit::verify_store(&a).is_ok());
-        prop_assert!(capsule::audit::verify_store(&b).is_ok());
+        prop_assert!(capsule::archive::audit::verify_store(&a).is_ok());
+        prop_assert!(capsule::archive::audit::verify_store(&b).is_ok());
 
         // A returning peer settles the heads by changelog cursors: in one
         // round trip when both want the same authors, two when the responder

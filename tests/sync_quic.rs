@@ -39,7 +39,7 @@ impl Node {
     pub fn listen(&self) -> (quinn::Endpoint, SocketAddr) {
         let endpoint = transport::listen(&self.identity, "127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = endpoint.local_addr().unwrap();
-        tokio::spawn(network::serve(
+        tokio::spawn(capsule::mesh::listener::serve(
             endpoint.clone(),
             Arc::clone(&self.store),
             Some(self.key()),
@@ -103,7 +103,7 @@ async fn a_fresh_node_pulls_100_authors_of_1000_entries() {
     for a in &authors {
         assert_eq!(fresh.seq(a), 1000);
     }
-    let summary = blocking(|| capsule::audit::verify_store(&fresh.store).unwrap());
+    let summary = blocking(|| capsule::archive::audit::verify_store(&fresh.store).unwrap());
     assert_eq!(summary.entries, 100_000);
 
     // One new post later, the returning node fetches just it, by cursor.

@@ -3,7 +3,7 @@
 use std::io::Cursor;
 
 use capsule::archive::ArchiveWriter;
-use capsule::audit::{VerifyError, verify_archive};
+use capsule::archive::audit::{VerifyError, verify_archive};
 use capsule::log::builder::LogBuilder;
 use capsule::log::entry::{Draft, Entry, EntryId};
 use capsule::log::lipmaa::lipmaa;

@@ -11,7 +11,9 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let mut input = b"capsule-archive\x01".to_vec();
     input.extend_from_slice(data);
-    if let Ok(summary) = capsule::audit::verify_archive(Cursor::new(input.clone()), None, None) {
+    if let Ok(summary) =
+        capsule::archive::audit::verify_archive(Cursor::new(input.clone()), None, None)
+    {
         let mut reader =
             ArchiveReader::new(Cursor::new(input)).expect("verified, so it has a header");
         let mut count = 0;

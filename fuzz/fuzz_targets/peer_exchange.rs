@@ -3,7 +3,7 @@
 //! encodes back to the same bytes' meaning.
 #![no_main]
 
-use capsule::sync::live::{MAX_ASKED, MAX_TOLD, decode_answer, decode_question};
+use capsule::mesh::exchange::{MAX_ASKED, MAX_TOLD, decode_answer, decode_question};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
         for peer in told {
             let text = peer.to_string();
             assert_eq!(
-                text.parse::<capsule::sync::transport::PeerAddr>().unwrap(),
+                text.parse::<capsule::mesh::address::PeerAddr>().unwrap(),
                 peer
             );
         }

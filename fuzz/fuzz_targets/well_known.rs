@@ -3,7 +3,7 @@
 //! a sync address always names the author's own key.
 #![no_main]
 
-use capsule::well_known::parse;
+use capsule::mesh::well_known::parse;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 use super::{Error, State};
 use crate::identity::AuthorKey;
 use crate::log::entry::EntryId;
+use crate::log::present::entry_json;
 use crate::log::record::Record;
-use crate::present::entry_json;
 
 /// Most entries one JSON page holds (~1 KB each).
 pub const MAX_JSON_ENTRIES: u64 = 1_000;

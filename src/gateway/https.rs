@@ -57,7 +57,7 @@ pub fn start(acme: &Acme) -> Result<(Arc<ServerConfig>, Arc<ServerConfig>)> {
     create_private_dir(&acme.cache)?;
     let mut config = AcmeConfig::new_with_client_config(
         [&acme.domain],
-        crate::web_client::client(acme.extra_root.as_deref())?,
+        crate::mesh::web_client::client(acme.extra_root.as_deref())?,
     )
     .directory(&acme.directory)
     .cache(DirCache::new(acme.cache.clone()));

@@ -5,6 +5,12 @@
 //!   needed) and `/feed.atom`.
 //! - [`api`]: `/api/v1/`, JSON and raw entries.
 //! - [`assets`]: web/ embedded in the binary under content-hashed URLs.
+//! - [`cache`]: anonymous answers kept in memory until the store's next
+//!   commit.
+//! - [`owner`]: the owner's login, sessions, CSRF tokens and forms.
+//! - [`passphrase`]: the owner's argon2id passphrase file.
+//! - [`https`]: HTTPS with an ACME certificate, and the redirect to it.
+//! - [`metrics`]: the node's Prometheus counters and `/metrics`.
 //!
 //! Handlers never touch redb on an async thread: store reads run through
 //! [`State::read`] on the blocking pool.
@@ -13,8 +19,10 @@ pub mod api;
 pub mod assets;
 pub mod cache;
 pub mod https;
+pub mod metrics;
 pub mod owner;
 pub mod pages;
+pub mod passphrase;
 
 use std::sync::Arc;
 
@@ -43,7 +51,7 @@ pub struct State {
     /// The owner's web sessions.
     pub owner_auth: Arc<owner::Owner>,
     /// The node's counters.
-    pub metrics: Arc<crate::metrics::Metrics>,
+    pub metrics: Arc<crate::gateway::metrics::Metrics>,
     /// Anonymous responses kept until the store changes.
     pub cache: Arc<cache::Cache>,
 }
@@ -145,7 +153,7 @@ pub fn router(state: State) -> Router {
 
 /// Counts every response and logs it at debug level.
 async fn track(
-    axum::extract::State(metrics): axum::extract::State<Arc<crate::metrics::Metrics>>,
+    axum::extract::State(metrics): axum::extract::State<Arc<crate::gateway::metrics::Metrics>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {

@@ -26,10 +26,10 @@ use serde::Deserialize;
 use tokio::sync::Semaphore;
 
 use super::{State, pages};
-use crate::compose::{self, ComposeError};
+use crate::gateway::passphrase::{self, PassphraseError};
 use crate::identity::AuthorKey;
 use crate::log::entry::EntryId;
-use crate::passphrase::{self, PassphraseError};
+use crate::store::compose::{self, ComposeError};
 
 /// The session cookie.
 pub const SESSION_COOKIE: &str = "capsule_session";
@@ -479,8 +479,8 @@ pub async fn follow(
     }
     let (store, identity) = (Arc::clone(&state.store), Arc::clone(&state.identity));
     let done = tokio::task::spawn_blocking(move || -> Result<AuthorKey, String> {
-        let (author, address, web) =
-            crate::well_known::follow_target(&form.target, None).map_err(|e| format!("{e:#}"))?;
+        let (author, address, web) = crate::mesh::well_known::follow_target(&form.target, None)
+            .map_err(|e| format!("{e:#}"))?;
         compose::follow(&store, &identity, author, address, web).map_err(|e| e.to_string())?;
         Ok(author)
     })

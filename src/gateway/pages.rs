@@ -10,8 +10,8 @@ use serde::Deserialize;
 use super::owner::Viewer;
 use super::{Error, State, assets, author_segment};
 use crate::identity::AuthorKey;
+use crate::log::present::{Missing, format_time, rfc3339};
 use crate::log::record::Record;
-use crate::present::{format_time, rfc3339};
 use crate::store::{Scanned, Store, StoreError};
 
 /// Entries per timeline page: a screenful of posts, a small read.
@@ -77,15 +77,17 @@ pub fn as_post(s: &Scanned) -> Option<Post> {
         missing: "",
         reply_to: None,
     };
-    match (s.deleted_by, s.payload.as_deref().map(Record::decode)) {
-        (Some(_), _) => post.missing = "deleted by its author",
-        (None, None) => post.missing = "text not held by this node",
-        (None, Some(Ok(Record::Post { text, reply_to, .. }))) => {
+    let record = s.payload.as_deref().map(Record::decode);
+    if let Some(missing) = Missing::of(s.deleted_by, record.as_ref()) {
+        post.missing = missing.describe();
+        return Some(post);
+    }
+    match record {
+        Some(Ok(Record::Post { text, reply_to, .. })) => {
             post.text = Some(text);
             post.reply_to = reply_to.map(|r| (AuthorKey(r.author), r.seq));
         }
-        (None, Some(Ok(_))) => return None,
-        (None, Some(Err(_))) => post.missing = "a record this version cannot show",
+        _ => return None,
     }
     Some(post)
 }

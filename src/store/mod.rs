@@ -3,12 +3,15 @@
 //! - [`tables`]: every table definition (versioned names).
 //! - [`actor`]: the writer thread, which owns all writes and groups concurrent
 //!   requests into one transaction each.
+//! - [`compose`]: what the owner publishes (posts, replies, deletions,
+//!   profile, follows), checked, then signed by the writer.
 //!
 //! Reads open their own read transactions from any (non-async) thread: redb
 //! gives them a consistent snapshot and they never wait for the writer.
 //! Async code reaches the store through `spawn_blocking`, never directly.
 
 pub mod actor;
+pub mod compose;
 pub mod tables;
 
 use std::path::{Path, PathBuf};
@@ -765,7 +768,7 @@ mod tests {
         });
         assert_eq!(store.head(&identity.author()).unwrap().unwrap().seq, 200);
         assert!(store.forks().unwrap().is_empty());
-        let summary = crate::audit::verify_store(&store).unwrap();
+        let summary = crate::archive::audit::verify_store(&store).unwrap();
         assert_eq!(summary.entries, 200);
     }
 }

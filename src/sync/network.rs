@@ -11,7 +11,6 @@
 //! Every queue is bounded, so a peer can make this node hold only a few
 //! MiB, whatever it sends.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc as std_mpsc};
@@ -23,7 +22,7 @@ use tokio::sync::mpsc;
 use super::protocol::{Action, Role, Session, Stats};
 use super::session::{SessionError, authors_of, serve as serve_entries, snapshot};
 use super::transport;
-use super::wire::{self, Message};
+use super::wire::{self, Message, WireError};
 use crate::identity::{AuthorKey, Identity};
 use crate::log::verify::{Unverified, VerifiedEntry, verify_batch};
 use crate::store::{AppendReport, Store};
@@ -44,16 +43,6 @@ pub const BATCHES_IN_FLIGHT: usize = 2;
 /// Verified batches that queued up while the store thread was busy are
 /// merged into one append (one commit) up to this many entries.
 pub const MERGE_LIMIT: usize = 32_768;
-
-/// Sessions a listener runs at once: bounds the memory all peers together
-/// can make it hold (each session stays under ~16 MiB).
-pub const MAX_SESSIONS: usize = 32;
-
-/// Sessions one peer may hold open at once with a listener.
-pub const MAX_SESSIONS_PER_PEER: usize = 2;
-
-/// Live connections (src/sync/live.rs) a node serves at once; one per peer.
-pub const MAX_LIVE: usize = 256;
 
 /// Settings of a session.
 #[derive(Debug, Clone, Copy)]
@@ -173,31 +162,21 @@ pub async fn run_on(
     let mut reader = tokio::spawn(async move {
         let fail = |e: SessionError| Inbound::Failed(e);
         loop {
-            let mut prefix = [0u8; 4];
-            match recv.read_exact(&mut prefix).await {
-                Ok(()) => {}
-                Err(quinn::ReadExactError::FinishedEarly(0)) => break,
+            let body = match transport::read_frame(&mut recv, wire::MAX_MESSAGE).await {
+                Ok(Some(body)) => body,
+                Ok(None) => break,
                 Err(e) => {
-                    let _ = inbound_tx
-                        .send(fail(SessionError::Transport(e.to_string())))
-                        .await;
-                    break;
-                }
-            }
-            let len = match wire::check_len(prefix) {
-                Ok(len) => len,
-                Err(e) => {
-                    let _ = inbound_tx.send(fail(e.into())).await;
+                    let e = match e {
+                        transport::FrameError::TooLarge { len, .. } => {
+                            WireError::TooLarge(len).into()
+                        }
+                        transport::FrameError::Read(e) => SessionError::Transport(e.to_string()),
+                    };
+                    let _ = inbound_tx.send(fail(e)).await;
                     break;
                 }
             };
-            let mut body = vec![0u8; len];
-            if let Err(e) = recv.read_exact(&mut body).await {
-                let _ = inbound_tx
-                    .send(fail(SessionError::Transport(e.to_string())))
-                    .await;
-                break;
-            }
+            let len = body.len();
             reader_received.fetch_add(4 + len as u64, Ordering::Relaxed);
             let item = match wire::decode(&body) {
                 Ok(m) => Inbound::Message(m),
@@ -255,7 +234,10 @@ pub async fn run_on(
     .map_err(|e| transport(&e))?;
     if let Err(e) = &outcome {
         let reason = e.to_string();
-        connection.close(3u32.into(), &reason.as_bytes()[..reason.len().min(200)]);
+        connection.close(
+            transport::close::FAILED.into(),
+            &reason.as_bytes()[..reason.len().min(200)],
+        );
     }
     let _ = writer.await;
     // The responder ends its side after it has stored its checkpoint (it
@@ -264,9 +246,9 @@ pub async fn run_on(
     match (role, live) {
         (Role::Initiator, false) => {
             let _ = tokio::time::timeout(Duration::from_secs(5), connection.closed()).await;
-            connection.close(0u32.into(), b"done");
+            connection.close(transport::close::DONE.into(), b"done");
         }
-        (Role::Responder, false) => connection.close(0u32.into(), b"done"),
+        (Role::Responder, false) => connection.close(transport::close::DONE.into(), b"done"),
         (Role::Initiator, true) => {
             let _ = tokio::time::timeout(Duration::from_secs(5), &mut reader).await;
         }
@@ -551,87 +533,4 @@ pub async fn sync_once(
     .await;
     endpoint.wait_idle().await;
     report
-}
-
-/// Answers every peer that dials `endpoint`, each in its own session, until
-/// the endpoint closes. `on_session` hears how each ended.
-pub async fn serve(
-    endpoint: quinn::Endpoint,
-    store: Arc<Store>,
-    own: Option<AuthorKey>,
-    config: SyncConfig,
-    on_session: Arc<dyn Fn(Result<Report, SessionError>) + Send + Sync>,
-) {
-    let sessions = Arc::new(tokio::sync::Semaphore::new(MAX_SESSIONS));
-    let per_peer: Arc<Mutex<HashMap<AuthorKey, usize>>> = Arc::default();
-    let live = Arc::new(tokio::sync::Semaphore::new(MAX_LIVE));
-    let live_peers: Arc<Mutex<std::collections::HashSet<AuthorKey>>> = Arc::default();
-    while let Some(incoming) = endpoint.accept().await {
-        let (live, live_peers) = (Arc::clone(&live), Arc::clone(&live_peers));
-        let Ok(permit) = Arc::clone(&sessions).try_acquire_owned() else {
-            incoming.refuse();
-            continue;
-        };
-        let (store, per_peer, on_session) = (
-            Arc::clone(&store),
-            Arc::clone(&per_peer),
-            Arc::clone(&on_session),
-        );
-        tokio::spawn(async move {
-            let _permit = permit;
-            let connection = match incoming.await {
-                Ok(c) => c,
-                Err(e) => return on_session(Err(SessionError::Transport(e.to_string()))),
-            };
-            let Some(peer) = transport::peer_key(&connection) else {
-                connection.close(1u32.into(), b"no node key");
-                return;
-            };
-            if transport::protocol(&connection).as_deref() == Some(transport::ALPN_LIVE) {
-                // A live connection lasts: it takes a live slot, not a
-                // session slot, and one per peer.
-                drop(_permit);
-                let Ok(_slot) = live.try_acquire_owned() else {
-                    connection.close(2u32.into(), b"too many live connections");
-                    return;
-                };
-                if !live_peers.lock().expect("not poisoned").insert(peer) {
-                    connection.close(2u32.into(), b"already live");
-                    return;
-                }
-                let on_live = Arc::clone(&on_session);
-                super::live::serve(
-                    connection,
-                    store,
-                    own,
-                    peer,
-                    config,
-                    Arc::new(move |r| on_live(r)),
-                )
-                .await;
-                live_peers.lock().expect("not poisoned").remove(&peer);
-                return;
-            }
-            {
-                let mut counts = per_peer.lock().expect("not poisoned");
-                let n = counts.entry(peer).or_insert(0);
-                if *n >= MAX_SESSIONS_PER_PEER {
-                    connection.close(2u32.into(), b"too many sessions");
-                    return;
-                }
-                *n += 1;
-            }
-            let result = run(connection, Role::Responder, store, own, peer, config, None).await;
-            {
-                let mut counts = per_peer.lock().expect("not poisoned");
-                if let Some(n) = counts.get_mut(&peer) {
-                    *n -= 1;
-                    if *n == 0 {
-                        counts.remove(&peer);
-                    }
-                }
-            }
-            on_session(result);
-        });
-    }
 }

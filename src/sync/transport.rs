@@ -76,56 +76,6 @@ pub enum TransportError {
     },
 }
 
-/// A peer to dial: its node key and where it listens, written
-/// `KEY@HOST:PORT`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerAddr {
-    /// The node key the peer must present.
-    pub key: AuthorKey,
-    /// Host (name or address) and port.
-    pub host_port: String,
-}
-
-impl std::str::FromStr for PeerAddr {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (key, host_port) = s
-            .split_once('@')
-            .ok_or_else(|| format!("{s:?} is not KEY@HOST:PORT (no @)"))?;
-        let key = key.parse().map_err(|e| format!("bad node key: {e}"))?;
-        match host_port.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
-            _ => return Err(format!("{host_port:?} is not HOST:PORT")),
-        }
-        Ok(PeerAddr {
-            key,
-            host_port: host_port.to_string(),
-        })
-    }
-}
-
-impl std::fmt::Display for PeerAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}@{}", self.key, self.host_port)
-    }
-}
-
-impl PeerAddr {
-    /// Resolves the host (the first address found).
-    pub async fn resolve(&self) -> Result<SocketAddr, TransportError> {
-        let fail = |reason: String| TransportError::Resolve {
-            host: self.host_port.clone(),
-            reason,
-        };
-        tokio::net::lookup_host(&self.host_port)
-            .await
-            .map_err(|e| fail(e.to_string()))?
-            .next()
-            .ok_or_else(|| fail("no address found".into()))
-    }
-}
-
 /// The node key in a certificate: the key of its ed25519 SubjectPublicKeyInfo,
 /// which must occur exactly once.
 pub fn key_of_certificate(der: &[u8]) -> Option<AuthorKey> {
@@ -290,19 +240,12 @@ fn transport_config() -> Arc<quinn::TransportConfig> {
     Arc::new(t)
 }
 
-/// ALPN of a live connection (src/sync/live.rs): sessions on demand, and
+/// ALPN of a live connection (src/mesh/live.rs): sessions on demand, and
 /// the peer's change notices.
 pub const ALPN_LIVE: &[u8] = b"capsule-live/1";
 
-/// A client configuration that accepts only `expected` as the peer.
-pub fn client_config(
-    identity: &Identity,
-    expected: AuthorKey,
-) -> Result<quinn::ClientConfig, TransportError> {
-    client_config_for(identity, expected, ALPN)
-}
-
-/// [`client_config`] for the protocol `alpn`.
+/// A client configuration for the protocol `alpn` that accepts only
+/// `expected` as the peer.
 pub fn client_config_for(
     identity: &Identity,
     expected: AuthorKey,
@@ -409,6 +352,69 @@ pub fn peer_key(connection: &quinn::Connection) -> Option<AuthorKey> {
     let identity = connection.peer_identity()?;
     let certs = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
     key_of_certificate(certs.first()?)
+}
+
+/// Application close codes of Capsule's QUIC connections, so the peer's
+/// log says why a connection ended.
+pub mod close {
+    /// The work is done, or the node is shutting down.
+    pub const DONE: u32 = 0;
+    /// The peer presented no usable node key.
+    pub const NO_KEY: u32 = 1;
+    /// A limit was reached (connections, sessions, live slots).
+    pub const REFUSED: u32 = 2;
+    /// The peer broke the protocol, or the session failed; the reason
+    /// follows.
+    pub const FAILED: u32 = 3;
+}
+
+/// Why a length-prefixed frame could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The length prefix is over the limit of the stream's protocol.
+    #[error("a frame of {len} bytes, over the limit of {max}")]
+    TooLarge {
+        /// What the prefix claimed.
+        len: u64,
+        /// The limit.
+        max: usize,
+    },
+    /// The stream failed or ended inside a frame.
+    #[error(transparent)]
+    Read(#[from] quinn::ReadExactError),
+}
+
+/// Writes one frame: the body's length as u32 BE, then the body.
+pub async fn write_frame(
+    send: &mut quinn::SendStream,
+    body: &[u8],
+) -> Result<(), quinn::WriteError> {
+    send.write_all(&(body.len() as u32).to_be_bytes()).await?;
+    send.write_all(body).await
+}
+
+/// Reads one frame of at most `max` bytes, refusing a larger one before
+/// allocating; `None` when the stream ended cleanly before a frame.
+pub async fn read_frame(
+    recv: &mut quinn::RecvStream,
+    max: usize,
+) -> Result<Option<Vec<u8>>, FrameError> {
+    let mut prefix = [0u8; 4];
+    match recv.read_exact(&mut prefix).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let len = u32::from_be_bytes(prefix);
+    if len as usize > max {
+        return Err(FrameError::TooLarge {
+            len: len.into(),
+            max,
+        });
+    }
+    let mut body = vec![0u8; len as usize];
+    recv.read_exact(&mut body).await?;
+    Ok(Some(body))
 }
 
 #[cfg(test)]

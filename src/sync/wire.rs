@@ -11,8 +11,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::range::WireRange;
-use crate::archive::{FRAME_ENTRY, FRAME_NO_PAYLOAD, FRAME_PAYLOAD, entry_frame};
-use crate::log::entry::{ENTRY_LEN, Entry, MAX_PAYLOAD};
+use crate::log::entry::{Entry, MAX_PAYLOAD};
+pub use crate::log::frame::entry_frame_len;
+use crate::log::frame::{self, HEADER_LEN, entry_frame};
 use crate::log::verify::Unverified;
 
 /// Largest message, length prefix excluded: bounds what one frame can make
@@ -167,41 +168,28 @@ pub fn push_entry(body: &mut Vec<u8>, entry: &Entry, payload: Option<&[u8]>) {
     }
 }
 
-/// Size of one entry's frame.
-pub fn entry_frame_len(entry: &Entry, with_payload: bool) -> usize {
-    2 + ENTRY_LEN
-        + if with_payload {
-            entry.payload_len() as usize
-        } else {
-            0
-        }
-}
-
 /// Splits an entries body into entries and payloads (nothing is verified).
 pub fn decode_entries(body: &[u8]) -> Result<Vec<Unverified>, WireError> {
     let bad = |s: &str| WireError::BadEntries(s.into());
     let mut out = Vec::new();
     let mut rest = body;
     while !rest.is_empty() {
-        if rest[0] != FRAME_ENTRY || rest.len() < 2 + ENTRY_LEN {
-            return Err(bad("a frame is not an entry"));
-        }
-        let entry = Entry::decode(&rest[1..1 + ENTRY_LEN])
-            .map_err(|e| WireError::BadEntries(e.to_string()))?;
-        let flag = rest[1 + ENTRY_LEN];
-        rest = &rest[2 + ENTRY_LEN..];
-        let payload = match flag {
-            FRAME_NO_PAYLOAD => None,
-            FRAME_PAYLOAD => {
-                let len = entry.payload_len();
-                if len > MAX_PAYLOAD || len as usize > rest.len() {
-                    return Err(bad("a payload is cut short"));
-                }
-                let (p, tail) = rest.split_at(len as usize);
-                rest = tail;
-                Some(p.to_vec())
+        let Some(header) = rest.first_chunk::<HEADER_LEN>() else {
+            return Err(bad("a frame is cut short"));
+        };
+        let (entry, with_payload) =
+            frame::decode_header(header).map_err(|e| WireError::BadEntries(e.to_string()))?;
+        rest = &rest[HEADER_LEN..];
+        let payload = if with_payload {
+            let len = entry.payload_len();
+            if len > MAX_PAYLOAD || len as usize > rest.len() {
+                return Err(bad("a payload is cut short"));
             }
-            _ => return Err(bad("unknown payload flag")),
+            let (p, tail) = rest.split_at(len as usize);
+            rest = tail;
+            Some(p.to_vec())
+        } else {
+            None
         };
         out.push((entry, payload));
     }

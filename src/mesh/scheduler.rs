@@ -1,4 +1,4 @@
-//! The mesh: a running node dials the peers it knows (bootstrap peers given
+//! The dial scheduler: a running node dials the peers it knows (bootstrap peers given
 //! with `capsule up --peer`, the nodes of the authors it follows) on a
 //! jittered interval, and backs off from peers that do not answer. Each
 //! dial is one sync session (src/sync/): both sides bring each other up to
@@ -13,14 +13,14 @@ use std::time::Duration;
 use rand_core::{OsRng, RngCore};
 use tokio::sync::watch;
 
-use crate::compose::now_us;
+use super::address::PeerAddr;
+use super::live;
+use crate::clock::now_us;
 use crate::identity::{AuthorKey, Identity};
 use crate::store::tables::AddressRow;
 use crate::store::{AddressUpdate, Store, StoreError};
-use crate::sync::live;
 use crate::sync::network::{Report, SyncConfig};
 use crate::sync::session::SessionError;
-use crate::sync::transport::PeerAddr;
 
 /// How often each peer is dialled, before jitter, by default.
 pub const SYNC_INTERVAL: Duration = Duration::from_secs(60);
@@ -56,10 +56,10 @@ impl Default for MeshConfig {
     }
 }
 
-/// `d` scaled by a random factor in [0.75, 1.25): peers that started
-/// together drift apart instead of dialling in lockstep.
-pub fn jitter(d: Duration) -> Duration {
-    let r = (OsRng.next_u32() as f64) / (u32::MAX as f64 + 1.0);
+/// `d` scaled by a random factor in [0.75, 1.25) drawn from `rng`: peers
+/// that started together drift apart instead of dialling in lockstep.
+pub fn jitter(d: Duration, rng: &mut impl RngCore) -> Duration {
+    let r = (rng.next_u32() as f64) / (u32::MAX as f64 + 1.0);
     d.mul_f64(0.75 + 0.5 * r)
 }
 
@@ -145,7 +145,7 @@ pub async fn run(
     }
 }
 
-/// A live connection with `peer` (see [`crate::sync::live`]): a session
+/// A live connection with `peer` (see [`crate::mesh::live`]): a session
 /// at once and after each of its notices, until it ends; then the outcome
 /// is written to the address book.
 async fn dial(
@@ -205,7 +205,7 @@ async fn dial(
     } else {
         row.failures.saturating_add(1)
     };
-    let wait = jitter(backoff(config.interval, failures));
+    let wait = jitter(backoff(config.interval, failures), &mut OsRng);
     let next_us = now_us().saturating_add(wait.as_micros() as u64);
     let store = Arc::clone(store);
     let update = AddressUpdate::Attempt { ok, at_us, next_us };
@@ -225,9 +225,10 @@ async fn pull_over_https(
 ) -> bool {
     let store = Arc::clone(store);
     let from = web.clone();
-    let pulled =
-        tokio::task::spawn_blocking(move || crate::pull::pull(&store, &from, root.as_deref()))
-            .await;
+    let pulled = tokio::task::spawn_blocking(move || {
+        crate::mesh::pull::pull(&store, &from, root.as_deref())
+    })
+    .await;
     match pulled {
         Ok(Ok(p)) => {
             tracing::info!(%address, %web, entries = p.entries, authors = p.authors, "pulled over HTTPS");
@@ -247,6 +248,7 @@ async fn pull_over_https(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand_core::SeedableRng;
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {
@@ -256,8 +258,9 @@ mod tests {
         assert_eq!(backoff(i, 5), 32 * i);
         assert_eq!(backoff(i, 6), MAX_BACKOFF);
         assert_eq!(backoff(i, u32::MAX), MAX_BACKOFF);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
         for _ in 0..1000 {
-            let j = jitter(i);
+            let j = jitter(i, &mut rng);
             assert!(j >= i.mul_f64(0.75) && j < i.mul_f64(1.25), "{j:?}");
         }
     }

@@ -4,13 +4,53 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail, ensure};
-
+use super::address::{AddressError, PeerAddr};
+use super::web_client::{self, WebError};
 use crate::identity::AuthorKey;
-use crate::sync::transport::PeerAddr;
 
 /// Largest answer read.
 pub const MAX_ANSWER: u64 = 64 * 1024;
+
+/// Why a follow target or a domain's answer was not understood.
+#[derive(Debug, thiserror::Error)]
+pub enum WellKnownError {
+    /// The target is none of the three forms.
+    #[error("{target:?} is not a domain, KEY@HOST:PORT or an author key ({reason})")]
+    Target {
+        /// What was given.
+        target: String,
+        /// Why it is not a key.
+        reason: crate::identity::ParseKeyError,
+    },
+    /// `KEY@HOST:PORT` that does not parse.
+    #[error(transparent)]
+    Address(#[from] AddressError),
+    /// The domain could not be asked.
+    #[error("cannot look up {origin}: {source}")]
+    Lookup {
+        /// Whom we asked.
+        origin: String,
+        /// What went wrong.
+        source: WebError,
+    },
+    /// The answer is not a capsule node's.
+    #[error("{origin} is not a capsule node: {reason}")]
+    NotANode {
+        /// Whom we asked.
+        origin: String,
+        /// Why not.
+        reason: Box<WellKnownError>,
+    },
+    /// Not an HTTP answer this client reads.
+    #[error(transparent)]
+    Answer(#[from] WebError),
+    /// Another status than 200.
+    #[error("/.well-known/capsule answered {0}")]
+    Status(u16),
+    /// A body that is not what the well-known holds.
+    #[error("{0}")]
+    Body(String),
+}
 
 /// What a domain's `/.well-known/capsule` says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,15 +68,14 @@ pub struct Found {
 pub fn follow_target(
     target: &str,
     extra_root: Option<&Path>,
-) -> Result<(AuthorKey, Option<String>, Option<String>)> {
+) -> Result<(AuthorKey, Option<String>, Option<String>), WellKnownError> {
     let target = target.trim();
     if target.contains('@') {
-        let peer: PeerAddr = target.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+        let peer: PeerAddr = target.parse()?;
         return Ok((peer.key, Some(peer.host_port), None));
     }
     if is_domain(target) {
-        let found =
-            lookup(target, extra_root).with_context(|| format!("cannot look up {target}"))?;
+        let found = lookup(target, extra_root)?;
         return Ok((
             found.author,
             found.sync.map(|s| s.host_port),
@@ -45,7 +84,10 @@ pub fn follow_target(
     }
     match target.parse::<AuthorKey>() {
         Ok(key) => Ok((key, None, None)),
-        Err(e) => bail!("{target:?} is not a domain, KEY@HOST:PORT or an author key ({e})"),
+        Err(reason) => Err(WellKnownError::Target {
+            target: target.to_string(),
+            reason,
+        }),
     }
 }
 
@@ -69,42 +111,39 @@ pub fn origin_of(target: &str) -> String {
 
 /// Asks `target` (`DOMAIN` or `DOMAIN:PORT`, port 443 by default) who it
 /// is, trusting the WebPKI roots and `extra_root` (a PEM file) if given.
-pub fn lookup(target: &str, extra_root: Option<&Path>) -> Result<Found> {
+pub fn lookup(target: &str, extra_root: Option<&Path>) -> Result<Found, WellKnownError> {
     let origin = origin_of(target);
-    let raw = crate::web_client::get_raw(&origin, "/.well-known/capsule", extra_root, MAX_ANSWER)?;
-    ensure!(!raw.is_empty(), "{origin} sent nothing");
-    parse(&raw).with_context(|| format!("{origin} is not a capsule node"))
+    let raw = web_client::get_raw(&origin, "/.well-known/capsule", extra_root, MAX_ANSWER)
+        .map_err(|source| WellKnownError::Lookup {
+            origin: origin.clone(),
+            source,
+        })?;
+    parse(&raw).map_err(|reason| WellKnownError::NotANode {
+        origin,
+        reason: Box::new(reason),
+    })
 }
 
 /// Reads an HTTP answer carrying the well-known JSON.
-pub fn parse(raw: &[u8]) -> Result<Found> {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("no HTTP answer")?;
-    let head = String::from_utf8_lossy(&raw[..split]);
-    let status = head.split_whitespace().nth(1).unwrap_or("");
-    ensure!(status == "200", "/.well-known/capsule answered {status}");
-    let body = &raw[split + 4..];
-    ensure!(
-        !head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked"),
-        "a chunked answer (a capsule node sends a length)"
-    );
-    let json: serde_json::Value = serde_json::from_slice(body).context("not JSON")?;
+pub fn parse(raw: &[u8]) -> Result<Found, WellKnownError> {
+    let answer = web_client::parse_answer(raw)?;
+    if answer.status != 200 {
+        return Err(WellKnownError::Status(answer.status));
+    }
+    let body = |reason: &str| WellKnownError::Body(reason.to_string());
+    let json: serde_json::Value =
+        serde_json::from_slice(&answer.body).map_err(|_| body("not JSON"))?;
     let author: AuthorKey = json["author"]
         .as_str()
-        .context("no author key")?
+        .ok_or_else(|| body("no author key"))?
         .parse()
-        .map_err(|e| anyhow::anyhow!("bad author key: {e}"))?;
+        .map_err(|e| WellKnownError::Body(format!("bad author key: {e}")))?;
     let sync = match json["sync"].as_str() {
         Some(s) => {
-            let peer: PeerAddr = s.parse().map_err(|e: String| anyhow::anyhow!(e))?;
-            ensure!(
-                peer.key == author,
-                "the sync address names another key than the author"
-            );
+            let peer: PeerAddr = s.parse()?;
+            if peer.key != author {
+                return Err(body("the sync address names another key than the author"));
+            }
             Some(peer)
         }
         None => None,
@@ -126,8 +165,10 @@ mod tests {
         ));
         assert!(!is_domain("KEY@host:1"));
         let key = "a3qapzdw2ophzuuvfgaapps6x5i255cwb5rs47edqj4rhvnuxvyq";
+        let json = format!("{{\"author\":\"{key}\",\"sync\":\"{key}@alice.example:4433\"}}");
         let ok = format!(
-            "HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n{{\"author\":\"{key}\",\"sync\":\"{key}@alice.example:4433\"}}"
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{json}",
+            json.len()
         );
         let found = parse(ok.as_bytes()).unwrap();
         assert_eq!(found.author.to_string(), key);

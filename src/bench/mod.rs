@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use rayon::prelude::*;
 
-use crate::audit;
+use crate::archive::audit;
 use crate::identity::Identity;
 use crate::log::builder::LogBuilder;
 use crate::log::entry::Entry;

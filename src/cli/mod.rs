@@ -9,18 +9,19 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
-use crate::admin;
 use crate::archive;
-use crate::audit::{self, VerifyError};
+use crate::archive::audit::{self, VerifyError};
 use crate::data_dir::DataDir;
 use crate::gateway::https;
+use crate::gateway::passphrase;
 use crate::identity::{AuthorKey, Identity};
 use crate::log::entry::EntryId;
 use crate::log::verify::Summary;
-use crate::passphrase;
+use crate::mesh::address::PeerAddr;
+use crate::node::admin;
 use crate::store::{ImportMsg, Store};
 use crate::sync::network::{self, SyncConfig};
-use crate::sync::transport::{self, PeerAddr};
+use crate::sync::transport;
 
 /// Exit code when verification finds a bad entry (as opposed to an error
 /// that kept it from running).
@@ -54,7 +55,7 @@ pub struct Cli {
 }
 
 /// How `capsule up` serves. Each setting may also come from
-/// `<data>/config.toml` (see [`crate::config`]); flags win.
+/// `<data>/config.toml` (see [`crate::node::config`]); flags win.
 #[derive(Debug, Args)]
 pub struct UpArgs {
     /// Where plain HTTP listens. Default: 127.0.0.1:8080, or [::]:80 (a
@@ -474,16 +475,19 @@ fn init(dir: &DataDir) -> Result<ExitCode> {
 }
 
 fn up(dir: &DataDir, mut args: UpArgs) -> Result<ExitCode> {
-    let file = crate::config::load(dir.root())?;
+    let file = crate::node::config::load(dir.root())?;
     args.listen = args.listen.or(file.listen);
     args.domain = args.domain.or(file.domain);
     args.email = args.email.or(file.email);
     args.public_sync = args.public_sync.or(file.public_sync);
     args.metrics_listen = args.metrics_listen.or(file.metrics_listen);
     for peer in file.peers {
-        args.peers.push(peer.parse().map_err(|e: String| {
-            anyhow::anyhow!("peer {peer:?} in {}: {e}", crate::config::FILE)
-        })?);
+        args.peers.push(
+            peer.parse()
+                .map_err(|e: crate::mesh::address::AddressError| {
+                    anyhow::anyhow!("peer {peer:?} in {}: {e}", crate::node::config::FILE)
+                })?,
+        );
     }
     let sync_listen = args
         .sync_listen
@@ -542,7 +546,7 @@ fn up(dir: &DataDir, mut args: UpArgs) -> Result<ExitCode> {
             passphrase: dir.root().join(passphrase::FILE),
             metrics_listen: args.metrics_listen,
             peers: args.peers,
-            mesh: crate::mesh::MeshConfig {
+            mesh: crate::mesh::scheduler::MeshConfig {
                 interval: std::time::Duration::from_secs_f64(sync_interval),
                 web_root: args.ca_root,
                 ..Default::default()
@@ -565,7 +569,7 @@ fn status(dir: &DataDir, as_json: bool, peers_only: bool) -> Result<ExitCode> {
         None => {
             let identity = load_identity(dir)?;
             let store = open_store(dir)?;
-            let v = crate::status::status(&store, identity.author())?;
+            let v = crate::node::status::status(&store, identity.author())?;
             store.close()?;
             v
         }
@@ -573,13 +577,13 @@ fn status(dir: &DataDir, as_json: bool, peers_only: bool) -> Result<ExitCode> {
     match (as_json, peers_only) {
         (true, true) => println!("{}", status["peers"]),
         (true, false) => println!("{status}"),
-        (false, _) => print!("{}", crate::status::render(&status, peers_only)),
+        (false, _) => print!("{}", crate::node::status::render(&status, peers_only)),
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn follow(dir: &DataDir, target: &str, ca_root: Option<&Path>) -> Result<ExitCode> {
-    let (author, address, web) = crate::well_known::follow_target(target, ca_root)?;
+    let (author, address, web) = crate::mesh::well_known::follow_target(target, ca_root)?;
     if web.is_some() {
         println!("{target} is {author}");
     }
@@ -717,7 +721,7 @@ fn log(dir: &DataDir, author: Option<AuthorKey>, as_json: bool) -> Result<ExitCo
         Some(result) => result,
         None => {
             let store = open_store(dir)?;
-            crate::present::write_log(&store, &author, as_json, &mut out)
+            crate::node::log_lines::write_log(&store, &author, as_json, &mut out)
         }
     };
     match written {
@@ -1031,7 +1035,7 @@ fn serve_sync(dir: &DataDir, listen: std::net::SocketAddr, config: SyncConfig) -
             ),
             Err(e) => eprintln!("session failed: {e}"),
         });
-        let server = tokio::spawn(network::serve(
+        let server = tokio::spawn(crate::mesh::listener::serve(
             endpoint.clone(),
             Arc::clone(&store),
             Some(identity.author()),
@@ -1040,7 +1044,7 @@ fn serve_sync(dir: &DataDir, listen: std::net::SocketAddr, config: SyncConfig) -
         ));
         crate::node::shutdown_signal().await;
         eprintln!("stopping");
-        endpoint.close(0u32.into(), b"shutting down");
+        endpoint.close(transport::close::DONE.into(), b"shutting down");
         let _ = server.await;
         endpoint.wait_idle().await;
         anyhow::Ok(())

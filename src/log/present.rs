@@ -100,73 +100,36 @@ pub fn record_json(record: &Record) -> serde_json::Value {
     }
 }
 
-/// Writes `author`'s log as `capsule log` shows it: one line per entry
-/// (text, or one JSON object each with `as_json`), then any fork proof.
-pub fn write_log(
-    store: &crate::store::Store,
-    author: &crate::identity::AuthorKey,
-    as_json: bool,
-    out: &mut impl std::io::Write,
-) -> std::io::Result<()> {
-    let failed = |e: crate::store::StoreError| std::io::Error::other(e.to_string());
-    if store.head(author).map_err(failed)?.is_none() {
-        if !as_json {
-            writeln!(out, "no entries of {author} here")?;
-        }
-        return out.flush();
-    }
-    let mut failure = None;
-    store
-        .scan(author, 1, |row| match write_row(out, row, as_json) {
-            Ok(()) => true,
-            Err(e) => {
-                failure = Some(e);
-                false
-            }
-        })
-        .map_err(failed)?;
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    if let Some(proof) = store.fork_of(author).map_err(failed)? {
-        writeln!(
-            out,
-            "FORK at seq {}: entries {} and {} are both signed by this author",
-            proof.first.seq(),
-            proof.first.id(),
-            proof.second.id()
-        )?;
-    }
-    out.flush()
+/// Why an entry shows no text, in one wording for the command line and
+/// the pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    /// Tombstoned by the author's entry of this seq.
+    Deleted(u64),
+    /// This node does not hold the payload.
+    NotHeld,
+    /// The payload is a record this version cannot read.
+    Unsupported,
 }
 
-fn write_row(
-    out: &mut impl std::io::Write,
-    row: crate::store::Scanned,
-    as_json: bool,
-) -> std::io::Result<()> {
-    let crate::store::Scanned {
-        entry,
-        payload,
-        deleted_by,
-    } = row;
-    let record = payload.as_deref().map(Record::decode);
-    if as_json {
-        let row = entry_json(&entry, record.as_ref(), deleted_by);
-        writeln!(out, "{row}")
-    } else {
-        let text = match (deleted_by, &record) {
-            (Some(by), _) => format!("(deleted by entry {by})"),
-            (None, None) => "(payload not held)".to_string(),
-            (None, Some(Err(_))) => "(unsupported record)".to_string(),
-            (None, Some(Ok(r))) => r.summary(),
-        };
-        let when = format_time(entry.timestamp_us());
-        writeln!(
-            out,
-            "{:>6}  {when}  {}  {text}",
-            entry.seq(),
-            &entry.id().to_string()[..16]
-        )
+impl Missing {
+    /// Why `record` (the decoded payload, if held) of an entry deleted by
+    /// `deleted_by` shows no text; None when it can be shown.
+    pub fn of<T, E>(deleted_by: Option<u64>, record: Option<&Result<T, E>>) -> Option<Missing> {
+        match (deleted_by, record) {
+            (Some(by), _) => Some(Missing::Deleted(by)),
+            (None, None) => Some(Missing::NotHeld),
+            (None, Some(Err(_))) => Some(Missing::Unsupported),
+            (None, Some(Ok(_))) => None,
+        }
+    }
+
+    /// The words for it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Missing::Deleted(_) => "deleted by its author",
+            Missing::NotHeld => "text not held by this node",
+            Missing::Unsupported => "a record this version cannot show",
+        }
     }
 }

@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 
 use crate::identity::AuthorKey;
-use crate::present::rfc3339;
+use crate::log::present::rfc3339;
 use crate::store::tables::{AddressRow, AddressSource};
 use crate::store::{Store, StoreError};
 

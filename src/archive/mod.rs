@@ -12,13 +12,20 @@
 //! length comes from the signed entry, so no unsigned length can disagree
 //! with it. The end frame makes truncation certain to be noticed; nothing may
 //! follow it.
+//!
+//! - this file: the format, its [`ArchiveWriter`] and [`ArchiveReader`], and
+//!   [`export`] from a store;
+//! - [`audit`]: verification of whole archives and stores, on every core.
+
+pub mod audit;
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::identity::AuthorKey;
-use crate::log::entry::{DecodeError, ENTRY_LEN, Entry};
+use crate::log::entry::{DecodeError, Entry};
+use crate::log::frame::{self, FRAME_ENTRY, FrameError, entry_frame};
 use crate::log::verify::Unverified;
 use crate::store::StoreError;
 use crate::store::{Scanned, Store};
@@ -28,22 +35,6 @@ pub const MAGIC: &[u8; 15] = b"capsule-archive";
 /// The archive version this build writes and reads.
 pub const VERSION: u8 = 1;
 const FRAME_END: u8 = 0;
-/// Tag of an entry frame (shared with sync's entries messages).
-pub const FRAME_ENTRY: u8 = 1;
-/// Flag: the entry's payload is not included.
-pub const FRAME_NO_PAYLOAD: u8 = 0;
-/// Flag: the entry's payload follows.
-pub const FRAME_PAYLOAD: u8 = 1;
-
-/// The pieces of one entry frame, in order: tag, entry, flag, payload (empty
-/// when not included). Archives and sync's entries messages share it.
-pub fn entry_frame<'a>(entry: &'a Entry, payload: Option<&'a [u8]>) -> [&'a [u8]; 4] {
-    match payload {
-        Some(p) => [&[FRAME_ENTRY], entry.as_bytes(), &[FRAME_PAYLOAD], p],
-        None => [&[FRAME_ENTRY], entry.as_bytes(), &[FRAME_NO_PAYLOAD], &[]],
-    }
-}
-
 /// Why a file is not a well-formed archive.
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
@@ -265,31 +256,28 @@ impl<R: Read> ArchiveReader<R> {
             return Ok(None);
         }
         let at = self.offset;
-        let mut frame = [0u8; 1 + ENTRY_LEN + 1];
+        let mut frame = [0u8; frame::HEADER_LEN];
         self.fill(&mut frame[..1])?;
         match frame[0] {
             FRAME_ENTRY => {
                 self.fill(&mut frame[1..])?;
-                let entry = Entry::decode(&frame[1..1 + ENTRY_LEN]).map_err(|source| {
-                    ArchiveError::BadEntry {
-                        offset: at + 1,
-                        source,
+                let (entry, with_payload) = frame::decode_header(&frame).map_err(|e| {
+                    let offset = at + e.offset() as u64;
+                    match e {
+                        FrameError::Entry(source) => ArchiveError::BadEntry { offset, source },
+                        FrameError::PayloadFlag(flag) => {
+                            ArchiveError::BadPayloadFlag { flag, offset }
+                        }
+                        FrameError::NotAnEntry(_) => unreachable!("the tag was read above"),
                     }
                 })?;
-                let payload = match frame[1 + ENTRY_LEN] {
-                    FRAME_NO_PAYLOAD => None,
-                    FRAME_PAYLOAD => {
-                        // Bounded: Entry::decode caps payload_len at MAX_PAYLOAD.
-                        let mut payload = vec![0u8; entry.payload_len() as usize];
-                        self.fill(&mut payload)?;
-                        Some(payload)
-                    }
-                    flag => {
-                        return Err(ArchiveError::BadPayloadFlag {
-                            flag,
-                            offset: at + 1 + ENTRY_LEN as u64,
-                        });
-                    }
+                let payload = if with_payload {
+                    // Bounded: Entry::decode caps payload_len at MAX_PAYLOAD.
+                    let mut payload = vec![0u8; entry.payload_len() as usize];
+                    self.fill(&mut payload)?;
+                    Some(payload)
+                } else {
+                    None
                 };
                 self.count += 1;
                 Ok(Some((entry, payload)))

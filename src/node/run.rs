@@ -9,16 +9,16 @@ use anyhow::{Context, Result};
 
 use std::sync::atomic::Ordering;
 
+use crate::gateway::metrics::Metrics;
 use crate::gateway::{self, https};
 use crate::identity::Identity;
-use crate::mesh::MeshConfig;
-use crate::metrics::Metrics;
+use crate::mesh::address::PeerAddr;
+use crate::mesh::scheduler::MeshConfig;
 use crate::store::AddressUpdate;
 use crate::store::Store;
 use crate::store::tables::AddressSource;
-use crate::sync::network::{self, SyncConfig};
+use crate::sync::network::SyncConfig;
 use crate::sync::transport;
-use crate::sync::transport::PeerAddr;
 
 /// Where a node listens.
 #[derive(Debug, Clone)]
@@ -29,7 +29,7 @@ pub struct NodeConfig {
     pub sync_listen: SocketAddr,
     /// HTTPS with an ACME certificate: where, and for which domain.
     pub https: Option<(SocketAddr, https::Acme)>,
-    /// The owner's passphrase file (see [`crate::passphrase`]).
+    /// The owner's passphrase file (see [`crate::gateway::passphrase`]).
     pub passphrase: std::path::PathBuf,
     /// Where `/metrics` is served (loopback only), if anywhere.
     pub metrics_listen: Option<SocketAddr>,
@@ -41,7 +41,7 @@ pub struct NodeConfig {
     pub public_sync: Option<String>,
 }
 
-/// Where the node's local admin socket goes (see [`crate::admin`]).
+/// Where the node's local admin socket goes (see [`crate::node::admin`]).
 pub type AdminSocket = std::path::PathBuf;
 
 /// Runs the node until SIGINT or SIGTERM. Prints where it listens.
@@ -54,7 +54,7 @@ pub async fn run(
     let store = Arc::new(store);
     let identity = Arc::new(identity);
     let owner = identity.author();
-    let admin = tokio::spawn(crate::admin::serve(
+    let admin = tokio::spawn(crate::node::admin::serve(
         admin_socket.clone(),
         Arc::clone(&store),
         Arc::clone(&identity),
@@ -68,7 +68,7 @@ pub async fn run(
     let sync_addr = endpoint.local_addr()?;
     let metrics = Arc::new(Metrics::default());
     let counted = Arc::clone(&metrics);
-    let sync = tokio::spawn(network::serve(
+    let sync = tokio::spawn(crate::mesh::listener::serve(
         endpoint.clone(),
         Arc::clone(&store),
         Some(owner),
@@ -118,7 +118,8 @@ pub async fn run(
     };
     if let Some(listen) = config.metrics_listen {
         let addr =
-            crate::metrics::serve(listen, metrics, Arc::clone(&store), until_stopped()).await?;
+            crate::gateway::metrics::serve(listen, metrics, Arc::clone(&store), until_stopped())
+                .await?;
         println!("metrics: http://{addr}/metrics");
     }
     for peer in &config.peers {
@@ -135,7 +136,7 @@ pub async fn run(
         })
         .await??;
     }
-    let mesh = tokio::spawn(crate::mesh::run(
+    let mesh = tokio::spawn(crate::mesh::scheduler::run(
         Arc::clone(&store),
         Arc::clone(&identity),
         config.mesh,
@@ -208,7 +209,7 @@ pub async fn run(
     admin.abort();
     let _ = admin.await;
     let _ = std::fs::remove_file(&admin_socket);
-    endpoint.close(0u32.into(), b"shutting down");
+    endpoint.close(transport::close::DONE.into(), b"shutting down");
     let _ = sync.await;
     endpoint.wait_idle().await;
     // Sessions are gone: the store is ours alone again.

@@ -16,12 +16,16 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::network::{self, Report, Streams, SyncConfig};
-use super::protocol::Role;
-use super::session::SessionError;
-use super::transport::{self, ALPN_LIVE};
+use rand_core::OsRng;
+
+use super::exchange::{self, STREAM_PEERS};
+use super::scheduler::jitter;
 use crate::identity::{AuthorKey, Identity};
 use crate::store::Store;
+use crate::sync::network::{self, Report, Streams, SyncConfig};
+use crate::sync::protocol::Role;
+use crate::sync::session::SessionError;
+use crate::sync::transport::{self, ALPN_LIVE};
 
 /// Version byte at the start of the notice stream.
 pub const NOTICE_VERSION: u8 = 1;
@@ -29,23 +33,6 @@ pub const NOTICE_VERSION: u8 = 1;
 /// First byte of a bidirectional stream on a live connection: a sync
 /// session follows.
 pub const STREAM_SESSION: u8 = 1;
-
-/// First byte of a bidirectional stream on a live connection: a peer
-/// exchange follows.
-pub const STREAM_PEERS: u8 = 2;
-
-/// Authors one peer-exchange question may name.
-pub const MAX_ASKED: usize = 256;
-
-/// Addresses one peer-exchange answer may carry.
-pub const MAX_TOLD: usize = 32;
-
-/// Addresses a node keeps; beyond it, exchanged ones are not learned.
-pub const MAX_ADDRESSES: usize = 1024;
-
-/// Largest peer-exchange frame: 256 keys, or 32 addresses of ≤ 52 + 1 +
-/// 255 bytes, with their length prefixes.
-pub const MAX_EXCHANGE_FRAME: usize = 16 * 1024;
 
 fn transport_error(e: impl std::fmt::Display) -> SessionError {
     SessionError::Transport(e.to_string())
@@ -79,7 +66,7 @@ pub async fn serve(
         match kind[0] {
             STREAM_SESSION => {}
             STREAM_PEERS => {
-                if let Err(e) = answer_peers(&store, own, &mut send, &mut recv).await {
+                if let Err(e) = exchange::answer_peers(&store, own, &mut send, &mut recv).await {
                     tracing::debug!(%peer, error = %e, "peer exchange failed");
                     break;
                 }
@@ -87,7 +74,7 @@ pub async fn serve(
             }
             other => {
                 tracing::debug!(%peer, kind = other, "unknown live stream kind");
-                connection.close(3u32.into(), b"unknown stream kind");
+                connection.close(transport::close::FAILED.into(), b"unknown stream kind");
                 break;
             }
         }
@@ -225,7 +212,7 @@ pub async fn follow(
         if std::mem::take(&mut ask) {
             // Ask the peer where the logs we follow come from, so the mesh
             // grows past this peer.
-            match ask_peers(&connection, &store, identity.author()).await {
+            match exchange::ask_peers(&connection, &store, identity.author()).await {
                 Ok(n) if n > 0 => tracing::info!(%peer, learned = n, "peer exchange"),
                 Ok(_) => {}
                 Err(e) => tracing::debug!(%peer, error = %e, "peer exchange failed"),
@@ -236,7 +223,7 @@ pub async fn follow(
             Err(e) => break Err(e),
         };
         local.mark_unchanged();
-        let resync_at = tokio::time::Instant::now() + crate::mesh::jitter(resync);
+        let resync_at = tokio::time::Instant::now() + jitter(resync, &mut OsRng);
         loop {
             enum Wake {
                 Notice,
@@ -273,7 +260,7 @@ pub async fn follow(
         }
     };
     listener.abort();
-    connection.close(0u32.into(), b"done");
+    connection.close(transport::close::DONE.into(), b"done");
     let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
     outcome.map(|_| any)
 }
@@ -311,149 +298,4 @@ async fn listen(
         last = counter;
         wake.send_replace(counter);
     }
-}
-
-async fn write_frame(send: &mut quinn::SendStream, body: &[u8]) -> Result<(), SessionError> {
-    send.write_all(&(body.len() as u32).to_be_bytes())
-        .await
-        .map_err(transport_error)?;
-    send.write_all(body).await.map_err(transport_error)
-}
-
-async fn read_frame(recv: &mut quinn::RecvStream) -> Result<Vec<u8>, SessionError> {
-    let mut prefix = [0u8; 4];
-    recv.read_exact(&mut prefix)
-        .await
-        .map_err(transport_error)?;
-    let len = u32::from_be_bytes(prefix) as usize;
-    if len > MAX_EXCHANGE_FRAME {
-        return Err(SessionError::Transport(format!(
-            "a peer-exchange frame of {len} bytes (limit {MAX_EXCHANGE_FRAME})"
-        )));
-    }
-    let mut body = vec![0u8; len];
-    recv.read_exact(&mut body).await.map_err(transport_error)?;
-    Ok(body)
-}
-
-/// Decodes a peer-exchange question: postcard `Vec<[u8; 32]>`, at most
-/// [`MAX_ASKED`] keys, nothing after.
-pub fn decode_question(body: &[u8]) -> Result<Vec<[u8; 32]>, String> {
-    let (keys, rest): (Vec<[u8; 32]>, _) =
-        postcard::take_from_bytes(body).map_err(|e| e.to_string())?;
-    if !rest.is_empty() || keys.len() > MAX_ASKED {
-        return Err("a malformed peer-exchange question".into());
-    }
-    Ok(keys)
-}
-
-/// Decodes a peer-exchange answer: postcard `Vec<String>` of
-/// `KEY@HOST:PORT`, at most [`MAX_TOLD`], nothing after; unparsable
-/// addresses are dropped.
-pub fn decode_answer(body: &[u8]) -> Result<Vec<super::transport::PeerAddr>, String> {
-    let (told, rest): (Vec<String>, _) =
-        postcard::take_from_bytes(body).map_err(|e| e.to_string())?;
-    if !rest.is_empty() || told.len() > MAX_TOLD {
-        return Err("a malformed peer-exchange answer".into());
-    }
-    Ok(told.iter().filter_map(|t| t.parse().ok()).collect())
-}
-
-/// Answers "where do these authors' logs come from": the address of each
-/// one's own node if this node dials it successfully, then other peers
-/// that answered, at most [`MAX_TOLD`] in all.
-async fn answer_peers(
-    store: &Arc<Store>,
-    own: Option<AuthorKey>,
-    send: &mut quinn::SendStream,
-    recv: &mut quinn::RecvStream,
-) -> Result<(), SessionError> {
-    let asked = decode_question(&read_frame(recv).await?).map_err(SessionError::Transport)?;
-    let reader = Arc::clone(store);
-    let told = tokio::task::spawn_blocking(move || -> Result<Vec<String>, SessionError> {
-        let book = reader.addresses()?;
-        let good =
-            |row: &crate::store::tables::AddressRow| row.failures == 0 && row.last_success_us > 0;
-        let mut told: Vec<String> = Vec::new();
-        for key in &asked {
-            if let Some((k, row)) = book.iter().find(|(k, _)| k.0 == *key)
-                && good(row)
-            {
-                told.push(format!("{k}@{}", row.host_port));
-            }
-        }
-        for (k, row) in &book {
-            let text = format!("{k}@{}", row.host_port);
-            if told.len() >= MAX_TOLD {
-                break;
-            }
-            if good(row) && Some(*k) != own && !told.contains(&text) {
-                told.push(text);
-            }
-        }
-        told.truncate(MAX_TOLD);
-        Ok(told)
-    })
-    .await
-    .map_err(transport_error)??;
-    let body = postcard::to_allocvec(&told).map_err(transport_error)?;
-    write_frame(send, &body).await?;
-    send.finish().map_err(transport_error)?;
-    Ok(())
-}
-
-/// Asks the peer where the followed authors' logs come from and learns
-/// the addresses it tells; how many were new.
-async fn ask_peers(
-    connection: &quinn::Connection,
-    store: &Arc<Store>,
-    us: AuthorKey,
-) -> Result<usize, SessionError> {
-    let reader = Arc::clone(store);
-    let asked: Vec<[u8; 32]> = tokio::task::spawn_blocking(move || -> Result<_, SessionError> {
-        Ok(reader
-            .followed()?
-            .into_iter()
-            .take(MAX_ASKED)
-            .map(|a| a.0)
-            .collect())
-    })
-    .await
-    .map_err(transport_error)??;
-    if asked.is_empty() {
-        return Ok(0);
-    }
-    let (mut send, mut recv) = connection.open_bi().await.map_err(transport_error)?;
-    send.write_all(&[STREAM_PEERS])
-        .await
-        .map_err(transport_error)?;
-    let body = postcard::to_allocvec(&asked).map_err(transport_error)?;
-    write_frame(&mut send, &body).await?;
-    send.finish().map_err(transport_error)?;
-    let told = decode_answer(&read_frame(&mut recv).await?).map_err(SessionError::Transport)?;
-    let writer = Arc::clone(store);
-    tokio::task::spawn_blocking(move || -> Result<usize, SessionError> {
-        let book = writer.addresses()?;
-        let mut learned = 0;
-        for peer in told {
-            if peer.key == us || book.iter().any(|(k, _)| *k == peer.key) {
-                continue;
-            }
-            if book.len() + learned >= MAX_ADDRESSES {
-                break;
-            }
-            writer.update_address(
-                peer.key,
-                crate::store::AddressUpdate::Learn {
-                    host_port: peer.host_port,
-                    web: None,
-                    source: crate::store::tables::AddressSource::Exchange,
-                },
-            )?;
-            learned += 1;
-        }
-        Ok(learned)
-    })
-    .await
-    .map_err(transport_error)?
 }

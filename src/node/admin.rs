@@ -14,10 +14,10 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::compose::{self, ComposeError};
 use crate::identity::Identity;
 use crate::log::entry::EntryId;
 use crate::store::Store;
+use crate::store::compose::{self, ComposeError};
 
 /// The socket's name in the data dir.
 pub const SOCKET_FILE: &str = "admin.sock";
@@ -52,7 +52,7 @@ pub enum Request {
     Unfollow(String),
     /// Learn a peer's address (`KEY@HOST:PORT`).
     Peer(String),
-    /// What the node knows (see [`crate::status`]).
+    /// What the node knows (see [`crate::node::status`]).
     Status,
     /// Mirror (or stop mirroring) an author.
     Mirror {
@@ -155,15 +155,15 @@ pub fn handle(store: &Store, identity: &Arc<Identity>, line: &str) -> Answer {
             };
         }
         Request::Status => {
-            return match crate::status::status(store, identity.author()) {
+            return match crate::node::status::status(store, identity.author()) {
                 Ok(v) => Answer::Status(v),
                 Err(e) => Answer::Error(e.to_string()),
             };
         }
         Request::Peer(peer) => {
-            let peer: crate::sync::transport::PeerAddr = match peer.parse() {
+            let peer: crate::mesh::address::PeerAddr = match peer.parse() {
                 Ok(p) => p,
-                Err(e) => return Answer::Error(e),
+                Err(e) => return Answer::Error(e.to_string()),
             };
             let update = crate::store::AddressUpdate::Learn {
                 host_port: peer.host_port.clone(),
@@ -283,7 +283,7 @@ async fn stream_log(
             buf: Vec::with_capacity(STREAM_CHUNK),
             send,
         };
-        crate::present::write_log(&store, &author, json, &mut out)
+        super::log_lines::write_log(&store, &author, json, &mut out)
     });
     while let Some(chunk) = chunks.recv().await {
         if let Err(e) = write.write_all(&chunk).await {

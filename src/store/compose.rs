@@ -4,8 +4,8 @@
 //! post is checked the same way whichever path it takes.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::clock::now_us;
 use crate::identity::{AuthorKey, Identity};
 use crate::log::entry::{Entry, EntryId, MAX_PAYLOAD};
 use crate::log::record::{EntryRef, Record};
@@ -25,14 +25,6 @@ pub enum ComposeError {
 
 fn refused<T>(message: impl Into<String>) -> Result<T, ComposeError> {
     Err(ComposeError::Refused(message.into()))
-}
-
-/// Now, in µs since the Unix epoch.
-pub fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
 }
 
 /// Signs and stores `record` as the owner's next entry (durable on return).

@@ -1,0 +1,21 @@
+//! The mesh: how a node finds peers and keeps its followed logs fresh.
+//!
+//! - [`address`]: `KEY@HOST:PORT`, a peer's node key and sync address.
+//! - [`scheduler`]: dials known peers on a jittered interval, backs off
+//!   from those that fail, falls back to HTTPS.
+//! - [`live`]: live connections: change notices and a session after each.
+//! - [`exchange`]: peer exchange, "where do these authors' logs come from".
+//! - [`listener`]: accepts peers' connections and hands each to its
+//!   protocol (a session, or a live connection).
+//! - [`well_known`]: follow by domain, `/.well-known/capsule`.
+//! - [`pull`]: the HTTPS pull fallback from a peer's gateway.
+//! - [`web_client`]: the small bounded HTTPS client both use.
+
+pub mod address;
+pub mod exchange;
+pub mod listener;
+pub mod live;
+pub mod pull;
+pub mod scheduler;
+pub mod web_client;
+pub mod well_known;
