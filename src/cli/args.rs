@@ -1,0 +1,328 @@
+//! The command line's words: every subcommand, flag and help text (clap).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::identity::AuthorKey;
+use crate::log::entry::EntryId;
+use crate::mesh::address::PeerAddr;
+use crate::sync::network::SyncConfig;
+
+/// Capsule: your microblog as a signed, hash-chained log that your friends'
+/// nodes mirror.
+///
+/// Start with `capsule up` (your node, on http://127.0.0.1:8080), or
+/// `capsule init` then `capsule post "hello"`. Everything lives in
+/// one data directory: --data-dir, else $CAPSULE_HOME, else
+/// ~/.local/share/capsule.
+///
+/// Exit codes: 0 success, 1 error, 2 bad command line, 3 verification found
+/// an invalid entry.
+#[derive(Debug, Parser)]
+#[command(name = "capsule", version, about, long_about)]
+pub struct Cli {
+    /// Where the node keeps its key and store.
+    #[arg(long, global = true, env = "CAPSULE_HOME", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// How much the node logs to standard error: error, warn, info, debug
+    /// or trace (or a tracing filter such as `capsule=debug,quinn=warn`).
+    #[arg(long, global = true, default_value = "info", env = "CAPSULE_LOG")]
+    pub log_level: String,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How `capsule up` serves. Each setting may also come from
+/// `<data>/config.toml` (see [`crate::node::config`]); flags win.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Where plain HTTP listens. Default: 127.0.0.1:8080, or [::]:80 (a
+    /// redirect to HTTPS) with --domain.
+    #[arg(long, env = "CAPSULE_LISTEN")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Where the sync listener listens (QUIC, UDP). Default:
+    /// 127.0.0.1:4433.
+    #[arg(long, env = "CAPSULE_SYNC_LISTEN")]
+    pub sync_listen: Option<std::net::SocketAddr>,
+    /// Serve HTTPS for this domain, with a certificate from an ACME CA
+    /// (TLS-ALPN-01 on the HTTPS port: it must be reachable as port 443).
+    #[arg(long, env = "CAPSULE_DOMAIN")]
+    pub domain: Option<String>,
+    /// A contact address for the CA (expiry warnings and the like).
+    #[arg(long, env = "CAPSULE_EMAIL")]
+    pub email: Option<String>,
+    /// The CA's ACME directory. Let's Encrypt's staging directory,
+    /// https://acme-staging-v02.api.letsencrypt.org/directory, is good for a
+    /// first try. Default: Let's Encrypt.
+    #[arg(long, env = "CAPSULE_ACME_DIRECTORY")]
+    pub acme_directory: Option<String>,
+    /// Where HTTPS listens with --domain. Default: [::]:443.
+    #[arg(long, env = "CAPSULE_HTTPS_LISTEN")]
+    pub https_listen: Option<std::net::SocketAddr>,
+    /// A root certificate (PEM) to trust for the ACME directory, besides
+    /// the WebPKI roots: for a private or test CA.
+    #[arg(long, value_name = "PEM", hide = true)]
+    pub acme_root: Option<PathBuf>,
+    /// The sync address other nodes are told (in /.well-known/capsule), as
+    /// HOST:PORT, when it is not the one this node sees: behind a port
+    /// forward, say. Default: the domain (or listen address) and the sync
+    /// port.
+    #[arg(long, value_name = "HOST:PORT", env = "CAPSULE_PUBLIC_SYNC")]
+    pub public_sync: Option<String>,
+    /// A root certificate (PEM) to trust, besides the WebPKI roots, when
+    /// pulling peers' logs over HTTPS: for a private or test CA.
+    #[arg(long, value_name = "PEM", hide = true)]
+    pub ca_root: Option<PathBuf>,
+    /// A peer to sync with, `KEY@HOST:PORT` (repeatable): the node starts
+    /// from these and the nodes of the authors you follow.
+    #[arg(long = "peer", value_name = "KEY@HOST:PORT")]
+    pub peers: Vec<PeerAddr>,
+    /// Seconds between sessions with each peer (±25 %; peers that fail are
+    /// tried less and less often, at most hourly). Default: 60.
+    #[arg(long, value_name = "SECONDS")]
+    pub sync_interval: Option<f64>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (loopback addresses
+    /// only), e.g. 127.0.0.1:9184.
+    #[arg(long, value_name = "ADDR", env = "CAPSULE_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the data directory and a new identity (keeps an existing one).
+    Init,
+    /// Run your node: your microblog on the web, and sync with peers, until
+    /// Ctrl-C. Creates the data directory and identity on first use.
+    ///
+    /// Without --domain it serves plain HTTP on 127.0.0.1:8080, for you
+    /// alone. With --domain (whose DNS points at this machine) it serves
+    /// HTTPS on port 443 with a Let's Encrypt certificate it obtains and
+    /// renews itself, cached in the data directory, and port 80 redirects
+    /// there.
+    ///
+    /// To write from the browser, set a passphrase first: `capsule passwd`.
+    ///
+    /// Every option can also be set in config.toml in the data directory,
+    /// under the option's name with underscores (`sync_listen = "..."`,
+    /// `peers = ["KEY@HOST:PORT"]`); options given here win.
+    Up(Box<UpArgs>),
+    /// Set the passphrase that logs you in at /login (asked twice on a
+    /// terminal; else read as one line from standard input). A running node
+    /// uses the new one at the next login.
+    Passwd,
+    /// Follow an author: a Follow record in your log, and your node mirrors
+    /// their log and serves it to anyone who asks. Give `KEY@HOST:PORT` (their
+    /// node's sync address, from their /.well-known/capsule) so your node
+    /// dials it; or the KEY alone, and your node gets their log from the
+    /// peers that hold it.
+    Follow {
+        /// `alice.example` (looked up at https://alice.example/.well-known/capsule),
+        /// `KEY@HOST:PORT`, or `KEY`.
+        target: String,
+        /// A root certificate (PEM) to trust for the lookup, besides the
+        /// WebPKI roots: for a private or test CA.
+        #[arg(long, value_name = "PEM", hide = true)]
+        ca_root: Option<PathBuf>,
+    },
+    /// What your node knows: your log, the logs you follow and mirror with
+    /// their heads and newest entries, and the peers it dials with how the
+    /// last attempts went. Works while the node runs.
+    Status {
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The peers your node dials: address, where it came from, last success,
+    /// failures in a row, next attempt.
+    Peers {
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop following an author (an Unfollow record). Your copy of their log
+    /// stays, mirrored, until `capsule unmirror KEY`.
+    Unfollow {
+        /// The author key.
+        author: AuthorKey,
+    },
+    /// Publish your profile: the name and bio at the top of your timeline.
+    Profile {
+        /// Your display name.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// A line or two about you.
+        #[arg(long, default_value = "")]
+        bio: String,
+    },
+    /// Publish a post, or a reply with --reply-to.
+    Post {
+        /// The text of the post.
+        text: String,
+        /// Reply to this entry (its 64-hex-digit id, from `capsule log`).
+        #[arg(long, value_name = "ENTRY_ID", env = "CAPSULE_REPLY_TO")]
+        reply_to: Option<EntryId>,
+    },
+    /// Delete one of your posts: publishes a tombstone, and every node drops
+    /// the post's text. The entry itself stays, so the chain still verifies.
+    Delete {
+        /// The seq of the entry to delete (from `capsule log`).
+        seq: u64,
+    },
+    /// Show a log: yours, or another author's that this node holds.
+    Log {
+        /// The author (52-character key); yours if omitted.
+        author: Option<AuthorKey>,
+        /// One JSON object per entry, per line.
+        #[arg(long, env = "CAPSULE_JSON")]
+        json: bool,
+    },
+    /// Write whole logs, with payloads, to a self-contained archive file; or,
+    /// with --identity, a backup of your key.
+    Export {
+        /// The author to export; yours if omitted.
+        author: Option<AuthorKey>,
+        /// Export every log this node holds.
+        #[arg(long, conflicts_with = "author")]
+        all: bool,
+        /// Write a backup of your identity (the secret key) instead. Keep it
+        /// offline: whoever has it can post as you. To restore, copy it to
+        /// identity.key in a data directory before `capsule init`.
+        #[arg(long, conflicts_with_all = ["author", "all"])]
+        identity: bool,
+        /// The archive file to write.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// Import an archive. Everything in it is verified before anything is
+    /// written: a bad archive changes nothing.
+    Import {
+        /// The archive file.
+        file: PathBuf,
+    },
+    /// Verify an archive offline, or this node's whole store with --store.
+    /// Prints how many entries and authors were verified; on failure names
+    /// the first bad entry and why, and exits with code 3.
+    Verify {
+        /// The archive file.
+        #[arg(required_unless_present = "store", conflicts_with = "store")]
+        file: Option<PathBuf>,
+        /// Verify every log in this node's store instead.
+        #[arg(long)]
+        store: bool,
+    },
+    /// Mirror an author: this node asks peers for their log at every sync,
+    /// keeps it, and serves it to anyone who asks.
+    Mirror {
+        /// The author's key (52 characters).
+        author: AuthorKey,
+    },
+    /// Stop mirroring an author. What this node holds of the log stays.
+    Unmirror {
+        /// The author's key.
+        author: AuthorKey,
+    },
+    /// Sync once with a peer: both nodes bring each other's copies of the
+    /// logs they both mirror up to date. Prints what was learned.
+    Sync {
+        /// The peer: its node key, @, and the address its sync listens on,
+        /// e.g. KEY@alice.example:4433.
+        peer: PeerAddr,
+        /// Session limits.
+        #[command(flatten)]
+        session: SessionArgs,
+        /// Print the report as one JSON object.
+        #[arg(long, env = "CAPSULE_JSON")]
+        json: bool,
+    },
+    /// Listen for sync sessions from peers until interrupted (Ctrl-C).
+    ServeSync {
+        /// The UDP address to listen on.
+        #[arg(long, default_value = "0.0.0.0:4433", env = "CAPSULE_SYNC_LISTEN")]
+        listen: std::net::SocketAddr,
+        /// Session limits.
+        #[command(flatten)]
+        session: SessionArgs,
+    },
+    /// Measure this machine.
+    Bench(BenchArgs),
+}
+
+/// Settings of a sync session, shared by `sync` and `serve-sync`.
+#[derive(Debug, Args)]
+pub struct SessionArgs {
+    /// End a session when its peer says nothing for this many seconds.
+    #[arg(
+        long,
+        default_value_t = 30,
+        env = "CAPSULE_SYNC_TIMEOUT",
+        value_name = "SECONDS"
+    )]
+    pub timeout: u64,
+}
+
+impl SessionArgs {
+    /// The session settings these flags give.
+    pub fn config(&self) -> SyncConfig {
+        SyncConfig {
+            idle: std::time::Duration::from_secs(self.timeout.max(1)),
+        }
+    }
+}
+
+/// `capsule bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Which measurement.
+    #[command(subcommand)]
+    pub what: Bench,
+}
+
+/// The benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum Bench {
+    /// Build, export and verify a log of N entries in a temporary directory,
+    /// next to the raw batch signature-verification rate of this machine.
+    Verify {
+        /// How many entries.
+        #[arg(long, default_value_t = 100_000)]
+        entries: u64,
+    },
+    /// Sync between two fresh stores in a temporary directory over real QUIC
+    /// on 127.0.0.1, beside the in-process bound (verify and store the same
+    /// entries with no network) and the raw batch-verify rate of this
+    /// machine; then the reconciliation cost of a few new entries among many
+    /// authors, at first contact and for a returning peer.
+    Sync {
+        /// Authors in the full sync.
+        #[arg(long, default_value_t = 100)]
+        authors: u64,
+        /// Entries per author in the full sync.
+        #[arg(long, default_value_t = 1_000)]
+        entries_per_author: u64,
+        /// Authors in the reconciliation runs (one entry each held by both
+        /// sides; some one entry ahead on the responder).
+        #[arg(long, default_value_t = 10_000)]
+        diff_authors: u64,
+        /// How many of those are one entry ahead.
+        #[arg(long, default_value_t = 1)]
+        diff: u64,
+    },
+    /// The web gateway under load (wrk, 64 connections) beside nginx serving
+    /// files of the same sizes, in the same run: home page and entries.bin
+    /// requests per second and p99 latency; also start-up time and idle
+    /// memory. Needs wrk and nginx (Debian: wrk, nginx-light).
+    Http {
+        /// Posts in the node's log (the home page shows the newest 20;
+        /// entries.bin returns them all, up to 10,000).
+        #[arg(long, default_value_t = 1_000)]
+        posts: u64,
+        /// Seconds of each of the four loads.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+}

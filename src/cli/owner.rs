@@ -1,0 +1,155 @@
+//! What the owner does through the running node (or, when none runs,
+//! straight on the store): post, delete, profile, follow, mirror, and ask
+//! what the node knows (`status`, `peers`, `log`).
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Result, bail};
+
+use super::{admin_socket, load_identity, open_store, via_node_or_store};
+use crate::data_dir::DataDir;
+use crate::identity::AuthorKey;
+use crate::log::entry::EntryId;
+use crate::node::admin;
+
+pub(super) fn status(dir: &DataDir, as_json: bool, peers_only: bool) -> Result<ExitCode> {
+    let status = via_node_or_store(
+        dir,
+        &admin::Request::Status,
+        |answer| match answer {
+            admin::Answer::Status(v) => Ok(v),
+            admin::Answer::Error(e) => bail!("{e}"),
+            other => bail!("unexpected answer from the node: {other:?}"),
+        },
+        |store| {
+            let owner = load_identity(dir)?.author();
+            Ok(crate::node::status::status(store, owner)?)
+        },
+    )?;
+    match (as_json, peers_only) {
+        (true, true) => println!("{}", status["peers"]),
+        (true, false) => println!("{status}"),
+        (false, _) => print!("{}", crate::node::status::render(&status, peers_only)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn follow(dir: &DataDir, target: &str, ca_root: Option<&Path>) -> Result<ExitCode> {
+    let (author, address, web) = crate::mesh::well_known::follow_target(target, ca_root)?;
+    if web.is_some() {
+        println!("{target} is {author}");
+    }
+    publish(
+        dir,
+        admin::Request::Follow {
+            author: author.to_string(),
+            address,
+            web,
+        },
+    )?;
+    println!("following {author}; your node mirrors their log from now on");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Publishes through the running node's admin socket, or, when no node
+/// runs, straight into the store.
+pub(super) fn publish(dir: &DataDir, request: admin::Request) -> Result<()> {
+    let answer = via_node_or_store(dir, &request, Ok, |store| {
+        let identity = Arc::new(load_identity(dir)?);
+        Ok(admin::handle(
+            store,
+            &identity,
+            &serde_json::to_string(&request)?,
+        ))
+    })?;
+    match answer {
+        admin::Answer::Published { seq, id } => {
+            println!("published entry {seq} {id}");
+            Ok(())
+        }
+        admin::Answer::Done(message) => {
+            println!("{message}");
+            Ok(())
+        }
+        admin::Answer::Status(_) | admin::Answer::Stream | admin::Answer::Changed(_) => {
+            bail!("unexpected answer from the node")
+        }
+        admin::Answer::Error(e) => bail!("{e}"),
+    }
+}
+
+pub(super) fn post(dir: &DataDir, text: String, reply_to: Option<EntryId>) -> Result<ExitCode> {
+    publish(
+        dir,
+        admin::Request::Post {
+            text,
+            reply_to: reply_to.map(|id| id.to_string()),
+        },
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn delete(dir: &DataDir, seq: u64) -> Result<ExitCode> {
+    publish(dir, admin::Request::Delete(seq))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn log(dir: &DataDir, author: Option<AuthorKey>, as_json: bool) -> Result<ExitCode> {
+    let author = match author {
+        Some(a) => a,
+        None => load_identity(dir)?.author(),
+    };
+    let out = std::io::stdout();
+    let mut out = std::io::BufWriter::new(out.lock());
+    // A running node holds the store: ask it to write the log for us.
+    let socket = admin_socket(dir);
+    let request = admin::Request::Log {
+        author: author.to_string(),
+        json: as_json,
+    };
+    let written = match admin::call_streaming(&socket, &request, &mut out) {
+        Some(result) => result,
+        None => {
+            let store = open_store(dir)?;
+            crate::node::log_lines::write_log(&store, &author, as_json, &mut out)
+        }
+    };
+    match written {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        // A closed pipe (`capsule log | head`) is not an error worth a message.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(super) fn mirror(dir: &DataDir, author: AuthorKey, add: bool) -> Result<ExitCode> {
+    let request = admin::Request::Mirror {
+        author: author.to_string(),
+        add,
+    };
+    let changed = via_node_or_store(
+        dir,
+        &request,
+        |answer| match answer {
+            admin::Answer::Changed(changed) => Ok(changed),
+            admin::Answer::Error(e) => bail!("{e}"),
+            other => bail!("unexpected answer from the node: {other:?}"),
+        },
+        |store| {
+            Ok(if add {
+                store.mirror(author)?
+            } else {
+                store.unmirror(author)?
+            })
+        },
+    )?;
+    match (add, changed) {
+        (true, true) => println!("now mirroring {author}; the next sync fetches its log"),
+        (true, false) => println!("already mirroring {author}"),
+        (false, true) => println!("no longer mirroring {author}; what this node holds of it stays"),
+        (false, false) => println!("{author} was not mirrored"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
