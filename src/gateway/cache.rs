@@ -17,7 +17,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::State;
-use super::owner::SESSION_COOKIE;
+use super::auth::SESSION_COOKIE;
 
 /// Responses kept at most.
 pub const MAX_ENTRIES: usize = 512;

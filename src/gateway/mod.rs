@@ -1,13 +1,16 @@
 //! The web gateway: the microblog's pages, its Atom feed and the read-only
 //! log API, served by axum.
 //!
-//! - [`pages`]: server-rendered HTML (compile-time templates, no JavaScript
-//!   needed) and `/feed.atom`.
+//! - [`pages`]: the page handlers: a log, the owner's home, a post's thread.
+//! - [`timeline`]: what the pages show, read from the store.
+//! - [`views`]: the HTML templates (no JavaScript needed).
+//! - [`feed`]: the Atom feed at `/feed.atom`.
 //! - [`api`]: `/api/v1/`, JSON and raw entries.
 //! - [`assets`]: web/ embedded in the binary under content-hashed URLs.
 //! - [`cache`]: anonymous answers kept in memory until the store's next
 //!   commit.
-//! - [`owner`]: the owner's login, sessions, CSRF tokens and forms.
+//! - [`auth`]: who is looking: the owner's sessions and login limits.
+//! - [`forms`]: the owner's forms (login, post, delete, follow), CSRF-checked.
 //! - [`passphrase`]: the owner's argon2id passphrase file.
 //! - [`https`]: HTTPS with an ACME certificate, and the redirect to it.
 //! - [`metrics`]: the node's Prometheus counters and `/metrics`.
@@ -17,12 +20,16 @@
 
 pub mod api;
 pub mod assets;
+pub mod auth;
 pub mod cache;
+pub mod feed;
+pub mod forms;
 pub mod https;
 pub mod metrics;
-pub mod owner;
 pub mod pages;
 pub mod passphrase;
+pub mod timeline;
+pub mod views;
 
 use std::sync::Arc;
 
@@ -49,7 +56,7 @@ pub struct State {
     /// The owner's key, for what they publish from the browser.
     pub identity: Arc<Identity>,
     /// The owner's web sessions.
-    pub owner_auth: Arc<owner::Owner>,
+    pub owner_auth: Arc<auth::Owner>,
     /// The node's counters.
     pub metrics: Arc<crate::gateway::metrics::Metrics>,
     /// Anonymous responses kept until the store changes.
@@ -110,13 +117,13 @@ pub fn router(state: State) -> Router {
             .route("/", get(pages::timeline))
             .route("/{author}", get(pages::author_page))
             .route("/{author}/{seq}", get(pages::permalink))
-            .route("/feed.atom", get(pages::feed))
-            .route("/login", get(owner::login_page).post(owner::login))
-            .route("/logout", post(owner::logout))
-            .route("/post", post(owner::post))
-            .route("/delete", post(owner::delete))
-            .route("/follow", post(owner::follow))
-            .route("/unfollow", post(owner::unfollow))
+            .route("/feed.atom", get(feed::feed))
+            .route("/login", get(forms::login_page).post(forms::login))
+            .route("/logout", post(forms::logout))
+            .route("/post", post(forms::post))
+            .route("/delete", post(forms::delete))
+            .route("/follow", post(forms::follow))
+            .route("/unfollow", post(forms::unfollow))
             .route("/.well-known/capsule", get(api::well_known))
             .route(
                 "/assets/{hash}/{name}",

@@ -102,7 +102,7 @@ pub async fn run(
         owner,
         sync: Some(public_sync.clone()),
         identity: Arc::clone(&identity),
-        owner_auth: Arc::new(gateway::owner::Owner::new(
+        owner_auth: Arc::new(gateway::auth::Owner::new(
             config.passphrase.clone(),
             config.https.is_some(),
         )),
@@ -158,7 +158,7 @@ pub async fn run(
             servers.spawn(
                 axum::serve(
                     listener,
-                    app.into_make_service_with_connect_info::<gateway::owner::Client>(),
+                    app.into_make_service_with_connect_info::<gateway::auth::Client>(),
                 )
                 .with_graceful_shutdown(until_stopped())
                 .into_future(),
@@ -179,7 +179,7 @@ pub async fn run(
             servers.spawn(
                 axum::serve(
                     tls,
-                    app.into_make_service_with_connect_info::<gateway::owner::Client>(),
+                    app.into_make_service_with_connect_info::<gateway::auth::Client>(),
                 )
                 .with_graceful_shutdown(until_stopped())
                 .into_future(),

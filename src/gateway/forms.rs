@@ -1,220 +1,32 @@
-//! The owner writing from a browser: log in with the passphrase set by
-//! `capsule passwd`, then post, reply, delete and log out through plain HTML
-//! forms.
-//!
-//! - Sessions: a random 256-bit token in an HttpOnly, SameSite=Strict cookie
-//!   (Secure on HTTPS), held in memory only: a restart logs the owner out.
-//! - CSRF: every form carries the session's own random token, compared with
-//!   the session's; the login form carries a token bound to a short-lived
-//!   cookie (double submit). SameSite=Strict already keeps other sites'
-//!   forms from carrying the cookie; the token is the second lock.
-//! - Login is rate-limited per client address ([`MAX_FAILURES`] wrong
-//!   passphrases per [`FAILURE_WINDOW`]), and at most
-//!   [`CONCURRENT_CHECKS`] argon2 checks run at once.
+//! The owner's forms: log in and out, post, reply, delete, follow and
+//! unfollow. Each form carries its session's CSRF token; a refusal is a
+//! page that says why.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
-use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, Form, State as Extract};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use rand_core::{OsRng, RngCore};
 use serde::Deserialize;
-use tokio::sync::Semaphore;
 
-use super::{State, pages};
-use crate::gateway::passphrase::{self, PassphraseError};
+use std::time::Duration;
+
+use super::auth::{
+    Client, LOGIN_COOKIE, LOGIN_FORM_LIFETIME, SESSION_COOKIE, SESSION_LIFETIME, cookie, same,
+    token,
+};
+use super::passphrase::{self, PassphraseError};
+use super::{State, views};
 use crate::identity::AuthorKey;
 use crate::log::entry::EntryId;
 use crate::store::compose::{self, ComposeError};
 
-/// The session cookie.
-pub const SESSION_COOKIE: &str = "capsule_session";
-/// The login form's cookie (double-submit CSRF token before a session).
-pub const LOGIN_COOKIE: &str = "capsule_login";
-/// How long a session lasts without logging in again.
-pub const SESSION_LIFETIME: Duration = Duration::from_secs(14 * 24 * 3600);
-/// How long a login form stays valid.
-pub const LOGIN_FORM_LIFETIME: Duration = Duration::from_secs(15 * 60);
-/// Sessions held at once; logging in beyond it ends the oldest.
-pub const MAX_SESSIONS: usize = 32;
-/// Wrong passphrases one address may try per [`FAILURE_WINDOW`].
-pub const MAX_FAILURES: u32 = 5;
-/// The window of [`MAX_FAILURES`].
-pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
-/// Addresses whose failures are remembered; beyond it the oldest windows go.
-pub const MAX_TRACKED: usize = 4096;
-/// argon2 checks running at once (each takes ~19 MiB and a core for tens of
-/// milliseconds).
-pub const CONCURRENT_CHECKS: usize = 2;
-
-/// The client's address, for the login rate limit.
-#[derive(Debug, Clone, Copy)]
-pub struct Client(pub SocketAddr);
-
-impl Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>> for Client {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
-        Client(*stream.remote_addr())
-    }
-}
-
-impl Connected<axum::serve::IncomingStream<'_, super::https::TlsListener>> for Client {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, super::https::TlsListener>) -> Self {
-        Client(*stream.remote_addr())
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Session {
-    csrf: String,
-    expires: Instant,
-}
-
-/// Logged-in sessions and login failures.
-pub struct Owner {
-    passphrase: std::path::PathBuf,
-    secure: bool,
-    sessions: Mutex<HashMap<String, Session>>,
-    failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
-    checks: Semaphore,
-}
-
-/// A logged-in owner, as the pages need it: the token their forms carry.
-#[derive(Debug, Clone)]
-pub struct Viewer {
-    /// The session's CSRF token.
-    pub csrf: String,
-}
-
-fn token() -> String {
-    let mut bytes = [0u8; 32];
-    OsRng.fill_bytes(&mut bytes);
-    hex::encode(bytes)
-}
-
-fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-}
-
-/// Compares two tokens in time independent of where they differ.
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
-
-impl Owner {
-    /// Checks logins against the passphrase file at `passphrase`; cookies are
-    /// marked Secure when `secure` (the node serves HTTPS).
-    pub fn new(passphrase: std::path::PathBuf, secure: bool) -> Owner {
-        Owner {
-            passphrase,
-            secure,
-            sessions: Mutex::new(HashMap::new()),
-            failures: Mutex::new(HashMap::new()),
-            checks: Semaphore::new(CONCURRENT_CHECKS),
-        }
-    }
-
-    /// Whether the node serves HTTPS (cookies are then Secure).
-    pub fn secure(&self) -> bool {
-        self.secure
-    }
-
-    /// The logged-in owner behind these request headers, if any.
-    pub fn viewer(&self, headers: &HeaderMap) -> Option<Viewer> {
-        let token = cookie(headers, SESSION_COOKIE)?;
-        let mut sessions = self.sessions.lock().expect("sessions lock");
-        let session = sessions.get(token)?;
-        if session.expires < Instant::now() {
-            sessions.remove(token);
-            return None;
-        }
-        Some(Viewer {
-            csrf: session.csrf.clone(),
-        })
-    }
-
-    fn set_cookie(&self, name: &str, value: &str, max_age: Duration, path: &str) -> HeaderValue {
-        let secure = if self.secure { "; Secure" } else { "" };
-        HeaderValue::from_str(&format!(
-            "{name}={value}; Path={path}; Max-Age={}; HttpOnly; SameSite=Strict{secure}",
-            max_age.as_secs()
-        ))
-        .expect("cookie is ASCII")
-    }
-
-    fn start_session(&self) -> String {
-        let mut sessions = self.sessions.lock().expect("sessions lock");
-        let now = Instant::now();
-        sessions.retain(|_, s| s.expires > now);
-        if sessions.len() >= MAX_SESSIONS
-            && let Some(oldest) = sessions
-                .iter()
-                .min_by_key(|(_, s)| s.expires)
-                .map(|(k, _)| k.clone())
-        {
-            sessions.remove(&oldest);
-        }
-        let session = token();
-        sessions.insert(
-            session.clone(),
-            Session {
-                csrf: token(),
-                expires: now + SESSION_LIFETIME,
-            },
-        );
-        session
-    }
-
-    /// Seconds until `ip` may try again, if it is over its failures.
-    fn blocked(&self, ip: IpAddr) -> Option<u64> {
-        let failures = self.failures.lock().expect("failures lock");
-        let (since, count) = failures.get(&ip)?;
-        let left = FAILURE_WINDOW.checked_sub(since.elapsed())?;
-        (*count >= MAX_FAILURES).then(|| left.as_secs().max(1))
-    }
-
-    fn failed(&self, ip: IpAddr) {
-        let mut failures = self.failures.lock().expect("failures lock");
-        let now = Instant::now();
-        if failures.len() >= MAX_TRACKED {
-            failures.retain(|_, (since, _)| now.duration_since(*since) < FAILURE_WINDOW);
-        }
-        if failures.len() >= MAX_TRACKED
-            && let Some(oldest) = failures
-                .iter()
-                .min_by_key(|(_, (s, _))| *s)
-                .map(|(k, _)| *k)
-        {
-            failures.remove(&oldest);
-        }
-        let entry = failures.entry(ip).or_insert((now, 0));
-        if now.duration_since(entry.0) >= FAILURE_WINDOW {
-            *entry = (now, 0);
-        }
-        entry.1 += 1;
-    }
-}
-
 /// A form refused: the page says why, with the given status.
-fn refusal(status: StatusCode, title: &str, message: &str) -> Response {
-    (status, pages::message_page(title, message)).into_response()
+pub(super) fn refusal(status: StatusCode, title: &str, message: &str) -> Response {
+    (status, views::message_page(title, message)).into_response()
 }
 
-fn forbidden() -> Response {
+pub(super) fn forbidden() -> Response {
     refusal(
         StatusCode::FORBIDDEN,
         "Refused",
@@ -224,7 +36,7 @@ fn forbidden() -> Response {
 
 /// Why a form post may not go on: no session (to /login) or a CSRF token
 /// that is not the session's. None when it may.
-fn refused(state: &State, headers: &HeaderMap, csrf: &str) -> Option<Response> {
+pub(super) fn refused(state: &State, headers: &HeaderMap, csrf: &str) -> Option<Response> {
     let Some(viewer) = state.owner_auth.viewer(headers) else {
         return Some(Redirect::to("/login").into_response());
     };
@@ -239,9 +51,9 @@ pub async fn login_page(Extract(state): Extract<State>, headers: HeaderMap) -> R
     login_form(&state, StatusCode::OK, None)
 }
 
-fn login_form(state: &State, status: StatusCode, error: Option<&str>) -> Response {
+pub(super) fn login_form(state: &State, status: StatusCode, error: Option<&str>) -> Response {
     let csrf = token();
-    let mut response = (status, pages::login_page(&csrf, error)).into_response();
+    let mut response = (status, views::login_page(&csrf, error)).into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
         state
@@ -428,7 +240,7 @@ pub async fn delete(
 
 /// Runs a publishing step on the blocking pool (it waits for the store's
 /// fsync) and answers with a redirect to the new entry, or the refusal.
-async fn publish(
+pub(super) async fn publish(
     state: &State,
     f: impl FnOnce(
         &crate::store::Store,
