@@ -1,8 +1,13 @@
 //! The store: every log this node holds, in one redb file.
 //!
 //! - [`tables`]: every table definition (versioned names).
-//! - [`actor`]: the writer thread, which owns all writes and groups concurrent
+//! - [`writer`]: the writer thread, which owns all writes and groups concurrent
 //!   requests into one transaction each.
+//! - `apply`: what one write transaction does to the tables: entries,
+//!   forks, tombstones, indexes, the owner's next entry.
+//! - `error`: [`StoreError`], what can go wrong, in words that say what to do.
+//! - `read`: the read queries (heads, entries, scans, replies, certificates,
+//!   forks, the changelog), each on its own read transaction.
 //! - [`compose`]: what the owner publishes (posts, replies, deletions,
 //!   profile, follows), checked, then signed by the writer.
 //!
@@ -10,88 +15,35 @@
 //! gives them a consistent snapshot and they never wait for the writer.
 //! Async code reaches the store through `spawn_blocking`, never directly.
 
-pub mod actor;
+mod apply;
 pub mod compose;
+mod error;
+mod read;
 pub mod tables;
+pub mod writer;
 
-use std::path::{Path, PathBuf};
+pub use error::StoreError;
+
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use redb::{Database, ReadableDatabase, ReadableTable};
 use tokio::sync::oneshot;
 
 use crate::identity::{AuthorKey, Identity};
 use crate::log::entry::{ENTRY_LEN, Entry, EntryId};
-use crate::log::verify::{BadEntry, VerifiedEntry};
-pub use actor::{AddressUpdate, InterestChange};
+use crate::log::verify::VerifiedEntry;
 use tables::*;
+pub use writer::{AddressUpdate, InterestChange};
 
-pub use actor::{AppendReport, ImportMsg};
+pub use writer::{AppendReport, ImportMsg};
 
 /// Memory redb may use to cache pages. Its default (1 GiB) would let the
 /// cache of a large store take most of a small VPS; 64 MiB holds the hot
 /// pages (heads, recent entries, the upper levels of every B-tree).
 pub const CACHE_SIZE: usize = 64 * 1024 * 1024;
-
-/// Errors of the store.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// Another process has the store open.
-    #[error(
-        "the store {0} is in use by another capsule process (is `capsule up` running?); stop it, or choose another --data-dir"
-    )]
-    Locked(PathBuf),
-    /// The store was written by a newer Capsule.
-    #[error(
-        "the store {path} has layout version {found}, newer than this capsule's {SCHEMA_VERSION}; upgrade capsule"
-    )]
-    NewerSchema {
-        /// The store file.
-        path: PathBuf,
-        /// The version found.
-        found: u32,
-    },
-    /// An entry was refused.
-    #[error("refused {0}")]
-    Rejected(BadEntry),
-    /// The author's own log is forked; the node will not extend it.
-    #[error(
-        "your log is forked at seq {0}: two different entries were signed for it (was this identity used on two nodes, or a data dir restored from an old backup?). The node refuses to post until this is resolved"
-    )]
-    OwnLogForked(u64),
-    /// The record to post is too large.
-    #[error("the post is {0} bytes encoded, over the limit of {max} bytes", max = crate::log::entry::MAX_PAYLOAD)]
-    TooLarge(usize),
-    /// The store thread is gone (it panicked or the store was closed).
-    #[error("the store's writer thread stopped")]
-    Closed,
-    /// A redb error: the disk or the file failed.
-    #[error("store failure: {0}")]
-    Database(#[from] redb::Error),
-    /// An invariant of the stored data is broken.
-    #[error("the store is damaged: {0}; run `capsule verify --store`")]
-    Corrupt(String),
-}
-
-macro_rules! redb_errors {
-    ($($t:ty),*) => {$(
-        impl From<$t> for StoreError {
-            fn from(e: $t) -> Self {
-                StoreError::Database(e.into())
-            }
-        }
-    )*};
-}
-redb_errors!(
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError,
-    redb::SetDurabilityError
-);
 
 /// Where a log stands: its newest entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,7 +90,7 @@ pub struct ForkProof {
 pub struct Store {
     db: Arc<Database>,
     id: [u8; 16],
-    writer: Option<mpsc::Sender<actor::Request>>,
+    writer: Option<mpsc::Sender<writer::Request>>,
     thread: Option<JoinHandle<()>>,
     generation: Arc<std::sync::atomic::AtomicU64>,
     commits: tokio::sync::watch::Receiver<u64>,
@@ -167,7 +119,7 @@ impl Store {
     }
 
     fn start(db: Database, path: &Path) -> Result<Store, StoreError> {
-        actor::prepare(&db, path)?;
+        writer::prepare(&db, path)?;
         let id = {
             let txn = db.begin_read()?;
             let meta = txn.open_table(META)?;
@@ -180,13 +132,13 @@ impl Store {
         let thread_db = Arc::clone(&db);
         let generation = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (committed, commits) = tokio::sync::watch::channel(0);
-        let thread_generation = actor::Generation {
+        let thread_generation = writer::Generation {
             counter: Arc::clone(&generation),
             committed,
         };
         let thread = std::thread::Builder::new()
             .name("capsule-store".into())
-            .spawn(move || actor::run(&thread_db, requests, &thread_generation))
+            .spawn(move || writer::run(&thread_db, requests, &thread_generation))
             .map_err(|e| StoreError::Corrupt(format!("cannot start the store thread: {e}")))?;
         Ok(Store {
             db,
@@ -213,7 +165,7 @@ impl Store {
 
     fn request<T>(
         &self,
-        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> actor::Request,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> writer::Request,
     ) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.writer
@@ -228,7 +180,7 @@ impl Store {
     /// against the store. Valid entries are committed, durably, before this
     /// returns; the report says what happened to each.
     pub fn append(&self, entries: Vec<VerifiedEntry>) -> Result<AppendReport, StoreError> {
-        self.request(|reply| actor::Request::Append {
+        self.request(|reply| writer::Request::Append {
             entries,
             durable: true,
             reply,
@@ -240,7 +192,7 @@ impl Store {
     /// later durable commit (any post, [`Store::flush`]) makes them durable;
     /// a crash before that rolls the store back to a consistent earlier state.
     pub fn append_mirrored(&self, entries: Vec<VerifiedEntry>) -> Result<AppendReport, StoreError> {
-        self.request(|reply| actor::Request::Append {
+        self.request(|reply| writer::Request::Append {
             entries,
             durable: false,
             reply,
@@ -250,7 +202,7 @@ impl Store {
     /// Makes every earlier commit durable. Before this node tells a peer its
     /// change counter, so a counter it hands out can never be rolled back.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.request(|reply| actor::Request::Flush { reply })
+        self.request(|reply| writer::Request::Flush { reply })
     }
 
     /// This store's random identity, made when the file was created.
@@ -271,7 +223,7 @@ impl Store {
 
     /// Changes the mirror set; whether `author`'s place in it changed.
     pub fn interest(&self, author: AuthorKey, change: InterestChange) -> Result<bool, StoreError> {
-        self.request(|reply| actor::Request::Mirror {
+        self.request(|reply| writer::Request::Mirror {
             author,
             change,
             reply,
@@ -294,7 +246,7 @@ impl Store {
 
     /// Changes what the node knows of a peer's address (durably).
     pub fn update_address(&self, peer: AuthorKey, update: AddressUpdate) -> Result<(), StoreError> {
-        self.request(|reply| actor::Request::Address {
+        self.request(|reply| writer::Request::Address {
             peer: peer.0,
             update,
             reply,
@@ -344,7 +296,7 @@ impl Store {
 
     /// Remembers what a sync session with `peer` established (durably).
     pub fn set_peer(&self, peer: [u8; 32], row: PeerRow) -> Result<(), StoreError> {
-        self.request(|reply| actor::Request::SetPeer { peer, row, reply })
+        self.request(|reply| writer::Request::SetPeer { peer, row, reply })
     }
 
     /// The heads of `authors` (those held), each with its head entry and the
@@ -387,7 +339,7 @@ impl Store {
             return Err(StoreError::TooLarge(payload.len()));
         }
         let identity = Arc::clone(identity);
-        self.request(|reply| actor::Request::Publish {
+        self.request(|reply| writer::Request::Publish {
             identity,
             payload,
             timestamp_us,
@@ -399,253 +351,7 @@ impl Store {
     /// entry is stored, or (if a batch is refused, or the sender stops without
     /// [`ImportMsg::Commit`]) nothing is.
     pub fn import(&self, batches: mpsc::Receiver<ImportMsg>) -> Result<AppendReport, StoreError> {
-        self.request(|reply| actor::Request::Import { batches, reply })
-    }
-
-    /// The head of `author`'s log.
-    pub fn head(&self, author: &AuthorKey) -> Result<Option<Head>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let heads = txn.open_table(HEADS)?;
-        Ok(heads
-            .get(&author.0)?
-            .map(|v| HeadRow::decode(v.value()).head))
-    }
-
-    /// Every author held, with their heads, in key order.
-    pub fn heads(&self) -> Result<Vec<(AuthorKey, Head)>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let heads = txn.open_table(HEADS)?;
-        let mut out = Vec::with_capacity(heads.len()? as usize);
-        for row in heads.iter()? {
-            let (k, v) = row?;
-            out.push((AuthorKey(*k.value()), HeadRow::decode(v.value()).head));
-        }
-        Ok(out)
-    }
-
-    /// Entry `seq` of `author`'s log.
-    pub fn entry(&self, author: &AuthorKey, seq: u64) -> Result<Option<Entry>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let entries = txn.open_table(ENTRIES)?;
-        entries
-            .get(&log_key(author, seq))?
-            .map(|v| decode_stored(v.value()))
-            .transpose()
-    }
-
-    /// The entry with id `id`.
-    pub fn entry_by_id(&self, id: &EntryId) -> Result<Option<Entry>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let ids = txn.open_table(ENTRY_IDS)?;
-        let Some(key) = ids.get(&id.0)?.map(|v| *v.value()) else {
-            return Ok(None);
-        };
-        let entries = txn.open_table(ENTRIES)?;
-        entries
-            .get(&key)?
-            .map(|v| decode_stored(v.value()))
-            .transpose()
-    }
-
-    /// Calls `f` for every entry of `author` from `from` on, in seq order,
-    /// with its payload when the store holds it and it was not deleted.
-    /// Stops early when `f` returns false. Reads one consistent snapshot.
-    pub fn scan(
-        &self,
-        author: &AuthorKey,
-        from: u64,
-        mut f: impl FnMut(Scanned) -> bool,
-    ) -> Result<(), StoreError> {
-        let txn = self.db.begin_read()?;
-        let entries = txn.open_table(ENTRIES)?;
-        let payloads = txn.open_table(PAYLOADS)?;
-        let tombstones = txn.open_table(TOMBSTONES)?;
-        let (start, end) = (log_key(author, from), log_key(author, u64::MAX));
-        for row in entries.range::<&LogKey>(&start..=&end)? {
-            let (key, value) = row?;
-            let entry = decode_stored(value.value())?;
-            let deleted_by = tombstones.get(key.value())?.map(|v| v.value());
-            let payload = match deleted_by {
-                Some(_) => None,
-                None => payloads
-                    .get(&entry.payload_hash())?
-                    .map(|row| split_payload_row(row.value()).1.to_vec()),
-            };
-            if !f(Scanned {
-                entry,
-                payload,
-                deleted_by,
-            }) {
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    /// The seq of the newest profile record of `author` this store took in.
-    pub fn profile_seq(&self, author: &AuthorKey) -> Result<Option<u64>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let profiles = txn.open_table(PROFILES)?;
-        Ok(profiles.get(&author.0)?.map(|v| v.value()))
-    }
-
-    /// Appends to `out` the 217 bytes of each of up to `limit` entries of
-    /// `author` from seq `from` on, as stored (no payloads read); returns how
-    /// many.
-    pub fn raw_entries(
-        &self,
-        author: &AuthorKey,
-        from: u64,
-        limit: u64,
-        out: &mut Vec<u8>,
-    ) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read()?;
-        let entries = txn.open_table(ENTRIES)?;
-        let (start, end) = (log_key(author, from), log_key(author, u64::MAX));
-        let mut n = 0;
-        for row in entries.range::<&LogKey>(&start..=&end)? {
-            if n == limit {
-                break;
-            }
-            out.extend_from_slice(row?.1.value());
-            n += 1;
-        }
-        Ok(n)
-    }
-
-    /// Up to `limit` replies this store holds to entry `seq` of `author`, as
-    /// (author, seq), ordered by replier then seq.
-    pub fn replies(
-        &self,
-        author: &AuthorKey,
-        seq: u64,
-        limit: usize,
-    ) -> Result<Vec<(AuthorKey, u64)>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let replies = txn.open_table(REPLIES)?;
-        let target = log_key(author, seq);
-        let (mut start, mut end) = ([0u8; 80], [0xffu8; 80]);
-        start[..40].copy_from_slice(&target);
-        end[..40].copy_from_slice(&target);
-        let mut out = Vec::new();
-        for row in replies.range::<&ReplyKey>(&start..=&end)?.take(limit) {
-            let (key, _) = row?;
-            let key = key.value();
-            let author = AuthorKey(key[40..72].try_into().expect("32 bytes"));
-            out.push((
-                author,
-                u64::from_be_bytes(key[72..].try_into().expect("8 bytes")),
-            ));
-        }
-        Ok(out)
-    }
-
-    /// The certificate path of entry `seq` of `author` to the log's head:
-    /// head first, the entry last, O(log n) entries (see
-    /// [`crate::log::certificate`]). None if the store does not hold it.
-    pub fn certificate(
-        &self,
-        author: &AuthorKey,
-        seq: u64,
-    ) -> Result<Option<Vec<Entry>>, StoreError> {
-        let Some(head) = self.head(author)? else {
-            return Ok(None);
-        };
-        if seq == 0 || seq > head.seq {
-            return Ok(None);
-        }
-        let txn = self.db.begin_read()?;
-        let entries = txn.open_table(ENTRIES)?;
-        let mut failure = None;
-        let path = crate::log::certificate::certificate_path(seq, head.seq, |n| {
-            match entries.get(&log_key(author, n)) {
-                Ok(Some(v)) => decode_stored(v.value()).map_err(|e| failure = Some(e)).ok(),
-                Ok(None) => None,
-                Err(e) => {
-                    failure = Some(e.into());
-                    None
-                }
-            }
-        });
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        Ok(path)
-    }
-
-    /// Whether entry `seq` of `author` was deleted, and by which entry.
-    pub fn deleted_by(&self, author: &AuthorKey, seq: u64) -> Result<Option<u64>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let tombstones = txn.open_table(TOMBSTONES)?;
-        Ok(tombstones.get(&log_key(author, seq))?.map(|v| v.value()))
-    }
-
-    /// The payload with blake3 hash `hash`, if held.
-    pub fn payload(&self, hash: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let payloads = txn.open_table(PAYLOADS)?;
-        Ok(payloads
-            .get(hash)?
-            .map(|row| split_payload_row(row.value()).1.to_vec()))
-    }
-
-    /// Every fork proof held.
-    pub fn forks(&self) -> Result<Vec<ForkProof>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let forks = txn.open_table(FORKS)?;
-        let mut out = Vec::new();
-        for row in forks.iter()? {
-            let (_, v) = row?;
-            let v = v.value();
-            out.push(ForkProof {
-                first: decode_stored(v[..ENTRY_LEN].try_into().expect("217 bytes"))?,
-                second: decode_stored(v[ENTRY_LEN..].try_into().expect("217 bytes"))?,
-            });
-        }
-        Ok(out)
-    }
-
-    /// The proof that `author` forked their log, if the store holds one.
-    pub fn fork_of(&self, author: &AuthorKey) -> Result<Option<ForkProof>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let forks = txn.open_table(FORKS)?;
-        let Some(v) = forks.get(&author.0)? else {
-            return Ok(None);
-        };
-        let v = v.value();
-        Ok(Some(ForkProof {
-            first: decode_stored(v[..ENTRY_LEN].try_into().expect("217 bytes"))?,
-            second: decode_stored(v[ENTRY_LEN..].try_into().expect("217 bytes"))?,
-        }))
-    }
-
-    /// The newest change counter (0 when nothing was ever stored).
-    pub fn change_counter(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read()?;
-        let changes = txn.open_table(CHANGES)?;
-        Ok(changes.last()?.map(|(k, _)| k.value()).unwrap_or(0))
-    }
-
-    /// The authors whose heads changed after change counter `since`, with
-    /// their heads now, oldest change first, and the counter to ask from next
-    /// time. One read, however many entries were appended meanwhile.
-    pub fn changed_since(&self, since: u64) -> Result<(Vec<(AuthorKey, Head)>, u64), StoreError> {
-        let txn = self.db.begin_read()?;
-        let changes = txn.open_table(CHANGES)?;
-        let heads = txn.open_table(HEADS)?;
-        let mut out = Vec::new();
-        let mut last = since;
-        for row in changes.range(since.saturating_add(1)..)? {
-            let (counter, author) = row?;
-            last = counter.value();
-            let author = AuthorKey(*author.value());
-            let head = heads
-                .get(&author.0)?
-                .ok_or_else(|| StoreError::Corrupt(format!("{author} changed but has no head")))?;
-            out.push((author, HeadRow::decode(head.value()).head));
-        }
-        let now = changes.last()?.map_or(since, |(k, _)| k.value());
-        Ok((out, last.max(now)))
+        self.request(|reply| writer::Request::Import { batches, reply })
     }
 
     /// Finishes every request sent, stops the writer and closes the file.
@@ -676,6 +382,7 @@ fn decode_stored(bytes: &[u8; ENTRY_LEN]) -> Result<Entry, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use redb::ReadableTableMetadata;
 
     #[test]
     fn a_store_from_a_newer_capsule_is_refused() {

@@ -1,0 +1,347 @@
+//! Index upkeep inside one write transaction: appending verified entries
+//! (duplicates, forks and their proofs, tombstones, the reply and profile
+//! indexes, the changelog) and signing the owner's next entry.
+
+use std::collections::{BTreeMap, HashMap};
+
+use redb::{ReadableTable, Table, WriteTransaction};
+
+use super::tables::*;
+use super::writer::AppendReport;
+use super::{Head, StoreError, decode_stored};
+use crate::identity::{AuthorKey, Identity};
+use crate::log::entry::{Draft, ENTRY_LEN, Entry, EntryId};
+use crate::log::lipmaa::lipmaa;
+use crate::log::record::Record;
+use crate::log::verify::{BadEntry, Invalid, VerifiedEntry, check_links, verify_one};
+
+enum Outcome {
+    Accepted,
+    Duplicate,
+    Fork,
+    Refused(Invalid),
+}
+
+/// The tables of one write transaction.
+pub(super) struct Tables<'t> {
+    entries: Table<'t, &'static LogKey, &'static [u8; ENTRY_LEN]>,
+    ids: Table<'t, &'static [u8; 32], &'static LogKey>,
+    payloads: Table<'t, &'static [u8; 32], &'static [u8]>,
+    tombstones: Table<'t, &'static LogKey, u64>,
+    heads: Table<'t, &'static [u8; 32], &'static [u8; HEAD_ROW_LEN]>,
+    forks: Table<'t, &'static [u8; 32], &'static [u8; 2 * ENTRY_LEN]>,
+    changes: Table<'t, u64, &'static [u8; 32]>,
+    replies: Table<'t, &'static ReplyKey, ()>,
+    profiles: Table<'t, &'static [u8; 32], u64>,
+    /// Heads moved by this transaction, written once each by [`Tables::finish`].
+    moved: BTreeMap<AuthorKey, Head>,
+    /// Ids of the entries this transaction inserted: the skiplink targets of
+    /// the next ones, without reading and hashing them back.
+    inserted: HashMap<(AuthorKey, u64), EntryId>,
+    /// Fork state of each author this transaction looked up.
+    forked: HashMap<AuthorKey, Option<u64>>,
+}
+
+impl<'t> Tables<'t> {
+    pub(super) fn open(txn: &'t WriteTransaction) -> Result<Self, StoreError> {
+        Ok(Tables {
+            entries: txn.open_table(ENTRIES)?,
+            ids: txn.open_table(ENTRY_IDS)?,
+            payloads: txn.open_table(PAYLOADS)?,
+            tombstones: txn.open_table(TOMBSTONES)?,
+            heads: txn.open_table(HEADS)?,
+            forks: txn.open_table(FORKS)?,
+            changes: txn.open_table(CHANGES)?,
+            replies: txn.open_table(REPLIES)?,
+            profiles: txn.open_table(PROFILES)?,
+            moved: BTreeMap::new(),
+            inserted: HashMap::new(),
+            forked: HashMap::new(),
+        })
+    }
+
+    /// Writes the heads this transaction moved, and one changelog row for
+    /// each of their authors in place of the author's previous one.
+    pub(super) fn finish(mut self) -> Result<(), StoreError> {
+        let mut next = self.changes.last()?.map_or(0, |(k, _)| k.value());
+        for (author, head) in std::mem::take(&mut self.moved) {
+            let previous = self
+                .heads
+                .get(&author.0)?
+                .map(|v| HeadRow::decode(v.value()).change);
+            if let Some(change) = previous {
+                self.changes.remove(change)?;
+            }
+            next += 1;
+            self.changes.insert(next, &author.0)?;
+            self.heads
+                .insert(&author.0, &HeadRow { head, change: next }.encode())?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn append_all(
+        &mut self,
+        entries: &[VerifiedEntry],
+    ) -> Result<AppendReport, StoreError> {
+        let mut report = AppendReport::default();
+        for v in entries {
+            match self.apply(v)? {
+                Outcome::Accepted => report.accepted += 1,
+                Outcome::Duplicate => report.duplicates += 1,
+                Outcome::Fork => report.forks.push((v.entry().author(), v.entry().seq())),
+                Outcome::Refused(Invalid::AuthorForked(_)) => report.refused_forked += 1,
+                Outcome::Refused(reason) => {
+                    report.rejected = Some(BadEntry {
+                        author: v.entry().author(),
+                        seq: v.entry().seq(),
+                        reason,
+                    });
+                    break;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    pub(super) fn head(&self, author: &AuthorKey) -> Result<Option<Head>, StoreError> {
+        if let Some(head) = self.moved.get(author) {
+            return Ok(Some(*head));
+        }
+        Ok(self
+            .heads
+            .get(&author.0)?
+            .map(|v| HeadRow::decode(v.value()).head))
+    }
+
+    pub(super) fn fork_seq(&mut self, author: &AuthorKey) -> Result<Option<u64>, StoreError> {
+        if let Some(known) = self.forked.get(author) {
+            return Ok(*known);
+        }
+        let seq = match self.forks.get(&author.0)? {
+            None => None,
+            Some(proof) => {
+                let first: &[u8; ENTRY_LEN] =
+                    proof.value()[..ENTRY_LEN].try_into().expect("217 bytes");
+                Some(decode_stored(first)?.seq())
+            }
+        };
+        self.forked.insert(*author, seq);
+        Ok(seq)
+    }
+
+    pub(super) fn stored_id(
+        &self,
+        author: &AuthorKey,
+        seq: u64,
+    ) -> Result<Option<(EntryId, [u8; ENTRY_LEN])>, StoreError> {
+        Ok(self.entries.get(&log_key(author, seq))?.map(|v| {
+            let bytes = *v.value();
+            (EntryId(*blake3::hash(&bytes).as_bytes()), bytes)
+        }))
+    }
+
+    pub(super) fn publish(
+        &mut self,
+        identity: &Identity,
+        payload: Vec<u8>,
+        timestamp_us: u64,
+    ) -> Result<Entry, StoreError> {
+        let author = identity.author();
+        if let Some(at) = self.fork_seq(&author)? {
+            return Err(StoreError::OwnLogForked(at));
+        }
+        let head = self.head(&author)?;
+        let draft = match head {
+            None => Draft {
+                seq: 1,
+                timestamp_us,
+                backlink: EntryId::ZERO,
+                skiplink: EntryId::ZERO,
+            },
+            Some(head) => {
+                let seq = head.seq + 1;
+                let (previous_ts, skiplink) = {
+                    let previous =
+                        self.entries
+                            .get(&log_key(&author, head.seq))?
+                            .ok_or_else(|| {
+                                StoreError::Corrupt(format!("head entry {} is missing", head.seq))
+                            })?;
+                    let ts = decode_stored(previous.value())?.timestamp_us();
+                    let skip = self
+                        .stored_id(&author, lipmaa(seq))?
+                        .ok_or_else(|| {
+                            StoreError::Corrupt(format!("entry {} is missing", lipmaa(seq)))
+                        })?
+                        .0;
+                    (ts, skip)
+                };
+                Draft {
+                    seq,
+                    // Never go back in time within a log, even if the clock does:
+                    // peers order logs by their heads' timestamps.
+                    timestamp_us: timestamp_us.max(previous_ts),
+                    backlink: head.id,
+                    skiplink,
+                }
+            }
+        };
+        let entry = Entry::sign(identity.signing_key(), draft, &payload);
+        let verified = verify_one(entry, Some(payload)).map_err(StoreError::Rejected)?;
+        match self.apply(&verified)? {
+            Outcome::Accepted => Ok(entry),
+            Outcome::Refused(reason) => Err(StoreError::Rejected(BadEntry {
+                author,
+                seq: entry.seq(),
+                reason,
+            })),
+            Outcome::Duplicate | Outcome::Fork => Err(StoreError::Corrupt(
+                "a freshly signed entry collided with a stored one".into(),
+            )),
+        }
+    }
+
+    fn apply(&mut self, v: &VerifiedEntry) -> Result<Outcome, StoreError> {
+        let entry = v.entry();
+        let author = entry.author();
+        let seq = entry.seq();
+        if let Some(at) = self.fork_seq(&author)? {
+            return Ok(Outcome::Refused(Invalid::AuthorForked(at)));
+        }
+        let head = self.head(&author)?;
+        let next = head.map_or(1, |h| h.seq + 1);
+        if seq < next {
+            let (stored_id, stored) = self.stored_id(&author, seq)?.ok_or_else(|| {
+                StoreError::Corrupt(format!("entry {seq} of {author} is missing below its head"))
+            })?;
+            if stored_id == v.id() {
+                // A copy that brings a payload we lack fills it in.
+                if let Some(payload) = v.payload() {
+                    let deleted = self.tombstones.get(&log_key(&author, seq))?.is_some();
+                    if !deleted && self.payloads.get(&entry.payload_hash())?.is_none() {
+                        // This entry was stored without its payload, so it was not
+                        // counted yet.
+                        self.payloads
+                            .insert(&entry.payload_hash(), &payload_row(1, payload)[..])?;
+                    }
+                }
+                return Ok(Outcome::Duplicate);
+            }
+            let mut proof = [0u8; 2 * ENTRY_LEN];
+            proof[..ENTRY_LEN].copy_from_slice(&stored);
+            proof[ENTRY_LEN..].copy_from_slice(entry.as_bytes());
+            self.forks.insert(&author.0, &proof)?;
+            self.forked.insert(author, Some(seq));
+            return Ok(Outcome::Fork);
+        }
+        if seq > next {
+            return Ok(Outcome::Refused(Invalid::Gap { expected: next }));
+        }
+        if let Some(head) = head {
+            let skip_seq = lipmaa(seq);
+            let skip_target = if skip_seq == head.seq {
+                head.id
+            } else if let Some(id) = self.inserted.get(&(author, skip_seq)) {
+                *id
+            } else {
+                self.stored_id(&author, skip_seq)?
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!("entry {skip_seq} of {author} is missing"))
+                    })?
+                    .0
+            };
+            if let Err(reason) = check_links(entry, head.id, skip_target) {
+                return Ok(Outcome::Refused(reason));
+            }
+        }
+        self.insert(v)?;
+        Ok(Outcome::Accepted)
+    }
+
+    pub(super) fn insert(&mut self, v: &VerifiedEntry) -> Result<(), StoreError> {
+        let entry = v.entry();
+        let author = entry.author();
+        let seq = entry.seq();
+        let key = log_key(&author, seq);
+        self.entries.insert(&key, entry.as_bytes())?;
+        self.ids.insert(&v.id().0, &key)?;
+        self.moved.insert(author, Head { seq, id: v.id() });
+        self.inserted.insert((author, seq), v.id());
+        let hash = entry.payload_hash();
+        let counted = self.payloads.get(&hash)?.map(|row| {
+            let (refs, bytes) = split_payload_row(row.value());
+            payload_row(refs.saturating_add(1), bytes)
+        });
+        match (counted, v.payload()) {
+            (Some(row), _) => {
+                self.payloads.insert(&hash, &row[..])?;
+            }
+            (None, Some(payload)) => {
+                self.payloads.insert(&hash, &payload_row(1, payload)[..])?;
+            }
+            // Neither held nor brought: counted when a copy brings it.
+            (None, None) => {}
+        }
+        if let Some(payload) = v.payload()
+            && let Some(target) = Record::reply_target(payload)
+        {
+            let mut reply = [0u8; 80];
+            reply[..40].copy_from_slice(&log_key(&AuthorKey(target.author), target.seq));
+            reply[40..].copy_from_slice(&key);
+            self.replies.insert(&reply, ())?;
+        }
+        if let Some(payload) = v.payload()
+            && Record::may_be_profile(payload)
+            && self
+                .profiles
+                .get(&author.0)?
+                .is_none_or(|s| s.value() < seq)
+        {
+            self.profiles.insert(&author.0, seq)?;
+        }
+        if let Some(payload) = v.payload()
+            && Record::may_be_delete(payload)
+            && let Ok(Record::Delete { seq: target }) = Record::decode(payload)
+            && target >= 1
+            && target < seq
+        {
+            self.tombstone(&author, target, seq)?;
+        }
+        Ok(())
+    }
+
+    /// Drops the payload of entry `target` (unless another live entry holds
+    /// the same bytes) and remembers that entry `by` deleted it.
+    pub(super) fn tombstone(
+        &mut self,
+        author: &AuthorKey,
+        target: u64,
+        by: u64,
+    ) -> Result<(), StoreError> {
+        let key = log_key(author, target);
+        if self.tombstones.get(&key)?.is_some() {
+            return Ok(());
+        }
+        self.tombstones.insert(&key, by)?;
+        let hash = match self.entries.get(&key)? {
+            Some(v) => decode_stored(v.value())?.payload_hash(),
+            None => return Ok(()),
+        };
+        let counted = self.payloads.get(&hash)?.map(|row| {
+            let (refs, bytes) = split_payload_row(row.value());
+            (refs, bytes.to_vec())
+        });
+        match counted {
+            Some((refs, _)) if refs <= 1 => {
+                self.payloads.remove(&hash)?;
+            }
+            Some((refs, bytes)) => {
+                self.payloads
+                    .insert(&hash, &payload_row(refs - 1, &bytes)[..])?;
+            }
+            None => {}
+        }
+        Ok(())
+    }
+}

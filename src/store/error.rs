@@ -1,0 +1,64 @@
+//! What can go wrong in the store, in words that say what to do.
+
+use std::path::PathBuf;
+
+use super::tables::SCHEMA_VERSION;
+use crate::log::verify::BadEntry;
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process has the store open.
+    #[error(
+        "the store {0} is in use by another capsule process (is `capsule up` running?); stop it, or choose another --data-dir"
+    )]
+    Locked(PathBuf),
+    /// The store was written by a newer Capsule.
+    #[error(
+        "the store {path} has layout version {found}, newer than this capsule's {SCHEMA_VERSION}; upgrade capsule"
+    )]
+    NewerSchema {
+        /// The store file.
+        path: PathBuf,
+        /// The version found.
+        found: u32,
+    },
+    /// An entry was refused.
+    #[error("refused {0}")]
+    Rejected(BadEntry),
+    /// The author's own log is forked; the node will not extend it.
+    #[error(
+        "your log is forked at seq {0}: two different entries were signed for it (was this identity used on two nodes, or a data dir restored from an old backup?). The node refuses to post until this is resolved"
+    )]
+    OwnLogForked(u64),
+    /// The record to post is too large.
+    #[error("the post is {0} bytes encoded, over the limit of {max} bytes", max = crate::log::entry::MAX_PAYLOAD)]
+    TooLarge(usize),
+    /// The store thread is gone (it panicked or the store was closed).
+    #[error("the store's writer thread stopped")]
+    Closed,
+    /// A redb error: the disk or the file failed.
+    #[error("store failure: {0}")]
+    Database(#[from] redb::Error),
+    /// An invariant of the stored data is broken.
+    #[error("the store is damaged: {0}; run `capsule verify --store`")]
+    Corrupt(String),
+}
+
+macro_rules! redb_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Database(e.into())
+            }
+        }
+    )*};
+}
+redb_errors!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
