@@ -1,5 +1,4 @@
 //! Helpers shared by the integration tests.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -168,17 +167,17 @@ pub fn set_passphrase(dir: &Path, passphrase: &str) {
     assert!(passwd.wait().unwrap().success());
 }
 
-/// Whether every tool a test of optional system parts needs is there. Outside
-/// CI a missing one skips the test with a message; in CI (where `.ci/run`
-/// installs them) it fails it.
+/// Whether every tool a test of system parts needs is there. Outside CI a
+/// missing one skips the test with a SKIPPED line; in CI (where `.ci/test`
+/// has installed them) it fails it.
 pub fn tools_present(tools: &[&str], package: &str) -> bool {
     if tools.iter().all(|t| have(t)) {
         return true;
     }
     assert!(
         std::env::var_os("CI").is_none(),
-        "{package} is missing; .ci/run installs it"
+        "{package} is missing; .ci/test installs it"
     );
-    eprintln!("skipped: {package} is not installed");
+    eprintln!("SKIPPED: {package} is not installed (`bash .ci/test` installs it)");
     false
 }

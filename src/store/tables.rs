@@ -276,10 +276,3 @@ pub fn log_key(author: &AuthorKey, seq: u64) -> LogKey {
     key[32..].copy_from_slice(&seq.to_be_bytes());
     key
 }
-
-/// Splits a [`LogKey`].
-pub fn split_log_key(key: &LogKey) -> (AuthorKey, u64) {
-    let author = AuthorKey(key[..32].try_into().expect("32 bytes"));
-    let seq = u64::from_be_bytes(key[32..].try_into().expect("8 bytes"));
-    (author, seq)
-}
