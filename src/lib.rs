@@ -4,8 +4,8 @@
 //! entries chained by blake3 hashes. Layers, from the top (each imports only
 //! those below it; ARCHITECTURE.md draws them and follows one post through):
 //!
-//! - [`cli`]: the `capsule` command line, one file per group of commands.
-//! - [`bench`]: the measurements behind `capsule bench`.
+//! - [`cli`]: the `capsule` command line, one file per group of commands,
+//!   with the measurements behind `capsule bench`.
 //! - [`node`]: a running node: configuration, the admin socket, status.
 //! - [`gateway`]: the web: pages, Atom feed, log API, owner login, HTTPS.
 //! - [`mesh`]: whom a node dials and keeps live, peer exchange, follow by
@@ -20,7 +20,6 @@
 #![deny(missing_docs)]
 
 pub mod archive;
-pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod data_dir;

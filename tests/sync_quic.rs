@@ -88,7 +88,7 @@ pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
 async fn a_fresh_node_pulls_100_authors_of_1000_entries() {
     let source = Node::new(1);
     let bar = indicatif::ProgressBar::hidden();
-    let authors = blocking(|| capsule::bench::fill(&source.store, 100, 1000, &bar).unwrap());
+    let authors = blocking(|| capsule::cli::bench::fill(&source.store, 100, 1000, &bar).unwrap());
     let fresh = Node::new(2);
     for a in &authors {
         fresh.mirror(*a);

@@ -1,4 +1,9 @@
 //! The command line's words: every subcommand, flag and help text (clap).
+//!
+//! The doc comments here are `--help` texts, read on a terminal, where
+//! `[::]:443` is an address and a URL is plain text: rustdoc's link checks
+//! do not apply to them.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::bare_urls)]
 
 use std::path::PathBuf;
 

@@ -7,10 +7,13 @@
 //!   `peers`, `log`: through the running node, else on the store.
 //! - [`archive`]: `export`, `import`, `verify`.
 //! - [`sync`]: `sync`, `serve-sync`.
-//! - `bench`: dispatched to [`crate::bench`].
+//! - [`mod@bench`]: `capsule bench`: verify, sync and http, each beside its
+//!   bound measured in the same run. Like every command here it prints its
+//!   report and meets its failures as `anyhow` errors.
 
 pub mod archive;
 pub mod args;
+pub mod bench;
 pub mod owner;
 pub mod setup;
 pub mod sync;
@@ -108,7 +111,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Bench(BenchArgs {
             what: Bench::Verify { entries },
         }) => {
-            crate::bench::verify(entries)?;
+            crate::cli::bench::verify(entries)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(BenchArgs {
@@ -120,13 +123,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     diff,
                 },
         }) => {
-            crate::bench::sync(authors, entries_per_author, diff_authors, diff)?;
+            crate::cli::bench::sync(authors, entries_per_author, diff_authors, diff)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(BenchArgs {
             what: Bench::Http { posts, seconds },
         }) => {
-            crate::bench::http::run(posts, seconds)?;
+            crate::cli::bench::http::run(posts, seconds)?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use axum::Router;
 use axum::extract::Request;
 use axum::response::Redirect;
@@ -49,11 +48,30 @@ pub struct Acme {
     pub extra_root: Option<PathBuf>,
 }
 
+/// Why HTTPS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpsError {
+    /// The certificate cache directory could not be made private.
+    #[error("cannot create the certificate cache {path}: {source}")]
+    Cache {
+        /// The directory.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The ACME client's TLS roots could not be loaded.
+    #[error(transparent)]
+    Client(#[from] crate::mesh::web_client::WebError),
+    /// TLS could not be configured.
+    #[error(transparent)]
+    Tls(#[from] rustls::Error),
+}
+
 /// Starts certificate management for `acme` and returns the TLS config of
 /// ordinary connections and of TLS-ALPN-01 validation connections. The
 /// certificate is loaded from the cache or ordered in the background; until
 /// it is there, handshakes fail.
-pub fn start(acme: &Acme) -> Result<(Arc<ServerConfig>, Arc<ServerConfig>)> {
+pub fn start(acme: &Acme) -> Result<(Arc<ServerConfig>, Arc<ServerConfig>), HttpsError> {
     create_private_dir(&acme.cache)?;
     let mut config = AcmeConfig::new_with_client_config(
         [&acme.domain],
@@ -94,12 +112,14 @@ pub fn start(acme: &Acme) -> Result<(Arc<ServerConfig>, Arc<ServerConfig>)> {
     Ok((Arc::new(default), challenge))
 }
 
-fn create_private_dir(path: &Path) -> Result<()> {
+fn create_private_dir(path: &Path) -> Result<(), HttpsError> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(path)
-        .with_context(|| format!("cannot create the certificate cache {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))?;
-    Ok(())
+    let failed = |source| HttpsError::Cache {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(path).map_err(failed)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(failed)
 }
 
 /// A TCP listener whose connections come out TLS-terminated; TLS-ALPN-01

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use anyhow::{Result, bail};
 use axum::Router;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -129,6 +128,22 @@ impl Metrics {
     }
 }
 
+/// Why `/metrics` could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// Only the machine itself may read the counters.
+    #[error("--metrics-listen must be a loopback address (127.0.0.1 or [::1]), not {0}")]
+    NotLoopback(SocketAddr),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr} for metrics: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+}
+
 /// Serves `/metrics` on `listen`, which must be a loopback address: the
 /// counters are for the machine's own monitoring, not the world.
 pub async fn serve(
@@ -136,12 +151,18 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     store: Arc<Store>,
     until: impl Future<Output = ()> + Send + 'static,
-) -> Result<SocketAddr> {
+) -> Result<SocketAddr, MetricsError> {
     if !listen.ip().is_loopback() {
-        bail!("--metrics-listen must be a loopback address (127.0.0.1 or [::1]), not {listen}");
+        return Err(MetricsError::NotLoopback(listen));
     }
-    let listener = tokio::net::TcpListener::bind(listen).await?;
-    let addr = listener.local_addr()?;
+    let failed = |source| MetricsError::Listen {
+        addr: listen,
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(failed)?;
+    let addr = listener.local_addr().map_err(failed)?;
     let app = Router::new().route(
         "/metrics",
         get(move || async move {

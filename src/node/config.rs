@@ -13,9 +13,8 @@
 //! ```
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
 use serde::Deserialize;
 
 /// The file's name in the data dir.
@@ -48,16 +47,36 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
 }
 
+/// Why config.toml could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file exists but cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The file is not TOML, or names a setting that does not exist.
+    #[error("{path} is not a valid configuration: {source}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and where.
+        source: toml::de::Error,
+    },
+}
+
 /// Reads `<dir>/config.toml`; no file is an empty config.
-pub fn load(dir: &Path) -> Result<Config> {
+pub fn load(dir: &Path) -> Result<Config, ConfigError> {
     let path = dir.join(FILE);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        Err(source) => return Err(ConfigError::Read { path, source }),
     };
-    toml::from_str(&text)
-        .with_context(|| format!("{} is not a valid configuration", path.display()))
+    toml::from_str(&text).map_err(|source| ConfigError::Invalid { path, source })
 }
 
 #[cfg(test)]

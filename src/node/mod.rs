@@ -1,7 +1,7 @@
 //! A running node: the store, the sync listener, the mesh and the web
 //! gateway, wired together until it is told to stop.
 //!
-//! - [`run`]: starts everything on given settings, shuts down in order.
+//! - [`mod@run`]: starts everything on given settings, shuts down in order.
 //! - [`config`]: the node's settings, with defaults, and `config.toml`.
 //! - [`admin`]: the local admin socket through which commands reach it.
 //! - [`status`]: what the node knows, as JSON and as text.

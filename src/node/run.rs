@@ -5,8 +5,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
-
 use std::sync::atomic::Ordering;
 
 use crate::gateway::metrics::Metrics;
@@ -41,6 +39,46 @@ pub struct NodeConfig {
     pub public_sync: Option<String>,
 }
 
+/// Why the node stopped, or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// A listening address could not be bound.
+    #[error("cannot listen on {addr} ({hint}): {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// What to do about it.
+        hint: &'static str,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The sync listener could not start.
+    #[error(
+        "cannot start the sync listener on {addr} (is another node running? choose another with --sync-listen): {source}"
+    )]
+    Sync {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: transport::TransportError,
+    },
+    /// HTTPS could not be set up.
+    #[error(transparent)]
+    Https(#[from] https::HttpsError),
+    /// `/metrics` could not be served.
+    #[error(transparent)]
+    Metrics(#[from] crate::gateway::metrics::MetricsError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The web gateway failed while serving.
+    #[error("the web gateway failed: {0}")]
+    Gateway(std::io::Error),
+    /// A task of the node ended abnormally.
+    #[error("a task of the node failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
 /// Where the node's local admin socket goes (see [`crate::node::admin`]).
 pub type AdminSocket = std::path::PathBuf;
 
@@ -50,7 +88,7 @@ pub async fn run(
     store: Store,
     config: NodeConfig,
     admin_socket: AdminSocket,
-) -> Result<()> {
+) -> Result<(), NodeError> {
     let store = Arc::new(store);
     let identity = Arc::new(identity);
     let owner = identity.author();
@@ -59,13 +97,16 @@ pub async fn run(
         Arc::clone(&store),
         Arc::clone(&identity),
     ));
-    let endpoint = transport::listen(&identity, config.sync_listen).with_context(|| {
-        format!(
-            "cannot start the sync listener on {} (is another node running? choose another with --sync-listen)",
-            config.sync_listen
-        )
+    let endpoint =
+        transport::listen(&identity, config.sync_listen).map_err(|source| NodeError::Sync {
+            addr: config.sync_listen,
+            source,
+        })?;
+    let sync_addr = endpoint.local_addr().map_err(|source| NodeError::Listen {
+        addr: config.sync_listen,
+        hint: "the sync listener",
+        source,
     })?;
-    let sync_addr = endpoint.local_addr()?;
     let metrics = Arc::new(Metrics::default());
     let counted = Arc::clone(&metrics);
     let sync = tokio::spawn(crate::mesh::listener::serve(
@@ -83,15 +124,12 @@ pub async fn run(
             }
         }),
     ));
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} (is another node running? choose another with --listen)",
-                config.listen
-            )
-        })?;
-    let web = listener.local_addr()?;
+    let listener = bind(
+        config.listen,
+        "is another node running? choose another with --listen",
+    )
+    .await?;
+    let web = listener.local_addr().map_err(NodeError::Gateway)?;
     let public_sync = match (&config.public_sync, &config.https) {
         (Some(given), _) => format!("{owner}@{given}"),
         (None, Some((_, acme))) => format!("{owner}@{}:{}", acme.domain, sync_addr.port()),
@@ -166,13 +204,10 @@ pub async fn run(
         }
         Some((https_listen, acme)) => {
             let (default, challenge) = https::start(acme)?;
-            let tcp = tokio::net::TcpListener::bind(https_listen)
-                .await
-                .with_context(|| {
-                    format!("cannot listen on {https_listen} (choose another with --https-listen)")
-                })?;
-            let port = tcp.local_addr()?.port();
-            let tls = https::TlsListener::new(tcp, default, challenge)?;
+            let tcp = bind(*https_listen, "choose another with --https-listen").await?;
+            let port = tcp.local_addr().map_err(NodeError::Gateway)?.port();
+            let tls =
+                https::TlsListener::new(tcp, default, challenge).map_err(NodeError::Gateway)?;
             let origin = https::origin(&acme.domain, port);
             println!("Capsule is up: {origin}/ (author {owner})");
             println!("http://{web}/ redirects there");
@@ -196,13 +231,12 @@ pub async fn run(
     tokio::select! {
         _ = shutdown_signal() => {}
         Some(done) = servers.join_next() => {
-            done.context("the web gateway failed")?.context("the web gateway failed")?;
+            done?.map_err(NodeError::Gateway)?;
         }
     }
     let _ = stop.send(true);
     while let Some(done) = servers.join_next().await {
-        done.context("the web gateway failed")?
-            .context("the web gateway failed")?;
+        done?.map_err(NodeError::Gateway)?;
     }
     let _ = mesh.await;
     tracing::info!("stopping");
@@ -218,6 +252,13 @@ pub async fn run(
         Err(_) => tracing::warn!("a session still held the store; it closes on exit"),
     }
     Ok(())
+}
+
+/// A TCP listener on `addr`, or an error saying what to do.
+async fn bind(addr: SocketAddr, hint: &'static str) -> Result<tokio::net::TcpListener, NodeError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| NodeError::Listen { addr, hint, source })
 }
 
 /// Resolves on SIGINT or SIGTERM.

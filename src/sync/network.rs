@@ -1,5 +1,6 @@
 //! Sessions over QUIC: [`sync_once`] dials a peer and runs one session,
-//! [`serve`] answers every peer that dials in.
+//! [`run`] answers one on a connection a peer opened
+//! (`crate::mesh::listener` accepts them).
 //!
 //! One session is one bidirectional stream. Around the pure [`Session`] run:
 //! a reader task (frames in, refused past [`super::wire::MAX_MESSAGE`] before allocating),
@@ -33,7 +34,7 @@ use crate::store::{AppendReport, Store};
 pub const SESSION_IDLE: Duration = Duration::from_secs(30);
 
 /// Messages read but not yet handled: bounds a session's inbound memory at
-/// this many times [`MAX_MESSAGE`].
+/// this many times [`wire::MAX_MESSAGE`].
 pub const MESSAGES_IN_FLIGHT: usize = 8;
 
 /// Entry batches (one message each) verified or being stored ahead of the
@@ -124,7 +125,7 @@ pub async fn run(
 }
 
 /// The stream pair of one session, and whether the connection is live
-/// (it carries session after session, see [`super::live`]) or is closed
+/// (it carries session after session, see [`crate::mesh::live`]) or is closed
 /// when the session ends.
 pub struct Streams {
     /// Our side.

@@ -43,7 +43,7 @@ pub struct VerifyFigures {
     /// Verifying the archive (`capsule verify FILE`).
     pub verify: f64,
     /// Raw batch signature verification of the same log (its first
-    /// [`RAW_SAMPLE`] entries) on every core: the bound for `verify`.
+    /// `RAW_SAMPLE` entries) on every core: the bound for `verify`.
     pub raw: f64,
 }
 
