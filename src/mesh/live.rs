@@ -18,8 +18,8 @@ use tokio::sync::watch;
 
 use rand_core::OsRng;
 
+use super::backoff::jitter;
 use super::exchange::{self, STREAM_PEERS};
-use super::scheduler::jitter;
 use crate::identity::{AuthorKey, Identity};
 use crate::store::Store;
 use crate::sync::network::{self, Report, Streams, SyncConfig};

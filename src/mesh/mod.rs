@@ -3,6 +3,7 @@
 //! - [`address`]: `KEY@HOST:PORT`, a peer's node key and sync address.
 //! - [`scheduler`]: dials known peers on a jittered interval, backs off
 //!   from those that fail, falls back to HTTPS.
+//! - [`backoff`]: when to try a peer again (jitter, doubling per failure).
 //! - [`live`]: live connections: change notices and a session after each.
 //! - [`exchange`]: peer exchange, "where do these authors' logs come from".
 //! - [`listener`]: accepts peers' connections and hands each to its
@@ -12,6 +13,7 @@
 //! - [`web_client`]: the small bounded HTTPS client both use.
 
 pub mod address;
+pub mod backoff;
 pub mod exchange;
 pub mod listener;
 pub mod live;

@@ -7,13 +7,28 @@ use std::collections::{BTreeMap, HashMap};
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::tables::*;
-use super::writer::AppendReport;
 use super::{Head, StoreError, decode_stored};
 use crate::identity::{AuthorKey, Identity};
 use crate::log::entry::{Draft, ENTRY_LEN, Entry, EntryId};
 use crate::log::lipmaa::lipmaa;
 use crate::log::record::Record;
 use crate::log::verify::{BadEntry, Invalid, VerifiedEntry, check_links, verify_one};
+
+/// What an append did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct AppendReport {
+    /// Entries newly stored.
+    pub accepted: u64,
+    /// Entries the store already held.
+    pub duplicates: u64,
+    /// Forks found: (author, seq); the proof is stored.
+    pub forks: Vec<(AuthorKey, u64)>,
+    /// Entries refused because their author's log is forked.
+    pub refused_forked: u64,
+    /// The first entry refused for another reason; later entries of the same
+    /// request that depend on it are refused too.
+    pub rejected: Option<BadEntry>,
+}
 
 enum Outcome {
     Accepted,

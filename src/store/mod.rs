@@ -38,7 +38,8 @@ use crate::log::verify::VerifiedEntry;
 use tables::*;
 pub use writer::{AddressUpdate, InterestChange};
 
-pub use writer::{AppendReport, ImportMsg};
+pub use apply::AppendReport;
+pub use writer::ImportMsg;
 
 /// Memory redb may use to cache pages. Its default (1 GiB) would let the
 /// cache of a large store take most of a small VPS; 64 MiB holds the hot

@@ -13,11 +13,11 @@ use redb::{Database, ReadableTable};
 use tokio::sync::oneshot;
 
 use super::StoreError;
-use super::apply::Tables;
+use super::apply::{AppendReport, Tables};
 use super::tables::*;
 use crate::identity::{AuthorKey, Identity};
 use crate::log::entry::Entry;
-use crate::log::verify::{BadEntry, VerifiedEntry};
+use crate::log::verify::VerifiedEntry;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Most requests served by one transaction: bounds the latency a request can
@@ -97,22 +97,6 @@ pub enum ImportMsg {
     Batch(Vec<VerifiedEntry>),
     /// Everything was sent and verified: commit.
     Commit,
-}
-
-/// What an append did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct AppendReport {
-    /// Entries newly stored.
-    pub accepted: u64,
-    /// Entries the store already held.
-    pub duplicates: u64,
-    /// Forks found: (author, seq); the proof is stored.
-    pub forks: Vec<(AuthorKey, u64)>,
-    /// Entries refused because their author's log is forked.
-    pub refused_forked: u64,
-    /// The first entry refused for another reason; later entries of the same
-    /// request that depend on it are refused too.
-    pub rejected: Option<BadEntry>,
 }
 
 /// Creates every table and checks the layout version.
