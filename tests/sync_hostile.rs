@@ -8,9 +8,8 @@ use std::time::{Duration, Instant};
 
 use capsule::identity::{AuthorKey, Identity};
 use capsule::log::entry::{Draft, Entry, EntryId, SIGNED_LEN};
-use capsule::store::AppendReport;
 use capsule::sync::network::SyncConfig;
-use capsule::sync::protocol::{Action, Role, Session};
+use capsule::sync::protocol::{Action, Role, Session, Stored};
 use capsule::sync::session::{SessionError, serve, snapshot};
 use capsule::sync::transport;
 use capsule::sync::wire::{self, Message};
@@ -43,7 +42,11 @@ fn hostile(node: &Node, mut tamper: Tamper) -> (SocketAddr, Arc<std::sync::atomi
         let peer = transport::peer_key(&connection).unwrap();
         let mut session = blocking(|| {
             let snap = snapshot(&store, Some(own)).unwrap();
-            Session::new(Role::Responder, snap, store.peer(&peer.0).unwrap())
+            Session::new(
+                Role::Responder,
+                snap,
+                store.peer(&peer.0).unwrap().map(Into::into),
+            )
         });
         let mut silent = false;
         loop {
@@ -70,7 +73,7 @@ fn hostile(node: &Node, mut tamper: Tamper) -> (SocketAddr, Arc<std::sync::atomi
                         })
                         .unwrap();
                     }),
-                    Action::Store(_) => queue.extend(session.on_stored(&AppendReport::default())),
+                    Action::Store(_) => queue.extend(session.on_stored(&Stored::nothing(1))),
                     Action::Done => outgoing.push(Message::Done { counter: None }),
                     Action::Finished => {}
                 }

@@ -6,8 +6,7 @@ use std::collections::HashMap;
 
 use capsule::identity::AuthorKey;
 use capsule::log::entry::EntryId;
-use capsule::store::AppendReport;
-use capsule::sync::protocol::{Action, HeadInfo, Role, Session, Snapshot};
+use capsule::sync::protocol::{Action, HeadInfo, Role, Session, Snapshot, Stored};
 use capsule::sync::wire;
 use libfuzzer_sys::fuzz_target;
 
@@ -59,7 +58,7 @@ fuzz_target!(|data: &[u8]| {
                     assert!(from >= 1 && from <= to);
                     assert!(to <= held.get(&author).copied().unwrap_or(0));
                 }
-                Action::Store(_) => queue.extend(session.on_stored(&AppendReport::default())),
+                Action::Store(_) => queue.extend(session.on_stored(&Stored::nothing(1))),
                 _ => {}
             }
         }

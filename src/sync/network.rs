@@ -13,15 +13,17 @@
 //! MiB, whatever it sends.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc as std_mpsc};
 use std::time::{Duration, Instant};
 
 use indicatif::ProgressBar;
 use tokio::sync::mpsc;
 
-use super::protocol::{Action, Role, Session, Stats};
-use super::session::{SessionError, authors_of, serve as serve_entries, snapshot};
+use super::protocol::{Checkpoint, Role, Session, Stats, Stored};
+use super::session::{
+    Effects, SessionError, apply, authors_of, done_for, serve as serve_entries, snapshot, stored,
+};
 use super::transport;
 use super::wire::{self, Message, WireError};
 use crate::identity::{AuthorKey, Identity};
@@ -37,9 +39,16 @@ pub const SESSION_IDLE: Duration = Duration::from_secs(30);
 /// this many times [`wire::MAX_MESSAGE`].
 pub const MESSAGES_IN_FLIGHT: usize = 8;
 
-/// Entry batches (one message each) verified or being stored ahead of the
-/// session: enough to keep the verifier and the store thread busy at once.
+/// Entry batches (one message each) queued at each stage of the pipeline
+/// (waiting for verification, verified and waiting for the store): enough
+/// to keep the verifier and the store busy at once, and to let batches that
+/// queue up behind a commit merge into the next one.
 pub const BATCHES_IN_FLIGHT: usize = 2;
+
+/// Batches read from the peer and not yet stored: queued and in work at
+/// both stages. Bounds what a session holds at this many times
+/// [`wire::MAX_MESSAGE`].
+pub const MAX_UNSTORED: usize = 3 * BATCHES_IN_FLIGHT;
 
 /// Verified batches that queued up while the store thread was busy are
 /// merged into one append (one commit) up to this many entries.
@@ -149,7 +158,6 @@ pub async fn run_on(
     progress: Option<ProgressBar>,
 ) -> Result<Report, SessionError> {
     let started = Instant::now();
-    let transport = |e: &dyn std::fmt::Display| SessionError::Transport(e.to_string());
     let Streams {
         mut send,
         mut recv,
@@ -214,25 +222,18 @@ pub async fn run_on(
         let _ = tokio::time::timeout(Duration::from_secs(5), send.stopped()).await;
     });
 
-    let handle = tokio::runtime::Handle::current();
-    let drive_store = Arc::clone(&store);
-    let drive_progress = progress.clone();
-    let outcome = tokio::task::spawn_blocking(move || {
-        drive(Drive {
-            role,
-            store: drive_store,
-            own,
-            peer,
-            config,
-            inbound: inbound_rx,
-            control: control_tx,
-            entries: entries_tx,
-            handle,
-            progress: drive_progress,
-        })
+    let outcome = drive(Drive {
+        role,
+        store: Arc::clone(&store),
+        own,
+        peer,
+        config,
+        inbound: inbound_rx,
+        control: control_tx,
+        entries: entries_tx,
+        progress: progress.clone(),
     })
-    .await
-    .map_err(|e| transport(&e))?;
+    .await;
     if let Err(e) = &outcome {
         let reason = e.to_string();
         connection.close(
@@ -280,161 +281,208 @@ struct Drive {
     inbound: mpsc::Receiver<Inbound>,
     control: mpsc::UnboundedSender<Vec<u8>>,
     entries: mpsc::Sender<Vec<u8>>,
-    handle: tokio::runtime::Handle,
     progress: Option<ProgressBar>,
 }
 
-/// The session thread: returns the stats and the entry bytes sent and
-/// received.
-fn drive(mut d: Drive) -> Result<(Stats, u64, u64), SessionError> {
-    let snap = snapshot(&d.store, d.own)?;
-    let remembered = d.store.peer(&d.peer.0)?;
-    let mut session = Session::new(d.role, snap, remembered);
-    let closed = || SessionError::Transport("the connection closed".into());
+/// Runs `work` on the store on the runtime's shared blocking pool: redb
+/// never runs on an async thread, and a session holds no thread while it
+/// waits.
+async fn blocking<T: Send + 'static>(
+    store: &Arc<Store>,
+    work: impl FnOnce(&Store) -> Result<T, SessionError> + Send + 'static,
+) -> Result<T, SessionError> {
+    let store = Arc::clone(store);
+    tokio::task::spawn_blocking(move || work(&store))
+        .await
+        .map_err(|e| SessionError::Transport(e.to_string()))?
+}
 
-    // Serving: a thread of its own, so the session keeps reading while the
-    // network drains what it serves.
-    let (serve_tx, serve_rx) = std_mpsc::channel::<Vec<(AuthorKey, u64, u64)>>();
-    let served = Arc::new(Mutex::new(Ok(0u64)));
-    // When the serving thread last handed a message to the network: while
-    // it makes progress the peer is reading, so the session is not idle.
-    let epoch = Instant::now();
-    let last_served = Arc::new(AtomicU64::new(0));
-    let server = {
-        let (store, entries, served) =
-            (Arc::clone(&d.store), d.entries.clone(), Arc::clone(&served));
-        let last_served = Arc::clone(&last_served);
-        std::thread::spawn(move || {
-            for ranges in serve_rx {
-                let result = serve_entries(&store, &ranges, &mut |m| {
-                    let sent = entries
-                        .blocking_send(wire::encode(&m))
-                        .map_err(|_| SessionError::Transport("the connection closed".into()));
-                    last_served.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
-                    sent
-                });
-                let mut total = served.lock().expect("not poisoned");
-                match (result, &mut *total) {
-                    (Ok(bytes), Ok(sum)) => *sum += bytes,
-                    (Err(e), Ok(_)) => *total = Err(e.to_string()),
-                    _ => {}
-                }
-            }
-        })
-    };
-    drop(d.entries);
+/// The QUIC side of [`Effects`]: control messages to the writer at once,
+/// serves to the serving task, batches into the verify-and-store pipeline,
+/// the done message after the step (it needs the store).
+struct Quic {
+    control: mpsc::UnboundedSender<Vec<u8>>,
+    serves: mpsc::UnboundedSender<Vec<(AuthorKey, u64, u64)>>,
+    batches: mpsc::UnboundedSender<Vec<Unverified>>,
+    /// Batches handed to the pipeline and not yet answered.
+    in_flight: usize,
+    received_bytes: u64,
+    done_pending: bool,
+}
 
-    // Receiving: verify, then store, each on its own thread.
-    let (results_tx, mut results_rx) = mpsc::unbounded_channel::<Done>();
-    let (verify_tx, verify_rx) = std_mpsc::sync_channel::<Vec<Unverified>>(BATCHES_IN_FLIGHT);
-    let (append_tx, append_rx) =
-        std_mpsc::sync_channel::<(Vec<VerifiedEntry>, Vec<AuthorKey>)>(BATCHES_IN_FLIGHT);
-    let verifier = {
-        let results = results_tx.clone();
-        std::thread::spawn(move || {
-            for batch in verify_rx {
-                let authors = authors_of(&batch);
-                match verify_batch(batch) {
-                    Ok(v) => {
-                        if append_tx.send((v, authors)).is_err() {
-                            break;
-                        }
-                    }
-                    Err((_, bad)) => {
-                        let _ = results.send(Done::Failed(SessionError::BadEntry(bad)));
-                        break;
-                    }
-                }
-            }
+fn closed() -> SessionError {
+    SessionError::Transport("the connection closed".into())
+}
+
+impl Effects for Quic {
+    fn send(&mut self, message: Message) -> Result<(), SessionError> {
+        self.control
+            .send(wire::encode(&message))
+            .map_err(|_| closed())
+    }
+
+    fn serve(&mut self, ranges: Vec<(AuthorKey, u64, u64)>) -> Result<(), SessionError> {
+        self.serves.send(ranges).map_err(|_| closed())
+    }
+
+    fn store(&mut self, batch: Vec<Unverified>) -> Result<Option<Stored>, SessionError> {
+        self.received_bytes += batch
+            .iter()
+            .map(|(e, p)| (wire::entry_frame_len(e, p.is_some()) - 2) as u64)
+            .sum::<u64>();
+        self.in_flight += 1;
+        self.batches.send(batch).map_err(|_| closed())?;
+        Ok(None)
+    }
+
+    fn done(&mut self, _: &Session) -> Result<Option<Message>, SessionError> {
+        self.done_pending = true;
+        Ok(None)
+    }
+}
+
+/// Serves the ranges it is handed, in order, each on the blocking pool;
+/// the bytes of entries sent.
+async fn serving(
+    store: Arc<Store>,
+    mut ranges: mpsc::UnboundedReceiver<Vec<(AuthorKey, u64, u64)>>,
+    entries: mpsc::Sender<Vec<u8>>,
+    last_served: Arc<AtomicU64>,
+    epoch: Instant,
+) -> Result<u64, SessionError> {
+    let mut total = 0;
+    while let Some(ranges) = ranges.recv().await {
+        let (entries, last_served) = (entries.clone(), Arc::clone(&last_served));
+        total += blocking(&store, move |store| {
+            serve_entries(store, &ranges, &mut |m| {
+                let sent = entries
+                    .blocking_send(wire::encode(&m))
+                    .map_err(|_| closed());
+                last_served.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+                sent
+            })
         })
-    };
-    let appender = {
-        let store = Arc::clone(&d.store);
-        std::thread::spawn(move || {
-            while let Ok((mut batch, mut authors)) = append_rx.recv() {
-                let mut merged = 1;
-                while batch.len() < MERGE_LIMIT {
-                    match append_rx.try_recv() {
-                        Ok((more, more_authors)) => {
-                            batch.extend(more);
-                            authors.extend(more_authors);
-                            merged += 1;
-                        }
-                        Err(_) => break,
-                    }
-                }
-                let done = match store.append_mirrored(batch) {
-                    Ok(report) => Done::Stored(report, authors, merged),
-                    Err(e) => Done::Failed(e.into()),
-                };
-                if results_tx.send(done).is_err() {
+        .await?;
+    }
+    Ok(total)
+}
+
+/// Verifies batches (signatures on every core, through rayon) while the
+/// previous one is being stored.
+async fn verifying(
+    mut batches: mpsc::UnboundedReceiver<Vec<Unverified>>,
+    verified: mpsc::Sender<(Vec<VerifiedEntry>, Vec<AuthorKey>)>,
+    results: mpsc::UnboundedSender<Done>,
+) {
+    while let Some(batch) = batches.recv().await {
+        let authors = authors_of(&batch);
+        match tokio::task::spawn_blocking(move || verify_batch(batch)).await {
+            Ok(Ok(v)) => {
+                if verified.send((v, authors)).await.is_err() {
                     break;
                 }
             }
-        })
-    };
+            Ok(Err((_, bad))) => {
+                let _ = results.send(Done::Failed(SessionError::BadEntry(bad)));
+                break;
+            }
+            Err(e) => {
+                let _ = results.send(Done::Failed(SessionError::Transport(e.to_string())));
+                break;
+            }
+        }
+    }
+}
 
-    let mut received_bytes = 0u64;
+/// Stores verified batches, merging those that queued up meanwhile into
+/// one commit (up to [`MERGE_LIMIT`] entries).
+async fn storing(
+    store: Arc<Store>,
+    mut verified: mpsc::Receiver<(Vec<VerifiedEntry>, Vec<AuthorKey>)>,
+    results: mpsc::UnboundedSender<Done>,
+) {
+    while let Some((mut batch, mut authors)) = verified.recv().await {
+        let mut merged = 1;
+        while batch.len() < MERGE_LIMIT {
+            match verified.try_recv() {
+                Ok((more, more_authors)) => {
+                    batch.extend(more);
+                    authors.extend(more_authors);
+                    merged += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        let done = match blocking(&store, move |s| Ok(s.append_mirrored(batch)?)).await {
+            Ok(report) => Done::Stored(report, authors, merged),
+            Err(e) => Done::Failed(e),
+        };
+        if results.send(done).is_err() {
+            break;
+        }
+    }
+}
+
+/// The session itself, on the connection's tasks: returns the stats and
+/// the entry bytes sent and received. It holds no thread of its own: store
+/// work and verification run on the shared blocking pool and rayon.
+async fn drive(d: Drive) -> Result<(Stats, u64, u64), SessionError> {
+    let (own, peer_key) = (d.own, d.peer.0);
+    let (snap, remembered) = blocking(&d.store, move |s| {
+        Ok((snapshot(s, own)?, s.peer(&peer_key)?))
+    })
+    .await?;
+    let mut session = Session::new(d.role, snap, remembered.map(Checkpoint::from));
+
+    // When the serving task last handed a message to the network: while it
+    // makes progress the peer is reading, so the session is not idle.
+    let epoch = Instant::now();
+    let last_served = Arc::new(AtomicU64::new(0));
+    let (serves_tx, serves_rx) = mpsc::unbounded_channel();
+    let server = tokio::spawn(serving(
+        Arc::clone(&d.store),
+        serves_rx,
+        d.entries,
+        Arc::clone(&last_served),
+        epoch,
+    ));
+    let (results_tx, mut results_rx) = mpsc::unbounded_channel::<Done>();
+    let (batches_tx, batches_rx) = mpsc::unbounded_channel();
+    let (verified_tx, verified_rx) = mpsc::channel(BATCHES_IN_FLIGHT);
+    let verifier = tokio::spawn(verifying(batches_rx, verified_tx, results_tx.clone()));
+    let appender = tokio::spawn(storing(Arc::clone(&d.store), verified_rx, results_tx));
+
+    let mut effects = Quic {
+        control: d.control,
+        serves: serves_tx,
+        batches: batches_tx,
+        in_flight: 0,
+        received_bytes: 0,
+        done_pending: false,
+    };
+    let mut inbound = d.inbound;
     let mut actions = match d.role {
         Role::Initiator => session.start(),
         Role::Responder => Vec::new(),
     };
+    let idle = d.config.idle;
     let result = loop {
-        let mut finished = false;
-        let mut failure = None;
-        // The serves of one step share messages.
-        let mut serves: Option<Vec<_>> = Some(
-            actions
-                .iter()
-                .filter_map(|a| match a {
-                    Action::Serve { author, from, to } => Some((*author, *from, *to)),
-                    _ => None,
-                })
-                .collect(),
-        );
-        for action in actions.drain(..) {
-            match action {
-                Action::Send(m) => {
-                    if d.control.send(wire::encode(&m)).is_err() {
-                        failure = Some(closed());
-                        break;
-                    }
-                }
-                Action::Serve { .. } => {
-                    if let Some(ranges) = serves.take() {
-                        let _ = serve_tx.send(ranges);
-                    }
-                }
-                Action::Store(batch) => {
-                    received_bytes += batch
-                        .iter()
-                        .map(|(e, p)| (wire::entry_frame_len(e, p.is_some()) - 2) as u64)
-                        .sum::<u64>();
-                    if verify_tx.send(batch).is_err() {
-                        failure = Some(closed());
-                        break;
-                    }
-                }
-                Action::Done => {
-                    let sent = super::session::done_message(&d.store, &session)
-                        .map(|m| d.control.send(wire::encode(&m)));
-                    match sent {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => {
-                            failure = Some(closed());
-                            break;
-                        }
-                        Err(e) => {
-                            failure = Some(e);
-                            break;
-                        }
-                    }
-                }
-                Action::Finished => finished = true,
+        let finished = match apply(&mut session, std::mem::take(&mut actions), &mut effects) {
+            Ok(finished) => finished,
+            Err(e) => break Err(e),
+        };
+        if std::mem::take(&mut effects.done_pending) {
+            let counter = session.snapshot_counter();
+            let changed = blocking(&d.store, move |s| {
+                s.flush()?;
+                Ok(s.changed_since(counter)?)
+            })
+            .await;
+            let sent =
+                changed.and_then(|(changed, now)| effects.send(done_for(&session, &changed, now)));
+            if let Err(e) = sent {
+                break Err(e);
             }
-        }
-        if let Some(e) = failure {
-            break Err(e);
         }
         if finished {
             break Ok(());
@@ -444,17 +492,20 @@ fn drive(mut d: Drive) -> Result<(Stats, u64, u64), SessionError> {
             bar.set_length(s.entries_expected.max(1));
             bar.set_position(s.entries_stored);
         }
-        let idle = d.config.idle;
-        let next = d.handle.block_on(async {
-            tokio::time::timeout(idle, async {
-                tokio::select! {
-                    biased;
-                    Some(done) = results_rx.recv() => Some(Err(done)),
-                    m = d.inbound.recv() => m.map(Ok),
-                }
-            })
-            .await
-        });
+        // Read the peer only while the pipeline has room: so a fast peer
+        // makes this node hold at most MAX_UNSTORED batches.
+        let room = effects.in_flight < MAX_UNSTORED;
+        let next = tokio::time::timeout(idle, async {
+            tokio::select! {
+                biased;
+                Some(done) = results_rx.recv() => Some(Err(done)),
+                m = inbound.recv(), if room => m.map(Ok),
+                // The pipeline's tasks are gone (they failed, and said so
+                // first) and the peer may not be read: nothing is coming.
+                else => None,
+            }
+        })
+        .await;
         actions = match next {
             Err(_) => {
                 let since_served =
@@ -477,34 +528,31 @@ fn drive(mut d: Drive) -> Result<(Stats, u64, u64), SessionError> {
             },
             Ok(Some(Ok(Inbound::Failed(e)))) => break Err(e),
             Ok(Some(Err(Done::Stored(report, authors, merged)))) => {
-                if report.accepted > 0 {
-                    session.note_updated(authors);
-                }
-                let mut next = session.on_stored(&report);
-                for _ in 1..merged {
-                    next.extend(session.on_stored(&AppendReport::default()));
-                }
-                next
+                effects.in_flight = effects.in_flight.saturating_sub(merged);
+                session.on_stored(&stored(&report, authors, merged as u32))
             }
             Ok(Some(Err(Done::Failed(e)))) => break Err(e),
         };
     };
-    drop(verify_tx);
-    drop(serve_tx);
-    drop(d.control);
-    let _ = verifier.join();
-    let _ = appender.join();
-    // Leftover results (a session that failed mid-batch) are dropped with
-    // the channel.
+    let received_bytes = effects.received_bytes;
+    // Closing the queues ends the pipeline's tasks; leftover results (a
+    // session that failed mid-batch) are dropped with the channel.
+    drop(effects);
     drop(results_rx);
-    // On failure the serving thread may be blocked on a peer that stopped
-    // reading: it ends when the connection closes, so it is not waited for.
-    result?;
-    let _ = server.join();
-    let sent_bytes = std::mem::replace(&mut *served.lock().expect("not poisoned"), Ok(0))
-        .map_err(SessionError::Transport)?;
-    if let Some(row) = session.checkpoint() {
-        d.store.set_peer(d.peer.0, row)?;
+    let _ = verifier.await;
+    let _ = appender.await;
+    if let Err(e) = result {
+        // The serving task may be blocked on a peer that stopped reading:
+        // it ends when the connection closes, so it is not waited for.
+        server.abort();
+        return Err(e);
+    }
+    let sent_bytes = server
+        .await
+        .map_err(|e| SessionError::Transport(e.to_string()))??;
+    if let Some(checkpoint) = session.checkpoint() {
+        let peer = d.peer.0;
+        blocking(&d.store, move |s| Ok(s.set_peer(peer, checkpoint.into())?)).await?;
     }
     Ok((session.stats().clone(), sent_bytes, received_bytes))
 }

@@ -1,18 +1,22 @@
 //! Runs a [`Session`] against a real store: takes the snapshot, serves
 //! wanted entries, verifies and stores received ones.
 //!
-//! [`run_lockstep`] drives two sessions in one thread, delivering every
-//! message of one side before the other answers: the reference for the
-//! protocol's round trips and bytes, used by tests and `capsule bench sync`.
-//! The QUIC driver ([`super::transport`]) runs the same steps over the
-//! network.
+//! Both drivers carry out a session's actions through [`apply`], each with
+//! its own [`Effects`]: [`run_lockstep`] drives two sessions in one thread,
+//! delivering every message of one side before the other answers (the
+//! reference for the protocol's round trips and bytes, used by tests and
+//! `capsule bench sync`); the QUIC driver ([`super::network`]) runs the
+//! same steps over a connection.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 
-use super::protocol::{Action, HeadInfo, Role, Session, Snapshot, Stats, Violation};
+use super::protocol::{
+    Action, Checkpoint, HeadInfo, Rejected, Role, Session, Snapshot, Stats, Stored, Violation,
+};
 use super::wire::{self, MAX_MESSAGE, Message, WireError};
 use crate::identity::AuthorKey;
-use crate::log::verify::{BadEntry, Unverified, verify_batch};
+use crate::log::verify::{BadEntry, Invalid, Unverified, verify_batch};
+use crate::store::tables::PeerRow;
 use crate::store::{AppendReport, Store, StoreError};
 
 /// Why a session failed.
@@ -36,6 +40,112 @@ pub enum SessionError {
     /// The connection failed or the peer closed it early.
     #[error("connection: {0}")]
     Transport(String),
+}
+
+impl From<PeerRow> for Checkpoint {
+    fn from(row: PeerRow) -> Checkpoint {
+        Checkpoint {
+            their_store: row.their_store,
+            their_counter: row.their_counter,
+            interest: row.interest,
+            our_counter: row.our_counter,
+        }
+    }
+}
+
+impl From<Checkpoint> for PeerRow {
+    fn from(c: Checkpoint) -> PeerRow {
+        PeerRow {
+            their_store: c.their_store,
+            their_counter: c.their_counter,
+            interest: c.interest,
+            our_counter: c.our_counter,
+        }
+    }
+}
+
+/// What the session hears of the store's `report` on `batches` batches
+/// whose entries were by `authors`.
+pub fn stored(report: &AppendReport, authors: Vec<AuthorKey>, batches: u32) -> Stored {
+    Stored {
+        batches,
+        accepted: report.accepted,
+        updated: if report.accepted > 0 {
+            authors
+        } else {
+            Vec::new()
+        },
+        forks: report.forks.clone(),
+        refused_forked: report.refused_forked,
+        rejected: report.rejected.as_ref().map(|bad| Rejected {
+            author: bad.author,
+            broken_backlink: match bad.reason {
+                Invalid::BrokenBacklink(seq) => Some(seq),
+                _ => None,
+            },
+        }),
+    }
+}
+
+/// What a driver does with a session's actions.
+pub trait Effects {
+    /// Sends a control message, ahead of entries being served.
+    fn send(&mut self, message: Message) -> Result<(), SessionError>;
+    /// Serves entries of these (author, from, to) ranges, after what was
+    /// served before.
+    fn serve(&mut self, ranges: Vec<(AuthorKey, u64, u64)>) -> Result<(), SessionError>;
+    /// Verifies and stores a batch: what was stored, when it was done at
+    /// once; None when the answer comes later (then the driver calls
+    /// [`Session::on_stored`] itself and applies what follows).
+    fn store(&mut self, batch: Vec<Unverified>) -> Result<Option<Stored>, SessionError>;
+    /// The done message for `session` (see [`done_message`]), when it can
+    /// be made at once; None when the driver sends it after the step.
+    fn done(&mut self, session: &Session) -> Result<Option<Message>, SessionError>;
+}
+
+/// Carries out `actions` of `session`, and the actions that stores done at
+/// once lead to. The serves of one step share messages. Returns whether
+/// the session finished.
+pub fn apply(
+    session: &mut Session,
+    actions: Vec<Action>,
+    effects: &mut impl Effects,
+) -> Result<bool, SessionError> {
+    let mut queue: VecDeque<Action> = actions.into();
+    let mut finished = false;
+    while !queue.is_empty() {
+        let step: Vec<Action> = queue.drain(..).collect();
+        let mut serves: Option<Vec<_>> = Some(
+            step.iter()
+                .filter_map(|a| match a {
+                    Action::Serve { author, from, to } => Some((*author, *from, *to)),
+                    _ => None,
+                })
+                .collect(),
+        );
+        for action in step {
+            match action {
+                Action::Send(m) => effects.send(m)?,
+                Action::Serve { .. } => {
+                    if let Some(ranges) = serves.take() {
+                        effects.serve(ranges)?;
+                    }
+                }
+                Action::Store(batch) => {
+                    if let Some(done) = effects.store(batch)? {
+                        queue.extend(session.on_stored(&done));
+                    }
+                }
+                Action::Done => {
+                    if let Some(m) = effects.done(session)? {
+                        effects.send(m)?;
+                    }
+                }
+                Action::Finished => finished = true,
+            }
+        }
+    }
+    Ok(finished)
 }
 
 /// Reads what a session needs of the store: the wanted authors (the mirror
@@ -132,12 +242,22 @@ pub fn authors_of(entries: &[Unverified]) -> Vec<AuthorKey> {
 pub fn done_message(store: &Store, session: &Session) -> Result<Message, SessionError> {
     store.flush()?;
     let (changed, now) = store.changed_since(session.snapshot_counter())?;
+    Ok(done_for(session, &changed, now))
+}
+
+/// The done message for `session`, given the heads `changed` since its
+/// snapshot and the change counter `now`.
+pub fn done_for(
+    session: &Session,
+    changed: &[(AuthorKey, crate::store::Head)],
+    now: u64,
+) -> Message {
     let vouched = changed
         .iter()
         .all(|(author, head)| session.peer_holds(author, head.seq));
-    Ok(Message::Done {
+    Message::Done {
         counter: vouched.then_some(now),
-    })
+    }
 }
 
 /// Bytes that crossed between the two sides of a lockstep run.
@@ -199,7 +319,7 @@ pub fn run_lockstep(
         session: Session::new(
             Role::Initiator,
             snapshot(i_store, i_own)?,
-            i_store.peer(&r_node)?,
+            i_store.peer(&r_node)?.map(Checkpoint::from),
         ),
         peer: r_node,
     };
@@ -208,7 +328,7 @@ pub fn run_lockstep(
         session: Session::new(
             Role::Responder,
             snapshot(r_store, r_own)?,
-            r_store.peer(&i_node)?,
+            r_store.peer(&i_node)?.map(Checkpoint::from),
         ),
         peer: i_node,
     };
@@ -246,8 +366,8 @@ pub fn run_lockstep(
         ));
     }
     for side in [&a, &b] {
-        if let Some(row) = side.session.checkpoint() {
-            side.store.set_peer(side.peer, row)?;
+        if let Some(checkpoint) = side.session.checkpoint() {
+            side.store.set_peer(side.peer, checkpoint.into())?;
         }
     }
     result.initiator = a.session.stats().clone();
@@ -257,62 +377,69 @@ pub fn run_lockstep(
     Ok(result)
 }
 
+/// The lockstep side of [`Effects`]: everything at once, on this thread.
+struct Inline<'a> {
+    store: &'a Store,
+    to_responder: bool,
+    out: &'a mut Vec<Message>,
+    traffic: &'a mut Traffic,
+}
+
+impl Inline<'_> {
+    fn count(&mut self, m: &Message) {
+        self.traffic.messages.push((self.to_responder, m.clone()));
+        let len = wire::encode(m).len() as u64;
+        if self.to_responder {
+            self.traffic.to_responder += len;
+        } else {
+            self.traffic.to_initiator += len;
+        }
+    }
+}
+
+impl Effects for Inline<'_> {
+    fn send(&mut self, message: Message) -> Result<(), SessionError> {
+        self.count(&message);
+        self.out.push(message);
+        Ok(())
+    }
+
+    fn serve(&mut self, ranges: Vec<(AuthorKey, u64, u64)>) -> Result<(), SessionError> {
+        let mut sent = Vec::new();
+        let bytes = serve(self.store, &ranges, &mut |m| {
+            sent.push(m);
+            Ok(())
+        })?;
+        self.traffic.entry_bytes += bytes;
+        for m in sent {
+            self.send(m)?;
+        }
+        Ok(())
+    }
+
+    fn store(&mut self, batch: Vec<Unverified>) -> Result<Option<Stored>, SessionError> {
+        let authors = authors_of(&batch);
+        let report = ingest(self.store, batch)?;
+        Ok(Some(stored(&report, authors, 1)))
+    }
+
+    fn done(&mut self, session: &Session) -> Result<Option<Message>, SessionError> {
+        done_message(self.store, session).map(Some)
+    }
+}
+
 fn execute(
     side: &mut Side<'_>,
     actions: Vec<Action>,
     out: &mut Vec<Message>,
     traffic: &mut Traffic,
 ) -> Result<(), SessionError> {
-    let to_responder = side.session.role() == Role::Initiator;
-    let count = |m: &Message, traffic: &mut Traffic| {
-        traffic.messages.push((to_responder, m.clone()));
-        let len = wire::encode(m).len() as u64;
-        if to_responder {
-            traffic.to_responder += len;
-        } else {
-            traffic.to_initiator += len;
-        }
+    let mut effects = Inline {
+        store: side.store,
+        to_responder: side.session.role() == Role::Initiator,
+        out,
+        traffic,
     };
-    let mut queue: std::collections::VecDeque<Action> = actions.into();
-    while let Some(action) = queue.pop_front() {
-        match action {
-            Action::Send(m) => {
-                count(&m, traffic);
-                out.push(m);
-            }
-            Action::Serve { author, from, to } => {
-                // Consecutive serves share messages.
-                let mut ranges = vec![(author, from, to)];
-                while let Some(Action::Serve { author, from, to }) = queue.front() {
-                    ranges.push((*author, *from, *to));
-                    queue.pop_front();
-                }
-                let mut sent = Vec::new();
-                let bytes = serve(side.store, &ranges, &mut |m| {
-                    sent.push(m);
-                    Ok(())
-                })?;
-                traffic.entry_bytes += bytes;
-                for m in sent {
-                    count(&m, traffic);
-                    out.push(m);
-                }
-            }
-            Action::Store(entries) => {
-                let authors = authors_of(&entries);
-                let report = ingest(side.store, entries)?;
-                if report.accepted > 0 {
-                    side.session.note_updated(authors);
-                }
-                queue.extend(side.session.on_stored(&report));
-            }
-            Action::Done => {
-                let m = done_message(side.store, &side.session)?;
-                count(&m, traffic);
-                out.push(m);
-            }
-            Action::Finished => {}
-        }
-    }
+    apply(&mut side.session, actions, &mut effects)?;
     Ok(())
 }

@@ -34,8 +34,6 @@ use super::wire::{Cursor, MAX_MESSAGE, Message, PROTOCOL_VERSION, Shared, Wanted
 use crate::identity::AuthorKey;
 use crate::log::entry::EntryId;
 use crate::log::verify::Unverified;
-use crate::store::AppendReport;
-use crate::store::tables::PeerRow;
 
 /// Wanted lists up to this many authors go out with the hello (32 KB), so a
 /// typical follower settles the interest without an extra round trip; longer
@@ -99,6 +97,65 @@ pub struct Snapshot {
     pub heads: HashMap<AuthorKey, HeadInfo>,
 }
 
+/// What the store did with one or more [`Action::Store`] batches, as the
+/// session needs to hear it. The driver makes it from the store's report;
+/// the session knows no store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// How many batches this answers (a driver may merge queued batches
+    /// into one commit).
+    pub batches: u32,
+    /// Entries newly stored.
+    pub accepted: u64,
+    /// Authors of the batches, when any entry was newly stored.
+    pub updated: Vec<AuthorKey>,
+    /// Forks found: (author, seq).
+    pub forks: Vec<(AuthorKey, u64)>,
+    /// Entries refused because their author's log is forked.
+    pub refused_forked: u64,
+    /// The first entry refused for another reason.
+    pub rejected: Option<Rejected>,
+}
+
+impl Stored {
+    /// `batches` stored with nothing new in them.
+    pub fn nothing(batches: u32) -> Stored {
+        Stored {
+            batches,
+            accepted: 0,
+            updated: Vec::new(),
+            forks: Vec::new(),
+            refused_forked: 0,
+            rejected: None,
+        }
+    }
+}
+
+/// An entry the store refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rejected {
+    /// Its author.
+    pub author: AuthorKey,
+    /// Set when its backlink does not chain onto the entry held at this
+    /// seq: the author signed another entry for it.
+    pub broken_backlink: Option<u64>,
+}
+
+/// What a finished session remembers of its peer: cursors into each
+/// other's changelogs, for the interest they shared. The store keeps it as
+/// a `peers-1` row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The peer's store id when the cursor was taken.
+    pub their_store: [u8; 16],
+    /// The peer's change counter up to which we hold every head it had.
+    pub their_counter: u64,
+    /// The digest of the shared interest at the time.
+    pub interest: [u8; 16],
+    /// Our change counter up to which the peer holds every head we had.
+    pub our_counter: u64,
+}
+
 /// Which end of the connection this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -124,7 +181,7 @@ pub enum Action {
         to: u64,
     },
     /// Verify these entries and store them, then call
-    /// [`Session::on_stored`] with the report.
+    /// [`Session::on_stored`] with what the store did.
     Store(Vec<Unverified>),
     /// Send [`Message::Done`]: first make the store durable, then read the
     /// heads changed since the snapshot and offer the counter now if
@@ -215,7 +272,7 @@ pub struct Session {
     role: Role,
     snap: Snapshot,
     digest: [u8; 16],
-    remembered: Option<PeerRow>,
+    remembered: Option<Checkpoint>,
     phase: Phase,
     universe: Vec<AuthorKey>,
     index: HashMap<AuthorKey, u32>,
@@ -255,7 +312,7 @@ pub struct Session {
 
 impl Session {
     /// A session over `snap`, with what this node remembers of the peer.
-    pub fn new(role: Role, snap: Snapshot, remembered: Option<PeerRow>) -> Session {
+    pub fn new(role: Role, snap: Snapshot, remembered: Option<Checkpoint>) -> Session {
         let digest = interest_digest(&snap.wanted);
         Session {
             role,
@@ -299,7 +356,7 @@ impl Session {
 
     /// What to remember of the peer after the session finished: cursors
     /// into each other's changelogs as of the session's snapshots.
-    pub fn checkpoint(&self) -> Option<PeerRow> {
+    pub fn checkpoint(&self) -> Option<Checkpoint> {
         let theirs = self.their_store?;
         // The peer's counter at its done, when it vouched that we hold every
         // change it made since its hello; else the one of its hello.
@@ -307,7 +364,7 @@ impl Session {
             .their_end
             .filter(|end| *end >= theirs.counter)
             .unwrap_or(theirs.counter);
-        (self.done_sent && self.done_received).then_some(PeerRow {
+        (self.done_sent && self.done_received).then_some(Checkpoint {
             their_store: theirs.store,
             their_counter,
             interest: self.digest,
@@ -412,18 +469,19 @@ impl Session {
             .ok_or(Violation::UnknownAuthor(index))
     }
 
-    /// Takes the store's report on one [`Action::Store`].
-    pub fn on_stored(&mut self, report: &AppendReport) -> Vec<Action> {
+    /// Takes what the store did with [`Action::Store`] batches.
+    pub fn on_stored(&mut self, stored: &Stored) -> Vec<Action> {
         let mut out = Vec::new();
-        self.pending_stores = self.pending_stores.saturating_sub(1);
-        self.stats.entries_stored += report.accepted;
-        self.stats.forks.extend(report.forks.iter().copied());
-        self.stats.refused += report.refused_forked;
-        if let Some(bad) = &report.rejected {
+        self.pending_stores = self.pending_stores.saturating_sub(stored.batches as usize);
+        self.note_updated(stored.updated.iter().copied());
+        self.stats.entries_stored += stored.accepted;
+        self.stats.forks.extend(stored.forks.iter().copied());
+        self.stats.refused += stored.refused_forked;
+        if let Some(bad) = &stored.rejected {
             self.stats.refused += 1;
             // A suffix that does not chain onto our head: the author signed
             // another entry for a seq we hold. Ask for it, for the proof.
-            if let crate::log::verify::Invalid::BrokenBacklink(seq) = bad.reason
+            if let Some(seq) = bad.broken_backlink
                 && let Some(&index) = self.index.get(&bad.author)
                 && self.evidence.insert(index)
                 && seq >= 1
@@ -436,7 +494,7 @@ impl Session {
     }
 
     /// Records entries of `author` newly stored (for the stats).
-    pub fn note_updated(&mut self, authors: impl IntoIterator<Item = AuthorKey>) {
+    fn note_updated(&mut self, authors: impl IntoIterator<Item = AuthorKey>) {
         for a in authors {
             if let Some(&i) = self.index.get(&a)
                 && self.updated.insert(i)
