@@ -54,14 +54,36 @@ impl Up {
 
     /// GET `path`: (status, content type, body).
     fn get(&self, path: &str) -> (u16, String, Vec<u8>) {
-        let mut stream = TcpStream::connect(&self.web).unwrap();
+        get(&self.web, path)
+    }
+
+    fn text(&self, path: &str) -> (u16, String) {
+        let (status, _, body) = self.get(path);
+        (status, String::from_utf8(body).unwrap())
+    }
+
+    /// SIGTERM, and the exit status.
+    fn stop(mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+/// GET `path` from the gateway at `web` (HOST:PORT): (status, content type,
+/// body).
+fn get(web: &str, path: &str) -> (u16, String, Vec<u8>) {
+    {
+        let mut stream = TcpStream::connect(web).unwrap();
         stream
             .set_read_timeout(Some(std::time::Duration::from_secs(10)))
             .unwrap();
         write!(
             stream,
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            self.web
+            "GET {path} HTTP/1.1\r\nHost: {web}\r\nConnection: close\r\n\r\n"
         )
         .unwrap();
         let mut raw = Vec::new();
@@ -79,21 +101,53 @@ impl Up {
             .unwrap_or_default();
         (status, content_type, raw[split + 4..].to_vec())
     }
+}
 
-    fn text(&self, path: &str) -> (u16, String) {
-        let (status, _, body) = self.get(path);
-        (status, String::from_utf8(body).unwrap())
-    }
+/// The node as a library: `node::run` on listeners bound to port 0 in this
+/// process serves the owner's posts, and returns when its shutdown future
+/// resolves, leaving the store closed (it opens again at once).
+#[test]
+fn a_node_runs_in_process_until_told_to_stop() {
+    use capsule::node::config::Settings;
+    use capsule::node::{self, Listeners, NodeConfig};
 
-    /// SIGTERM, and the exit status.
-    fn stop(mut self) -> std::process::ExitStatus {
-        Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path());
+    capsule_ok(dir.path(), &["post", "served in process"]);
+    let data = capsule::data_dir::DataDir::new(dir.path().to_path_buf());
+    let identity = capsule::identity::Identity::load(&data.identity()).unwrap();
+    let store = capsule::store::Store::open(&data.store()).unwrap();
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let settings = Settings {
+        listen: Some(any),
+        sync_listen: Some(any),
+        ..Settings::default()
+    };
+    let config = NodeConfig::new(dir.path(), settings).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let listeners = Listeners::bind(&config, &identity).await.unwrap();
+        let web = listeners.web.local_addr().unwrap().to_string();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(node::run(identity, store, config, listeners, async {
+            let _ = stopped.await;
+        }));
+        let (status, _, body) = tokio::task::spawn_blocking(move || get(&web, "/"))
+            .await
             .unwrap();
-        self.child.wait().unwrap()
-    }
+        assert_eq!(status, 200);
+        assert!(String::from_utf8_lossy(&body).contains("served in process"));
+        stop.send(()).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(10), running)
+            .await
+            .expect("the node stops when told")
+            .unwrap()
+            .unwrap();
+    });
+    capsule::store::Store::open(&data.store())
+        .unwrap()
+        .close()
+        .unwrap();
 }
 
 #[test]

@@ -7,9 +7,10 @@ use anyhow::{Context, Result, bail};
 use super::args::UpArgs;
 use super::{load_identity, open_store, runtime};
 use crate::data_dir::DataDir;
-use crate::gateway::{https, passphrase};
+use crate::gateway::passphrase;
 use crate::identity::Identity;
-use crate::node::admin;
+use crate::node::config::{self, Settings};
+use crate::node::{self, Listeners, NodeConfig};
 use crate::store::Store;
 
 pub(super) fn init(dir: &DataDir) -> Result<ExitCode> {
@@ -42,87 +43,34 @@ pub(super) fn init(dir: &DataDir) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) fn up(dir: &DataDir, mut args: UpArgs) -> Result<ExitCode> {
-    let file = crate::node::config::load(dir.root())?;
-    args.listen = args.listen.or(file.listen);
-    args.domain = args.domain.or(file.domain);
-    args.email = args.email.or(file.email);
-    args.public_sync = args.public_sync.or(file.public_sync);
-    args.metrics_listen = args.metrics_listen.or(file.metrics_listen);
-    for peer in file.peers {
-        args.peers.push(
-            peer.parse()
-                .map_err(|e: crate::mesh::address::AddressError| {
-                    anyhow::anyhow!("peer {peer:?} in {}: {e}", crate::node::config::FILE)
-                })?,
-        );
-    }
-    let sync_listen = args
-        .sync_listen
-        .or(file.sync_listen)
-        .unwrap_or_else(|| "127.0.0.1:4433".parse().expect("valid address"));
-    let sync_interval = args.sync_interval.or(file.sync_interval).unwrap_or(60.0);
-    if !(sync_interval.is_finite() && sync_interval >= 0.1) {
-        bail!("--sync-interval {sync_interval} is not a number of seconds of at least 0.1");
-    }
-    let https_listen = args.https_listen.or(file.https_listen);
-    let acme_directory = args.acme_directory.or(file.acme_directory);
-    if args.domain.is_none()
-        && (args.email.is_some()
-            || https_listen.is_some()
-            || acme_directory.is_some()
-            || args.acme_root.is_some())
-    {
-        bail!("--email, --https-listen and --acme-directory need --domain");
-    }
-    if let Some(given) = &args.public_sync {
-        match given.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
-            _ => bail!("--public-sync {given:?} is not HOST:PORT"),
-        }
-    }
+pub(super) fn up(dir: &DataDir, args: UpArgs) -> Result<ExitCode> {
+    let flags = Settings {
+        listen: args.listen,
+        sync_listen: args.sync_listen,
+        domain: args.domain,
+        email: args.email,
+        acme_directory: args.acme_directory,
+        https_listen: args.https_listen,
+        public_sync: args.public_sync,
+        peers: args.peers.iter().map(|p| p.to_string()).collect(),
+        sync_interval: args.sync_interval,
+        metrics_listen: args.metrics_listen,
+        acme_root: args.acme_root,
+        ca_root: args.ca_root,
+    };
+    let config = NodeConfig::new(dir.root(), flags.over(config::load(dir.root())?))?;
     if !dir.identity().exists() {
         init(dir)?;
     }
     let identity = load_identity(dir)?;
     let store = open_store(dir)?;
-    let https = args.domain.map(|domain| {
-        let listen = https_listen.unwrap_or_else(|| "[::]:443".parse().expect("valid address"));
-        let acme = https::Acme {
-            domain,
-            email: args.email,
-            directory: acme_directory.unwrap_or_else(|| https::LETS_ENCRYPT.to_string()),
-            cache: dir.root().join("acme"),
-            extra_root: args.acme_root,
-        };
-        (listen, acme)
-    });
-    let listen = args.listen.unwrap_or_else(|| match https {
-        Some(_) => "[::]:80".parse().expect("valid address"),
-        None => "127.0.0.1:8080".parse().expect("valid address"),
-    });
-    if https.is_none() && !dir.root().join(passphrase::FILE).exists() {
+    if config.https.is_none() && !config.passphrase.exists() {
         println!("To post from the browser, set a passphrase: capsule passwd");
     }
-    runtime()?.block_on(crate::node::run(
-        identity,
-        store,
-        crate::node::NodeConfig {
-            listen,
-            sync_listen,
-            https,
-            passphrase: dir.root().join(passphrase::FILE),
-            metrics_listen: args.metrics_listen,
-            peers: args.peers,
-            mesh: crate::mesh::scheduler::MeshConfig {
-                interval: std::time::Duration::from_secs_f64(sync_interval),
-                web_root: args.ca_root,
-                ..Default::default()
-            },
-            public_sync: args.public_sync,
-        },
-        dir.root().join(admin::SOCKET_FILE),
-    ))?;
+    runtime()?.block_on(async {
+        let listeners = Listeners::bind(&config, &identity).await?;
+        node::run(identity, store, config, listeners, node::shutdown_signal()).await
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -144,25 +144,27 @@ pub enum MetricsError {
     },
 }
 
-/// Serves `/metrics` on `listen`, which must be a loopback address: the
+/// Binds `listen` for `/metrics`; it must be a loopback address: the
 /// counters are for the machine's own monitoring, not the world.
-pub async fn serve(
-    listen: SocketAddr,
-    metrics: Arc<Metrics>,
-    store: Arc<Store>,
-    until: impl Future<Output = ()> + Send + 'static,
-) -> Result<SocketAddr, MetricsError> {
+pub async fn bind(listen: SocketAddr) -> Result<tokio::net::TcpListener, MetricsError> {
     if !listen.ip().is_loopback() {
         return Err(MetricsError::NotLoopback(listen));
     }
-    let failed = |source| MetricsError::Listen {
-        addr: listen,
-        source,
-    };
-    let listener = tokio::net::TcpListener::bind(listen)
+    tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(failed)?;
-    let addr = listener.local_addr().map_err(failed)?;
+        .map_err(|source| MetricsError::Listen {
+            addr: listen,
+            source,
+        })
+}
+
+/// Serves `/metrics` on `listener` (from [`bind`]) until `until`.
+pub fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    store: Arc<Store>,
+    until: impl Future<Output = ()> + Send + 'static,
+) {
     let app = Router::new().route(
         "/metrics",
         get(move || async move {
@@ -182,5 +184,4 @@ pub async fn serve(
             .with_graceful_shutdown(until)
             .await;
     });
-    Ok(addr)
 }

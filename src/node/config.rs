@@ -1,8 +1,9 @@
-//! `<data>/config.toml`: the settings of `capsule up`, for a node that
-//! should start the same way every time (a service unit that runs plain
-//! `capsule up`). Every key is optional and named like the flag it stands
-//! for; a flag given on the command line wins, and `peer` flags add to
-//! `peers`.
+//! The settings of a running node: one [`NodeConfig`] with a default for
+//! every field, built from layers of [`Settings`]: `<data>/config.toml`,
+//! then the command line's flags on top (a flag wins; `--peer` adds to
+//! `peers`). A node that should start the same way every time (a service
+//! unit that runs plain `capsule up`) keeps its settings in the file; every
+//! key is optional and named like the flag it stands for:
 //!
 //! ```toml
 //! domain = "alice.example"
@@ -14,16 +15,46 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::gateway::{https, passphrase};
+use crate::mesh::address::{AddressError, PeerAddr, check_host_port};
+use crate::mesh::scheduler::{MeshConfig, SYNC_INTERVAL};
+use crate::node::admin;
 
 /// The file's name in the data dir.
 pub const FILE: &str = "config.toml";
 
-/// What the file may say.
-#[derive(Debug, Default, Deserialize)]
+/// Plain HTTP without a domain: loopback, so a node started with no
+/// settings at all serves its owner and nobody else.
+pub const LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
+
+/// Plain HTTP with a domain: port 80 on every address, where browsers and
+/// the ACME CA arrive first; it only redirects to HTTPS.
+pub const LISTEN_WITH_DOMAIN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 80);
+
+/// HTTPS with a domain: port 443 on every address (TLS-ALPN-01 is
+/// validated there too).
+pub const HTTPS_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 443);
+
+/// The sync listener (QUIC, UDP): loopback unless told otherwise.
+pub const SYNC_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 4433);
+
+/// The shortest sync interval accepted: below it a node would spend its
+/// time dialling.
+pub const MIN_SYNC_INTERVAL: f64 = 0.1;
+
+/// One layer of settings, every one optional: what config.toml says, or
+/// what the flags say.
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Config {
+pub struct Settings {
     /// `--listen`.
     pub listen: Option<SocketAddr>,
     /// `--sync-listen`.
@@ -41,13 +72,77 @@ pub struct Config {
     /// `--peer`, each.
     #[serde(default)]
     pub peers: Vec<String>,
-    /// `--sync-interval`.
+    /// `--sync-interval`, in seconds.
     pub sync_interval: Option<f64>,
     /// `--metrics-listen`.
     pub metrics_listen: Option<SocketAddr>,
+    /// `--acme-root` (a flag only: a test CA's root).
+    #[serde(skip)]
+    pub acme_root: Option<PathBuf>,
+    /// `--ca-root` (a flag only: a test CA's root for pulls).
+    #[serde(skip)]
+    pub ca_root: Option<PathBuf>,
 }
 
-/// Why config.toml could not be used.
+impl Settings {
+    /// These settings over `base`: each one given here wins; peers add up.
+    pub fn over(self, base: Settings) -> Settings {
+        let mut peers = base.peers;
+        peers.extend(self.peers);
+        Settings {
+            listen: self.listen.or(base.listen),
+            sync_listen: self.sync_listen.or(base.sync_listen),
+            domain: self.domain.or(base.domain),
+            email: self.email.or(base.email),
+            acme_directory: self.acme_directory.or(base.acme_directory),
+            https_listen: self.https_listen.or(base.https_listen),
+            public_sync: self.public_sync.or(base.public_sync),
+            peers,
+            sync_interval: self.sync_interval.or(base.sync_interval),
+            metrics_listen: self.metrics_listen.or(base.metrics_listen),
+            acme_root: self.acme_root.or(base.acme_root),
+            ca_root: self.ca_root.or(base.ca_root),
+        }
+    }
+}
+
+/// HTTPS on a domain.
+#[derive(Debug, Clone)]
+pub struct HttpsConfig {
+    /// Where HTTPS listens ([`HTTPS_LISTEN`]).
+    pub listen: SocketAddr,
+    /// The certificate: domain, CA, cache.
+    pub acme: https::Acme,
+}
+
+/// Everything a node runs with.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Plain HTTP: the gateway itself, or with `https` only a redirect
+    /// ([`LISTEN`], or [`LISTEN_WITH_DOMAIN`]).
+    pub listen: SocketAddr,
+    /// The sync listener ([`SYNC_LISTEN`]).
+    pub sync_listen: SocketAddr,
+    /// HTTPS with an ACME certificate, when a domain is given (none by
+    /// default: a node without a domain is for its owner on loopback).
+    pub https: Option<HttpsConfig>,
+    /// The owner's passphrase file (`<data>/passphrase`).
+    pub passphrase: PathBuf,
+    /// Where `/metrics` is served (loopback only); nowhere by default.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Bootstrap peers (none by default: followed authors' nodes and peer
+    /// exchange are found as the owner follows).
+    pub peers: Vec<PeerAddr>,
+    /// How the node dials its peers ([`SYNC_INTERVAL`] apart).
+    pub mesh: MeshConfig,
+    /// The sync address to tell others (`HOST:PORT`); by default the
+    /// domain (or listen address) and the sync port.
+    pub public_sync: Option<String>,
+    /// The admin socket (`<data>/admin.sock`).
+    pub admin_socket: PathBuf,
+}
+
+/// Why the settings cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file exists but cannot be read.
@@ -66,17 +161,98 @@ pub enum ConfigError {
         /// What is wrong, and where.
         source: toml::de::Error,
     },
+    /// A peer is not `KEY@HOST:PORT`.
+    #[error("peer {peer:?}: {source}")]
+    Peer {
+        /// As given.
+        peer: String,
+        /// Why not.
+        source: AddressError,
+    },
+    /// The sync interval is not a number of seconds, or too short.
+    #[error("--sync-interval {0} is not a number of seconds of at least {MIN_SYNC_INTERVAL}")]
+    SyncInterval(f64),
+    /// HTTPS settings without a domain.
+    #[error("--email, --https-listen and --acme-directory need --domain")]
+    NeedsDomain,
+    /// The advertised sync address is not `HOST:PORT`.
+    #[error("--public-sync {0:?} is not HOST:PORT")]
+    PublicSync(String),
 }
 
-/// Reads `<dir>/config.toml`; no file is an empty config.
-pub fn load(dir: &Path) -> Result<Config, ConfigError> {
+/// Reads `<dir>/config.toml`; no file is an empty layer.
+pub fn load(dir: &Path) -> Result<Settings, ConfigError> {
     let path = dir.join(FILE);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Settings::default()),
         Err(source) => return Err(ConfigError::Read { path, source }),
     };
     toml::from_str(&text).map_err(|source| ConfigError::Invalid { path, source })
+}
+
+impl NodeConfig {
+    /// The node of data dir `root` with `settings` (the layers already
+    /// merged), every other field at its default; checked.
+    pub fn new(root: &Path, settings: Settings) -> Result<NodeConfig, ConfigError> {
+        let peers = settings
+            .peers
+            .iter()
+            .map(|peer| {
+                peer.parse().map_err(|source| ConfigError::Peer {
+                    peer: peer.clone(),
+                    source,
+                })
+            })
+            .collect::<Result<Vec<PeerAddr>, _>>()?;
+        let interval = settings
+            .sync_interval
+            .unwrap_or(SYNC_INTERVAL.as_secs_f64());
+        if !(interval.is_finite() && interval >= MIN_SYNC_INTERVAL) {
+            return Err(ConfigError::SyncInterval(interval));
+        }
+        if settings.domain.is_none()
+            && (settings.email.is_some()
+                || settings.https_listen.is_some()
+                || settings.acme_directory.is_some()
+                || settings.acme_root.is_some())
+        {
+            return Err(ConfigError::NeedsDomain);
+        }
+        if let Some(given) = &settings.public_sync {
+            check_host_port(given).map_err(|_| ConfigError::PublicSync(given.clone()))?;
+        }
+        let https = settings.domain.map(|domain| HttpsConfig {
+            listen: settings.https_listen.unwrap_or(HTTPS_LISTEN),
+            acme: https::Acme {
+                domain,
+                email: settings.email,
+                directory: settings
+                    .acme_directory
+                    .unwrap_or_else(|| https::LETS_ENCRYPT.to_string()),
+                cache: root.join("acme"),
+                extra_root: settings.acme_root,
+            },
+        });
+        Ok(NodeConfig {
+            listen: settings.listen.unwrap_or(match https {
+                Some(_) => LISTEN_WITH_DOMAIN,
+                None => LISTEN,
+            }),
+            sync_listen: settings.sync_listen.unwrap_or(SYNC_LISTEN),
+            https,
+            passphrase: root.join(passphrase::FILE),
+            metrics_listen: settings.metrics_listen,
+            peers,
+            mesh: MeshConfig {
+                interval: Duration::from_secs_f64(interval),
+                web_root: settings.ca_root,
+                ..MeshConfig::default()
+            },
+            public_sync: settings.public_sync,
+            admin_socket: root.join(admin::SOCKET_FILE),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -97,7 +273,66 @@ mod tests {
         assert_eq!(c.peers, vec!["a@b:1".to_string()]);
         assert_eq!(c.sync_interval, Some(60.0));
         std::fs::write(dir.path().join(FILE), "domian = \"typo.example\"\n").unwrap();
-        let e = format!("{:#}", load(dir.path()).unwrap_err());
+        let e = load(dir.path()).unwrap_err().to_string();
         assert!(e.contains("domian"), "{e}");
+    }
+
+    #[test]
+    fn defaults_then_the_file_then_the_flags() {
+        let root = Path::new("/data");
+        let plain = NodeConfig::new(root, Settings::default()).unwrap();
+        assert_eq!(plain.listen, LISTEN);
+        assert_eq!(plain.sync_listen, SYNC_LISTEN);
+        assert!(plain.https.is_none() && plain.peers.is_empty());
+        assert_eq!(plain.mesh.interval, SYNC_INTERVAL);
+        assert_eq!(plain.admin_socket, root.join(admin::SOCKET_FILE));
+
+        let key = crate::identity::Identity::from_seed([1; 32]).author();
+        let file = Settings {
+            domain: Some("alice.example".into()),
+            sync_interval: Some(30.0),
+            peers: vec![format!("{key}@bob.example:4433")],
+            ..Settings::default()
+        };
+        let flags = Settings {
+            sync_interval: Some(5.0),
+            peers: vec![format!("{key}@carol.example:4433")],
+            ..Settings::default()
+        };
+        let c = NodeConfig::new(root, flags.over(file)).unwrap();
+        assert_eq!(c.listen, LISTEN_WITH_DOMAIN);
+        assert_eq!(c.https.as_ref().unwrap().listen, HTTPS_LISTEN);
+        assert_eq!(c.mesh.interval, Duration::from_secs(5), "the flag wins");
+        assert_eq!(c.peers.len(), 2, "peers add up");
+
+        let refused = |s: Settings| NodeConfig::new(root, s).unwrap_err().to_string();
+        assert!(
+            refused(Settings {
+                email: Some("a@b".into()),
+                ..Settings::default()
+            })
+            .contains("need --domain")
+        );
+        assert!(
+            refused(Settings {
+                sync_interval: Some(0.01),
+                ..Settings::default()
+            })
+            .contains("--sync-interval")
+        );
+        assert!(
+            refused(Settings {
+                peers: vec!["nobody".into()],
+                ..Settings::default()
+            })
+            .contains("nobody")
+        );
+        assert!(
+            refused(Settings {
+                public_sync: Some("no-port".into()),
+                ..Settings::default()
+            })
+            .contains("HOST:PORT")
+        );
     }
 }

@@ -13,4 +13,5 @@ pub mod log_lines;
 pub mod run;
 pub mod status;
 
-pub use run::{NodeConfig, run, shutdown_signal};
+pub use config::NodeConfig;
+pub use run::{Listeners, run, shutdown_signal};

@@ -7,37 +7,14 @@ use std::sync::Arc;
 
 use std::sync::atomic::Ordering;
 
+use super::config::NodeConfig;
 use crate::gateway::metrics::Metrics;
 use crate::gateway::{self, https};
 use crate::identity::Identity;
-use crate::mesh::address::PeerAddr;
-use crate::mesh::scheduler::MeshConfig;
 use crate::store::AddressUpdate;
 use crate::store::Store;
 use crate::store::tables::AddressSource;
-use crate::sync::network::SyncConfig;
 use crate::sync::transport;
-
-/// Where a node listens.
-#[derive(Debug, Clone)]
-pub struct NodeConfig {
-    /// Plain HTTP: the gateway itself, or with `https` only a redirect.
-    pub listen: SocketAddr,
-    /// The sync listener (QUIC, UDP).
-    pub sync_listen: SocketAddr,
-    /// HTTPS with an ACME certificate: where, and for which domain.
-    pub https: Option<(SocketAddr, https::Acme)>,
-    /// The owner's passphrase file (see [`crate::gateway::passphrase`]).
-    pub passphrase: std::path::PathBuf,
-    /// Where `/metrics` is served (loopback only), if anywhere.
-    pub metrics_listen: Option<SocketAddr>,
-    /// Bootstrap peers.
-    pub peers: Vec<PeerAddr>,
-    /// How the node dials its peers.
-    pub mesh: MeshConfig,
-    /// The sync address to tell others (`HOST:PORT`), if not the one seen.
-    pub public_sync: Option<String>,
-}
 
 /// Why the node stopped, or could not start.
 #[derive(Debug, thiserror::Error)]
@@ -79,16 +56,67 @@ pub enum NodeError {
     Task(#[from] tokio::task::JoinError),
 }
 
-/// Where the node's local admin socket goes (see [`crate::node::admin`]).
-pub type AdminSocket = std::path::PathBuf;
+/// The sockets a node serves on, bound before it runs: so a test can bind
+/// port 0 and learn where, and a bad address fails before anything starts.
+pub struct Listeners {
+    /// Plain HTTP (the gateway, or the redirect to HTTPS).
+    pub web: tokio::net::TcpListener,
+    /// HTTPS, with a domain.
+    pub https: Option<tokio::net::TcpListener>,
+    /// The sync listener.
+    pub sync: quinn::Endpoint,
+    /// `/metrics`, if asked for.
+    pub metrics: Option<tokio::net::TcpListener>,
+}
 
-/// Runs the node until SIGINT or SIGTERM. Prints where it listens.
+impl Listeners {
+    /// Binds every address `config` names, as `identity` for sync.
+    pub async fn bind(config: &NodeConfig, identity: &Identity) -> Result<Listeners, NodeError> {
+        let sync =
+            transport::listen(identity, config.sync_listen).map_err(|source| NodeError::Sync {
+                addr: config.sync_listen,
+                source,
+            })?;
+        let web = bind(
+            config.listen,
+            "is another node running? choose another with --listen",
+        )
+        .await?;
+        let https = match &config.https {
+            Some(h) => Some(bind(h.listen, "choose another with --https-listen").await?),
+            None => None,
+        };
+        let metrics = match config.metrics_listen {
+            Some(listen) => Some(crate::gateway::metrics::bind(listen).await?),
+            None => None,
+        };
+        Ok(Listeners {
+            web,
+            https,
+            sync,
+            metrics,
+        })
+    }
+}
+
+/// Runs the node on `listeners` until `shutdown` resolves (the command line
+/// passes [`shutdown_signal`]), then stops in order: requests in flight
+/// finish, sessions close, the store closes cleanly. Prints where it
+/// serves.
 pub async fn run(
     identity: Identity,
     store: Store,
     config: NodeConfig,
-    admin_socket: AdminSocket,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
+    let Listeners {
+        web: listener,
+        https: https_listener,
+        sync: endpoint,
+        metrics: metrics_listener,
+    } = listeners;
+    let admin_socket = config.admin_socket.clone();
     let store = Arc::new(store);
     let identity = Arc::new(identity);
     let owner = identity.author();
@@ -97,11 +125,6 @@ pub async fn run(
         Arc::clone(&store),
         Arc::clone(&identity),
     ));
-    let endpoint =
-        transport::listen(&identity, config.sync_listen).map_err(|source| NodeError::Sync {
-            addr: config.sync_listen,
-            source,
-        })?;
     let sync_addr = endpoint.local_addr().map_err(|source| NodeError::Listen {
         addr: config.sync_listen,
         hint: "the sync listener",
@@ -113,7 +136,7 @@ pub async fn run(
         endpoint.clone(),
         Arc::clone(&store),
         Some(owner),
-        SyncConfig::default(),
+        config.mesh.session,
         Arc::new(move |r| match r {
             Ok(_) => {
                 counted.sync_ok.fetch_add(1, Ordering::Relaxed);
@@ -124,15 +147,10 @@ pub async fn run(
             }
         }),
     ));
-    let listener = bind(
-        config.listen,
-        "is another node running? choose another with --listen",
-    )
-    .await?;
     let web = listener.local_addr().map_err(NodeError::Gateway)?;
     let public_sync = match (&config.public_sync, &config.https) {
         (Some(given), _) => format!("{owner}@{given}"),
-        (None, Some((_, acme))) => format!("{owner}@{}:{}", acme.domain, sync_addr.port()),
+        (None, Some(h)) => format!("{owner}@{}:{}", h.acme.domain, sync_addr.port()),
         (None, None) => format!("{owner}@{sync_addr}"),
     };
     let state = gateway::State {
@@ -154,10 +172,9 @@ pub async fn run(
             let _ = stopped.wait_for(|s| *s).await;
         }
     };
-    if let Some(listen) = config.metrics_listen {
-        let addr =
-            crate::gateway::metrics::serve(listen, metrics, Arc::clone(&store), until_stopped())
-                .await?;
+    if let Some(listener) = metrics_listener {
+        let addr = listener.local_addr().map_err(NodeError::Gateway)?;
+        crate::gateway::metrics::serve(listener, metrics, Arc::clone(&store), until_stopped());
         println!("metrics: http://{addr}/metrics");
     }
     for peer in &config.peers {
@@ -190,8 +207,8 @@ pub async fn run(
     ));
     let app = gateway::router(state);
     let mut servers = tokio::task::JoinSet::new();
-    match &config.https {
-        None => {
+    match (&config.https, https_listener) {
+        (None, _) | (Some(_), None) => {
             println!("Capsule is up: http://{web}/ (author {owner})");
             servers.spawn(
                 axum::serve(
@@ -202,9 +219,9 @@ pub async fn run(
                 .into_future(),
             );
         }
-        Some((https_listen, acme)) => {
+        (Some(h), Some(tcp)) => {
+            let acme = &h.acme;
             let (default, challenge) = https::start(acme)?;
-            let tcp = bind(*https_listen, "choose another with --https-listen").await?;
             let port = tcp.local_addr().map_err(NodeError::Gateway)?.port();
             let tls =
                 https::TlsListener::new(tcp, default, challenge).map_err(NodeError::Gateway)?;
@@ -229,7 +246,7 @@ pub async fn run(
     println!("sync: peers dial {public_sync}");
     println!("Ctrl-C stops it.");
     tokio::select! {
-        _ = shutdown_signal() => {}
+        _ = shutdown => {}
         Some(done) = servers.join_next() => {
             done?.map_err(NodeError::Gateway)?;
         }
