@@ -72,8 +72,8 @@ impl State {
         let store = Arc::clone(&self.store);
         tokio::task::spawn_blocking(move || f(&store))
             .await
-            .map_err(|e| Error::Internal(e.to_string()))?
-            .map_err(|e| Error::Internal(e.to_string()))
+            .map_err(Internal::Task)?
+            .map_err(|e| Error::Internal(Internal::Store(e)))
     }
 }
 
@@ -85,7 +85,24 @@ pub enum Error {
     /// Nothing here (404).
     NotFound(String),
     /// The node failed (500).
-    Internal(String),
+    Internal(Internal),
+}
+
+/// How the node failed a request.
+#[derive(Debug, thiserror::Error)]
+pub enum Internal {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The blocking task that read the store did not finish.
+    #[error("a store read failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl From<Internal> for Error {
+    fn from(e: Internal) -> Error {
+        Error::Internal(e)
+    }
 }
 
 impl IntoResponse for Error {
@@ -93,7 +110,10 @@ impl IntoResponse for Error {
         let (status, message) = match self {
             Error::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             Error::NotFound(m) => (StatusCode::NOT_FOUND, m),
-            Error::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, m),
+            Error::Internal(e) => {
+                tracing::warn!(error = %e, "a request failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+            }
         };
         (status, axum::Json(json!({ "error": message }))).into_response()
     }

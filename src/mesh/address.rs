@@ -65,14 +65,13 @@ impl std::fmt::Display for PeerAddr {
 impl PeerAddr {
     /// Resolves the host (the first address found).
     pub async fn resolve(&self) -> Result<SocketAddr, TransportError> {
-        let fail = |reason: String| TransportError::Resolve {
-            host: self.host_port.clone(),
-            reason,
-        };
         tokio::net::lookup_host(&self.host_port)
             .await
-            .map_err(|e| fail(e.to_string()))?
+            .map_err(|source| TransportError::Resolve {
+                host: self.host_port.clone(),
+                source,
+            })?
             .next()
-            .ok_or_else(|| fail("no address found".into()))
+            .ok_or_else(|| TransportError::NoAddress(self.host_port.clone()))
     }
 }

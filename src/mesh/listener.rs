@@ -11,7 +11,7 @@ use crate::store::Store;
 use crate::sync::network::{self, Report, SyncConfig};
 use crate::sync::protocol::Role;
 use crate::sync::session::SessionError;
-use crate::sync::transport;
+use crate::sync::transport::{self, LinkError};
 
 /// Sessions a listener runs at once: bounds the memory all peers together
 /// can make it hold (each session stays under ~16 MiB).
@@ -51,7 +51,7 @@ pub async fn serve(
             let _permit = permit;
             let connection = match incoming.await {
                 Ok(c) => c,
-                Err(e) => return on_session(Err(SessionError::Transport(e.to_string()))),
+                Err(e) => return on_session(Err(LinkError::from(e).into())),
             };
             let Some(peer) = transport::peer_key(&connection) else {
                 connection.close(transport::close::NO_KEY.into(), b"no node key");

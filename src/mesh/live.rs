@@ -25,7 +25,7 @@ use crate::store::Store;
 use crate::sync::network::{self, Report, Streams, SyncConfig};
 use crate::sync::protocol::Role;
 use crate::sync::session::SessionError;
-use crate::sync::transport::{self, ALPN_LIVE};
+use crate::sync::transport::{self, ALPN_LIVE, LinkError};
 
 /// Version byte at the start of the notice stream.
 pub const NOTICE_VERSION: u8 = 1;
@@ -34,8 +34,8 @@ pub const NOTICE_VERSION: u8 = 1;
 /// session follows.
 pub const STREAM_SESSION: u8 = 1;
 
-fn transport_error(e: impl std::fmt::Display) -> SessionError {
-    SessionError::Transport(e.to_string())
+fn transport_error(e: impl Into<LinkError>) -> SessionError {
+    SessionError::Transport(e.into())
 }
 
 /// The dialled side of a live connection: notices of its change counter,
@@ -124,7 +124,10 @@ async fn notify(connection: &quinn::Connection, store: &Arc<Store>) -> Result<()
                 .map_err(transport_error)?;
             told = Some(counter);
         }
-        commits.changed().await.map_err(transport_error)?;
+        commits
+            .changed()
+            .await
+            .map_err(|_| SessionError::Store(crate::store::StoreError::Closed))?;
     }
 }
 
@@ -277,10 +280,7 @@ async fn listen(
         .await
         .map_err(transport_error)?;
     if version[0] != NOTICE_VERSION {
-        return Err(SessionError::Transport(format!(
-            "the peer speaks live notices version {}, this node {NOTICE_VERSION}",
-            version[0]
-        )));
+        return Err(LinkError::NoticeVersion(version[0]).into());
     }
     let mut last = 0;
     loop {
@@ -291,9 +291,7 @@ async fn listen(
             .map_err(transport_error)?;
         let counter = u64::from_be_bytes(counter);
         if counter < last {
-            return Err(SessionError::Transport(
-                "the peer's change counter went back".into(),
-            ));
+            return Err(LinkError::Live("the peer's change counter went back").into());
         }
         last = counter;
         wake.send_replace(counter);

@@ -20,9 +20,10 @@ use super::live;
 use crate::clock::now_us;
 use crate::identity::{AuthorKey, Identity};
 use crate::store::tables::AddressRow;
-use crate::store::{AddressUpdate, Store, StoreError};
+use crate::store::{AddressUpdate, Store};
 use crate::sync::network::{Report, SyncConfig};
 use crate::sync::session::SessionError;
+use crate::sync::transport::LinkError;
 
 /// How often each peer is dialled, before jitter, by default.
 pub const SYNC_INTERVAL: Duration = Duration::from_secs(60);
@@ -78,9 +79,13 @@ pub async fn run(
     loop {
         let due = {
             let store = Arc::clone(&store);
-            tokio::task::spawn_blocking(move || store.addresses())
-                .await
-                .unwrap_or_else(|e| Err(StoreError::Corrupt(e.to_string())))
+            match tokio::task::spawn_blocking(move || store.addresses()).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the address book read did not finish");
+                    Ok(Vec::new())
+                }
+            }
         };
         match due {
             Ok(rows) => {
@@ -174,7 +179,7 @@ async fn dial(
             )
             .await
         }
-        Err(e) => Err(SessionError::Transport(e.to_string())),
+        Err(e) => Err(LinkError::from(e).into()),
     };
     let mut ok = matches!(outcome, Ok(true));
     if let Err(e) = outcome {

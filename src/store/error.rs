@@ -40,6 +40,13 @@ pub enum StoreError {
     /// A redb error: the disk or the file failed.
     #[error("store failure: {0}")]
     Database(#[from] redb::Error),
+    /// The writer thread could not be started.
+    #[error("cannot start the store's writer thread: {0}")]
+    Thread(std::io::Error),
+    /// A write transaction failed; nothing of it, nor of the requests
+    /// served with it, was written.
+    #[error("nothing was written: {0}")]
+    NotWritten(std::sync::Arc<StoreError>),
     /// An invariant of the stored data is broken.
     #[error("the store is damaged: {0}; run `capsule verify --store`")]
     Corrupt(String),

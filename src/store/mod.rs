@@ -140,7 +140,7 @@ impl Store {
         let thread = std::thread::Builder::new()
             .name("capsule-store".into())
             .spawn(move || writer::run(&thread_db, requests, &thread_generation))
-            .map_err(|e| StoreError::Corrupt(format!("cannot start the store thread: {e}")))?;
+            .map_err(StoreError::Thread)?;
         Ok(Store {
             db,
             id,

@@ -399,9 +399,9 @@ fn serve_group(db: &Database, group: Vec<Request>, pending: bool, generation: &G
         }
         Err(e) => {
             // Nothing of the group was committed: every request fails alike.
-            let message = e.to_string();
+            let cause = std::sync::Arc::new(e);
             for answer in answers {
-                let err = || StoreError::Corrupt(format!("nothing was written: {message}"));
+                let err = || StoreError::NotWritten(std::sync::Arc::clone(&cause));
                 match answer {
                     Answer::Report(reply, _) => {
                         let _ = reply.send(Err(err()));

@@ -24,7 +24,7 @@ use super::protocol::{Checkpoint, Role, Session, Stats, Stored};
 use super::session::{
     Effects, SessionError, apply, authors_of, done_for, serve as serve_entries, snapshot, stored,
 };
-use super::transport;
+use super::transport::{self, LinkError};
 use super::wire::{self, Message, WireError};
 use crate::identity::{AuthorKey, Identity};
 use crate::log::verify::{Unverified, VerifiedEntry, verify_batch};
@@ -114,14 +114,13 @@ pub async fn run(
     config: SyncConfig,
     progress: Option<ProgressBar>,
 ) -> Result<Report, SessionError> {
-    let transport = |e: &dyn std::fmt::Display| SessionError::Transport(e.to_string());
     let (send, recv) = match role {
         Role::Initiator => connection.open_bi().await,
         Role::Responder => tokio::time::timeout(config.idle, connection.accept_bi())
             .await
             .map_err(|_| SessionError::Timeout(config.idle.as_secs()))?,
     }
-    .map_err(|e| transport(&e))?;
+    .map_err(|e| SessionError::from(LinkError::from(e)))?;
     let streams = Streams {
         send,
         recv,
@@ -179,7 +178,7 @@ pub async fn run_on(
                         transport::FrameError::TooLarge { len, .. } => {
                             WireError::TooLarge(len).into()
                         }
-                        transport::FrameError::Read(e) => SessionError::Transport(e.to_string()),
+                        transport::FrameError::Read(e) => LinkError::from(e).into(),
                     };
                     let _ = inbound_tx.send(fail(e)).await;
                     break;
@@ -294,7 +293,7 @@ async fn blocking<T: Send + 'static>(
     let store = Arc::clone(store);
     tokio::task::spawn_blocking(move || work(&store))
         .await
-        .map_err(|e| SessionError::Transport(e.to_string()))?
+        .map_err(|e| SessionError::from(LinkError::from(e)))?
 }
 
 /// The QUIC side of [`Effects`]: control messages to the writer at once,
@@ -311,7 +310,7 @@ struct Quic {
 }
 
 fn closed() -> SessionError {
-    SessionError::Transport("the connection closed".into())
+    LinkError::Closed.into()
 }
 
 impl Effects for Quic {
@@ -387,7 +386,7 @@ async fn verifying(
                 break;
             }
             Err(e) => {
-                let _ = results.send(Done::Failed(SessionError::Transport(e.to_string())));
+                let _ = results.send(Done::Failed(LinkError::from(e).into()));
                 break;
             }
         }
@@ -518,9 +517,7 @@ async fn drive(d: Drive) -> Result<(Stats, u64, u64), SessionError> {
                 }
             }
             Ok(None) => {
-                break Err(SessionError::Transport(
-                    "the peer closed the session".into(),
-                ));
+                break Err(LinkError::PeerClosed.into());
             }
             Ok(Some(Ok(Inbound::Message(m)))) => match session.on_message(m) {
                 Ok(a) => a,
@@ -549,7 +546,7 @@ async fn drive(d: Drive) -> Result<(Stats, u64, u64), SessionError> {
     }
     let sent_bytes = server
         .await
-        .map_err(|e| SessionError::Transport(e.to_string()))??;
+        .map_err(|e| SessionError::from(LinkError::from(e)))??;
     if let Some(checkpoint) = session.checkpoint() {
         let peer = d.peer.0;
         blocking(&d.store, move |s| Ok(s.set_peer(peer, checkpoint.into())?)).await?;
@@ -566,10 +563,10 @@ pub async fn sync_once(
     config: SyncConfig,
     progress: Option<ProgressBar>,
 ) -> Result<Report, SessionError> {
-    let endpoint = transport::dialler(addr).map_err(|e| SessionError::Transport(e.to_string()))?;
+    let endpoint = transport::dialler(addr).map_err(|e| SessionError::from(LinkError::from(e)))?;
     let connection = transport::connect(&endpoint, identity, peer, addr)
         .await
-        .map_err(|e| SessionError::Transport(e.to_string()))?;
+        .map_err(|e| SessionError::from(LinkError::from(e)))?;
     let report = run(
         connection,
         Role::Initiator,

@@ -13,6 +13,7 @@ use std::collections::{HashSet, VecDeque};
 use super::protocol::{
     Action, Checkpoint, HeadInfo, Rejected, Role, Session, Snapshot, Stats, Stored, Violation,
 };
+use super::transport::LinkError;
 use super::wire::{self, MAX_MESSAGE, Message, WireError};
 use crate::identity::AuthorKey;
 use crate::log::verify::{BadEntry, Invalid, Unverified, verify_batch};
@@ -39,7 +40,7 @@ pub enum SessionError {
     Timeout(u64),
     /// The connection failed or the peer closed it early.
     #[error("connection: {0}")]
-    Transport(String),
+    Transport(#[from] LinkError),
 }
 
 impl From<PeerRow> for Checkpoint {
@@ -361,9 +362,7 @@ pub fn run_lockstep(
         }
     }
     if !(a.session.finished() && b.session.finished()) {
-        return Err(SessionError::Transport(
-            "the session stalled before both sides were done".into(),
-        ));
+        return Err(LinkError::Stalled.into());
     }
     for side in [&a, &b] {
         if let Some(checkpoint) = side.session.checkpoint() {

@@ -47,9 +47,15 @@ const ED25519_PKCS8_PREFIX: [u8; 16] = [
 /// Errors setting up QUIC.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
+    /// The certificate for the node key could not be made.
+    #[error("the node's certificate: {0}")]
+    Certificate(#[from] rcgen::Error),
     /// TLS set-up failed.
     #[error("TLS set-up: {0}")]
-    Tls(String),
+    Tls(#[from] rustls::Error),
+    /// The TLS configuration does not suit QUIC.
+    #[error("TLS set-up for QUIC: {0}")]
+    Quic(#[from] quinn::crypto::rustls::NoInitialCipherSuite),
     /// The UDP socket could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -59,21 +65,76 @@ pub enum TransportError {
         source: std::io::Error,
     },
     /// A host name did not resolve.
-    #[error("cannot resolve {host}: {reason}")]
+    #[error("cannot resolve {host}: {source}")]
     Resolve {
         /// The host and port.
         host: String,
         /// Why.
-        reason: String,
+        source: std::io::Error,
     },
-    /// Dialling failed.
-    #[error("cannot connect to {addr}: {reason}")]
+    /// A host name resolved to no address.
+    #[error("cannot resolve {0}: no address found")]
+    NoAddress(String),
+    /// Dialling could not start.
+    #[error("cannot connect to {addr}: {source}")]
     Connect {
         /// The address.
         addr: SocketAddr,
         /// Why.
-        reason: String,
+        source: quinn::ConnectError,
     },
+    /// The handshake failed.
+    #[error("cannot connect to {addr}: {source}")]
+    Handshake {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: quinn::ConnectionError,
+    },
+    /// The peer did not answer the handshake in time.
+    #[error("cannot connect to {addr}: no answer within {} s (is the node up, and UDP open?)", HANDSHAKE_TIMEOUT.as_secs())]
+    NoAnswer {
+        /// The address.
+        addr: SocketAddr,
+    },
+}
+
+/// Why a connection or one of its streams failed, once set up.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// Setting up or dialling failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The connection was lost or closed.
+    #[error(transparent)]
+    Connection(#[from] quinn::ConnectionError),
+    /// Reading a stream failed or it ended early.
+    #[error(transparent)]
+    Read(#[from] quinn::ReadExactError),
+    /// Writing a stream failed.
+    #[error(transparent)]
+    Write(#[from] quinn::WriteError),
+    /// The stream was already closed.
+    #[error(transparent)]
+    Stream(#[from] quinn::ClosedStream),
+    /// Our side of the session's queues closed: the connection is gone.
+    #[error("the connection closed")]
+    Closed,
+    /// The peer ended the session's stream before the session was done.
+    #[error("the peer closed the session")]
+    PeerClosed,
+    /// The two sides stopped without both being done (a bug's loop bound).
+    #[error("the session stalled before both sides were done")]
+    Stalled,
+    /// The peer broke the live-connection protocol.
+    #[error("{0}")]
+    Live(&'static str),
+    /// The peer speaks another version of live notices.
+    #[error("the peer speaks live notices version {0}, this node 1")]
+    NoticeVersion(u8),
+    /// A task of the session ended abnormally.
+    #[error("a task of the session failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// The node key in a certificate: the key of its ed25519 SubjectPublicKeyInfo,
@@ -99,14 +160,13 @@ pub fn certificate(
     let mut pkcs8 = ED25519_PKCS8_PREFIX.to_vec();
     pkcs8.extend_from_slice(&identity.signing_key().to_bytes());
     let der = PrivatePkcs8KeyDer::from(pkcs8);
-    let tls = |e: rcgen::Error| TransportError::Tls(e.to_string());
-    let key_pair = rcgen::KeyPair::try_from(&der).map_err(tls)?;
-    let mut params = rcgen::CertificateParams::new(vec!["capsule".to_string()]).map_err(tls)?;
+    let key_pair = rcgen::KeyPair::try_from(&der)?;
+    let mut params = rcgen::CertificateParams::new(vec!["capsule".to_string()])?;
     params.distinguished_name = rcgen::DistinguishedName::new();
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, identity.author().to_string());
-    let cert = params.self_signed(&key_pair).map_err(tls)?;
+    let cert = params.self_signed(&key_pair)?;
     Ok((cert.der().clone(), PrivateKeyDer::Pkcs8(der)))
 }
 
@@ -252,17 +312,13 @@ pub fn client_config_for(
     alpn: &[u8],
 ) -> Result<quinn::ClientConfig, TransportError> {
     let (cert, key) = certificate(identity)?;
-    let tls = |e: rustls::Error| TransportError::Tls(e.to_string());
     let mut crypto = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(tls)?
+        .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(ExpectKey(expected)))
-        .with_client_auth_cert(vec![cert], key)
-        .map_err(tls)?;
+        .with_client_auth_cert(vec![cert], key)?;
     crypto.alpn_protocols = vec![alpn.to_vec()];
-    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
-        .map_err(|e| TransportError::Tls(e.to_string()))?;
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
     config.transport_config(transport_config());
     Ok(config)
@@ -272,16 +328,12 @@ pub fn client_config_for(
 /// from every dialler.
 pub fn server_config(identity: &Identity) -> Result<quinn::ServerConfig, TransportError> {
     let (cert, key) = certificate(identity)?;
-    let tls = |e: rustls::Error| TransportError::Tls(e.to_string());
     let mut crypto = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(tls)?
+        .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(Arc::new(AnyKey))
-        .with_single_cert(vec![cert], key)
-        .map_err(tls)?;
+        .with_single_cert(vec![cert], key)?;
     crypto.alpn_protocols = vec![ALPN.to_vec(), ALPN_LIVE.to_vec()];
-    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)
-        .map_err(|e| TransportError::Tls(e.to_string()))?;
+    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
     config.transport_config(transport_config());
     Ok(config)
@@ -321,20 +373,16 @@ pub async fn connect_for(
     addr: SocketAddr,
     alpn: &[u8],
 ) -> Result<quinn::Connection, TransportError> {
-    let fail = |reason: String| TransportError::Connect { addr, reason };
     let connecting = endpoint
         .connect_with(
             client_config_for(identity, expected, alpn)?,
             addr,
             "capsule",
         )
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(|source| TransportError::Connect { addr, source })?;
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
-        Ok(connected) => connected.map_err(|e| fail(e.to_string())),
-        Err(_) => Err(fail(format!(
-            "no answer within {} s (is the node up, and UDP open?)",
-            HANDSHAKE_TIMEOUT.as_secs()
-        ))),
+        Ok(connected) => connected.map_err(|source| TransportError::Handshake { addr, source }),
+        Err(_) => Err(TransportError::NoAnswer { addr }),
     }
 }
 
