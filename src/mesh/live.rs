@@ -27,6 +27,11 @@ use crate::sync::protocol::Role;
 use crate::sync::session::SessionError;
 use crate::sync::transport::{self, ALPN_LIVE, LinkError};
 
+/// How long a closed live connection waits for the peer to acknowledge
+/// the close before the endpoint is dropped: long enough for one round trip
+/// on a slow link, short enough not to hold up a node that stops.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 /// Version byte at the start of the notice stream.
 pub const NOTICE_VERSION: u8 = 1;
 
@@ -264,7 +269,7 @@ pub async fn follow(
     };
     listener.abort();
     connection.close(transport::close::DONE.into(), b"done");
-    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+    let _ = tokio::time::timeout(CLOSE_GRACE, endpoint.wait_idle()).await;
     outcome.map(|_| any)
 }
 

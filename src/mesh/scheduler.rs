@@ -28,10 +28,23 @@ use crate::sync::transport::LinkError;
 /// How often each peer is dialled, before jitter, by default.
 pub const SYNC_INTERVAL: Duration = Duration::from_secs(60);
 
+/// The scheduler wakes at a tenth of the interval, but never more often
+/// than this (short test intervals) ...
+pub const MIN_TICK: Duration = Duration::from_millis(20);
+
+/// ... nor less often than this, so a peer that becomes due is dialled
+/// within seconds.
+pub const MAX_TICK: Duration = Duration::from_secs(5);
+
 /// How long sessions in flight may go on once the node stops.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
-/// Peers connected at once (each dial keeps a live connection).
+/// Peers dialled at once, each holding a live connection: a node that
+/// follows many authors through a few well-connected peers needs few, and
+/// each costs a QUIC connection and its timers; 32 is far above what one
+/// person's follows need and small next to a peer's [`MAX_LIVE`] slots.
+///
+/// [`MAX_LIVE`]: crate::mesh::listener::MAX_LIVE
 pub const MAX_DIALS: usize = 32;
 
 /// How the scheduler runs.
@@ -75,7 +88,7 @@ pub async fn run(
     let mut dials = tokio::task::JoinSet::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_DIALS));
     // Wake often enough to notice a due peer within a tenth of the interval.
-    let tick = (config.interval / 10).clamp(Duration::from_millis(20), Duration::from_secs(5));
+    let tick = (config.interval / 10).clamp(MIN_TICK, MAX_TICK);
     loop {
         let due = {
             let store = Arc::clone(&store);

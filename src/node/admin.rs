@@ -3,9 +3,16 @@
 //! 0600 — only the owner's account can talk to it. One JSON request line,
 //! one JSON answer line.
 //!
-//! Requests: `{"post": {"text": "...", "reply_to": "ID or null"}}`,
-//! `{"delete": SEQ}`, `{"profile": {"name": "...", "bio": "..."}}`. Answers: `{"published": {"seq": N, "id": "..."}}` or
-//! `{"error": "..."}`.
+//! Requests ([`Request`], in serde's JSON form):
+//! `{"post": {"text": "...", "reply_to": "ID or null"}}`, `{"delete": SEQ}`,
+//! `{"profile": {"name": "...", "bio": "..."}}`,
+//! `{"follow": {"author": "KEY", "address": "HOST:PORT or null", "web": "https://... or null"}}`,
+//! `{"unfollow": "KEY"}`, `{"peer": "KEY@HOST:PORT"}`, `"status"`,
+//! `{"mirror": {"author": "KEY", "add": true}}`,
+//! `{"log": {"author": "KEY", "json": false}}`.
+//! Answers ([`Answer`]): `{"published": {"seq": N, "id": "..."}}`,
+//! `{"done": "..."}`, `{"status": {...}}`, `{"changed": true}`, `"stream"`
+//! (the log's lines follow until the socket closes), or `{"error": "..."}`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -101,6 +108,12 @@ pub enum Answer {
     Error(String),
 }
 
+/// An author key from a request, or the answer that refuses it.
+fn author_key(text: &str) -> Result<crate::identity::AuthorKey, Answer> {
+    text.parse()
+        .map_err(|e| Answer::Error(format!("bad author key: {e}")))
+}
+
 /// Serves one request (on a blocking thread: it writes to the store).
 pub fn handle(store: &Store, identity: &Arc<Identity>, line: &str) -> Answer {
     let request: Request = match serde_json::from_str(line) {
@@ -122,9 +135,9 @@ pub fn handle(store: &Store, identity: &Arc<Identity>, line: &str) -> Answer {
             address,
             web,
         } => {
-            let author = match author.parse() {
+            let author = match author_key(&author) {
                 Ok(a) => a,
-                Err(e) => return Answer::Error(format!("bad author key: {e}")),
+                Err(refused) => return refused,
             };
             match compose::follow(store, identity, author, address, web) {
                 Ok(Some(entry)) => Ok(entry),
@@ -132,17 +145,17 @@ pub fn handle(store: &Store, identity: &Arc<Identity>, line: &str) -> Answer {
                 Err(e) => Err(e),
             }
         }
-        Request::Unfollow(author) => match author.parse() {
+        Request::Unfollow(author) => match author_key(&author) {
             Ok(author) => compose::unfollow(store, identity, author),
-            Err(e) => return Answer::Error(format!("bad author key: {e}")),
+            Err(refused) => return refused,
         },
         Request::Log { .. } => {
             return Answer::Error("a log is streamed, not answered in one line".into());
         }
         Request::Mirror { author, add } => {
-            let author = match author.parse() {
+            let author = match author_key(&author) {
                 Ok(a) => a,
-                Err(e) => return Answer::Error(format!("bad author key: {e}")),
+                Err(refused) => return refused,
             };
             let changed = if add {
                 store.mirror(author)
@@ -189,15 +202,24 @@ pub fn handle(store: &Store, identity: &Arc<Identity>, line: &str) -> Answer {
 /// Sends `request` to the node whose socket is at `path`. None when no node
 /// listens there (the caller then opens the store itself).
 pub fn call(path: &Path, request: &Request) -> Option<std::io::Result<Answer>> {
-    let mut stream = UnixStream::connect(path).ok()?;
-    Some((|| {
-        let mut line = serde_json::to_string(request)?;
-        line.push('\n');
-        stream.write_all(line.as_bytes())?;
-        let mut answer = String::new();
-        BufReader::new(&stream).read_line(&mut answer)?;
-        serde_json::from_str(&answer).map_err(std::io::Error::other)
-    })())
+    let stream = UnixStream::connect(path).ok()?;
+    Some(ask(&stream, request).map(|(answer, _)| answer))
+}
+
+/// Writes `request` as one line and reads the answer's first line; the
+/// reader goes on with whatever follows it.
+fn ask<'s>(
+    mut stream: &'s UnixStream,
+    request: &Request,
+) -> std::io::Result<(Answer, BufReader<&'s UnixStream>)> {
+    let mut line = serde_json::to_string(request)?;
+    line.push('\n');
+    stream.write_all(line.as_bytes())?;
+    let mut reader = BufReader::new(stream);
+    let mut answer = String::new();
+    reader.read_line(&mut answer)?;
+    let answer = serde_json::from_str(&answer).map_err(std::io::Error::other)?;
+    Ok((answer, reader))
 }
 
 /// Like [`call`] for a streamed answer ([`Request::Log`]): copies what the
@@ -207,15 +229,10 @@ pub fn call_streaming(
     request: &Request,
     out: &mut impl Write,
 ) -> Option<std::io::Result<()>> {
-    let mut stream = UnixStream::connect(path).ok()?;
+    let stream = UnixStream::connect(path).ok()?;
     Some((|| {
-        let mut line = serde_json::to_string(request)?;
-        line.push('\n');
-        stream.write_all(line.as_bytes())?;
-        let mut reader = BufReader::new(&stream);
-        let mut answer = String::new();
-        reader.read_line(&mut answer)?;
-        match serde_json::from_str(&answer).map_err(std::io::Error::other)? {
+        let (answer, mut reader) = ask(&stream, request)?;
+        match answer {
             Answer::Stream => {
                 std::io::copy(&mut reader, out)?;
                 out.flush()
@@ -266,10 +283,10 @@ async fn stream_log(
     write: &mut tokio::net::unix::OwnedWriteHalf,
 ) -> std::io::Result<()> {
     use tokio::io::AsyncWriteExt;
-    let author: crate::identity::AuthorKey = match author.parse() {
+    let author = match author_key(author) {
         Ok(a) => a,
-        Err(e) => {
-            let mut line = serde_json::to_string(&Answer::Error(format!("bad author key: {e}")))?;
+        Err(refused) => {
+            let mut line = serde_json::to_string(&refused)?;
             line.push('\n');
             return write.write_all(line.as_bytes()).await;
         }

@@ -9,7 +9,8 @@ use redb::{ReadableTable, Table, WriteTransaction};
 use super::tables::*;
 use super::{Head, StoreError, decode_stored};
 use crate::identity::{AuthorKey, Identity};
-use crate::log::entry::{Draft, ENTRY_LEN, Entry, EntryId};
+use crate::log::builder::{Tip, next_draft};
+use crate::log::entry::{ENTRY_LEN, Entry, EntryId};
 use crate::log::lipmaa::lipmaa;
 use crate::log::record::Record;
 use crate::log::verify::{BadEntry, Invalid, VerifiedEntry, check_links, verify_one};
@@ -167,41 +168,29 @@ impl<'t> Tables<'t> {
             return Err(StoreError::OwnLogForked(at));
         }
         let head = self.head(&author)?;
-        let draft = match head {
-            None => Draft {
-                seq: 1,
-                timestamp_us,
-                backlink: EntryId::ZERO,
-                skiplink: EntryId::ZERO,
-            },
+        let tip = match head {
+            None => None,
             Some(head) => {
-                let seq = head.seq + 1;
-                let (previous_ts, skiplink) = {
-                    let previous =
-                        self.entries
-                            .get(&log_key(&author, head.seq))?
-                            .ok_or_else(|| {
-                                StoreError::Corrupt(format!("head entry {} is missing", head.seq))
-                            })?;
-                    let ts = decode_stored(previous.value())?.timestamp_us();
-                    let skip = self
-                        .stored_id(&author, lipmaa(seq))?
-                        .ok_or_else(|| {
-                            StoreError::Corrupt(format!("entry {} is missing", lipmaa(seq)))
-                        })?
-                        .0;
-                    (ts, skip)
-                };
-                Draft {
-                    seq,
-                    // Never go back in time within a log, even if the clock does:
-                    // peers order logs by their heads' timestamps.
-                    timestamp_us: timestamp_us.max(previous_ts),
-                    backlink: head.id,
-                    skiplink,
-                }
+                let stored = self
+                    .entries
+                    .get(&log_key(&author, head.seq))?
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!("head entry {} is missing", head.seq))
+                    })?;
+                Some(Tip {
+                    seq: head.seq,
+                    id: head.id,
+                    timestamp_us: decode_stored(stored.value())?.timestamp_us(),
+                })
             }
         };
+        let draft = next_draft(tip, timestamp_us, |seq| {
+            Ok::<_, StoreError>(
+                self.stored_id(&author, seq)?
+                    .ok_or_else(|| StoreError::Corrupt(format!("entry {seq} is missing")))?
+                    .0,
+            )
+        })?;
         let entry = Entry::sign(identity.signing_key(), draft, &payload);
         let verified = verify_one(entry, Some(payload)).map_err(StoreError::Rejected)?;
         match self.apply(&verified)? {

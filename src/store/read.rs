@@ -204,11 +204,7 @@ impl Store {
         let mut out = Vec::new();
         for row in forks.iter()? {
             let (_, v) = row?;
-            let v = v.value();
-            out.push(ForkProof {
-                first: decode_stored(v[..ENTRY_LEN].try_into().expect("217 bytes"))?,
-                second: decode_stored(v[ENTRY_LEN..].try_into().expect("217 bytes"))?,
-            });
+            out.push(decode_proof(v.value())?);
         }
         Ok(out)
     }
@@ -220,11 +216,7 @@ impl Store {
         let Some(v) = forks.get(&author.0)? else {
             return Ok(None);
         };
-        let v = v.value();
-        Ok(Some(ForkProof {
-            first: decode_stored(v[..ENTRY_LEN].try_into().expect("217 bytes"))?,
-            second: decode_stored(v[ENTRY_LEN..].try_into().expect("217 bytes"))?,
-        }))
+        Ok(Some(decode_proof(v.value())?))
     }
 
     /// The newest change counter (0 when nothing was ever stored).
@@ -255,4 +247,13 @@ impl Store {
         let now = changes.last()?.map_or(since, |(k, _)| k.value());
         Ok((out, last.max(now)))
     }
+}
+
+/// A `forks-1` row: the two entries, 217 bytes each.
+fn decode_proof(row: &[u8; 2 * ENTRY_LEN]) -> Result<ForkProof, StoreError> {
+    let (first, second) = row.split_at(ENTRY_LEN);
+    Ok(ForkProof {
+        first: decode_stored(first.try_into().expect("217 bytes"))?,
+        second: decode_stored(second.try_into().expect("217 bytes"))?,
+    })
 }

@@ -54,6 +54,12 @@ pub const MAX_UNSTORED: usize = 3 * BATCHES_IN_FLIGHT;
 /// merged into one append (one commit) up to this many entries.
 pub const MERGE_LIMIT: usize = 32_768;
 
+/// How long a session's end waits for the peer: for its last bytes to be
+/// acknowledged, for it to close the connection, or to finish its stream.
+/// The session's work is done by then, so a peer that never answers costs
+/// only this, once.
+pub const END_GRACE: Duration = Duration::from_secs(5);
+
 /// Settings of a session.
 #[derive(Debug, Clone, Copy)]
 pub struct SyncConfig {
@@ -218,7 +224,7 @@ pub async fn run_on(
         let _ = send.finish();
         // Wait until the peer has every byte (or gave up) before the
         // connection may close.
-        let _ = tokio::time::timeout(Duration::from_secs(5), send.stopped()).await;
+        let _ = tokio::time::timeout(END_GRACE, send.stopped()).await;
     });
 
     let outcome = drive(Drive {
@@ -246,12 +252,12 @@ pub async fn run_on(
     // peer that starts again at once finds the cursor already remembered.
     match (role, live) {
         (Role::Initiator, false) => {
-            let _ = tokio::time::timeout(Duration::from_secs(5), connection.closed()).await;
+            let _ = tokio::time::timeout(END_GRACE, connection.closed()).await;
             connection.close(transport::close::DONE.into(), b"done");
         }
         (Role::Responder, false) => connection.close(transport::close::DONE.into(), b"done"),
         (Role::Initiator, true) => {
-            let _ = tokio::time::timeout(Duration::from_secs(5), &mut reader).await;
+            let _ = tokio::time::timeout(END_GRACE, &mut reader).await;
         }
         (Role::Responder, true) => {}
     }
