@@ -461,3 +461,87 @@ fn login_is_rate_limited_and_counted_in_metrics() {
     );
     assert!(node.terminate().success());
 }
+
+/// A raw HTTP/1.1 request to `web`: the whole answer as text.
+fn raw_request(web: &str, request: &str) -> String {
+    let mut stream = TcpStream::connect(web).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+/// A form posted from another site is refused even with the owner's real
+/// session cookie and CSRF token: the browser says where it comes from
+/// (`Origin`, `Sec-Fetch-Site`), and nothing is published. The same form
+/// from the node's own pages goes through.
+#[test]
+fn a_form_from_another_site_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path());
+    crate::common::set_passphrase(dir.path(), "the right passphrase");
+    let node = Up::start(dir.path());
+    let web = node.web.clone();
+    let (status, answer) = try_login(&web, "the right passphrase");
+    assert_eq!(status, 303, "{answer}");
+    let session = answer
+        .split("capsule_session=")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let home = raw_request(
+        &web,
+        &format!(
+            "GET / HTTP/1.1\r\nHost: {web}\r\nConnection: close\r\nCookie: capsule_session={session}\r\n\r\n"
+        ),
+    );
+    let csrf = home
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let post = |extra: &str, text: &str| {
+        let body = format!("text={text}&csrf={csrf}");
+        let answer = raw_request(
+            &web,
+            &format!(
+                "POST /post HTTP/1.1\r\nHost: {web}\r\nConnection: close\r\n\
+                 Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
+                 Cookie: capsule_session={session}\r\n{extra}\r\n{body}",
+                body.len()
+            ),
+        );
+        answer
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u16>()
+            .unwrap()
+    };
+    assert_eq!(post("Origin: https://evil.example\r\n", "from+evil"), 403);
+    assert_eq!(post("Sec-Fetch-Site: cross-site\r\n", "from+a+frame"), 403);
+    assert_eq!(post("Origin: null\r\n", "from+nowhere"), 403);
+    let log = capsule_ok(dir.path(), &["log"]);
+    assert!(
+        !log.contains("from evil") && !log.contains("from a frame"),
+        "{log}"
+    );
+    assert_eq!(
+        post(
+            &format!("Origin: http://{web}\r\nSec-Fetch-Site: same-origin\r\n"),
+            "from+home"
+        ),
+        303
+    );
+    assert!(capsule_ok(dir.path(), &["log"]).contains("from home"));
+    assert!(node.stop().success());
+}

@@ -34,6 +34,51 @@ pub(super) fn forbidden() -> Response {
     )
 }
 
+/// Refuses a POST (every form is one) that says it comes from another
+/// site, whatever cookie and token it carries: `Sec-Fetch-Site` other than
+/// `same-origin` or `none` (typed or bookmarked), or an `Origin` whose
+/// host is not this request's `Host`. Browsers send one or both with every
+/// form; a client that sends neither (a script of the owner's) is judged
+/// by its session and token alone.
+pub async fn same_origin(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if request.method() == axum::http::Method::POST && !from_this_site(request.headers()) {
+        return refusal(
+            StatusCode::FORBIDDEN,
+            "Refused",
+            "This form was sent from another site. Use the forms on this site.",
+        );
+    }
+    next.run(request).await
+}
+
+/// Whether a request's own headers place it on this site (see
+/// [`same_origin`]).
+pub fn from_this_site(headers: &HeaderMap) -> bool {
+    let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = text("sec-fetch-site")
+        && !site.eq_ignore_ascii_case("same-origin")
+        && !site.eq_ignore_ascii_case("none")
+    {
+        return false;
+    }
+    match text("origin") {
+        None => true,
+        Some(origin) => {
+            let authority = origin
+                .split_once("://")
+                .map(|(_, rest)| rest.trim_end_matches('/'));
+            match (authority, text("host")) {
+                (Some(authority), Some(host)) => authority.eq_ignore_ascii_case(host),
+                // "null" (a sandboxed or privacy-sensitive context), or no Host.
+                _ => false,
+            }
+        }
+    }
+}
+
 /// Why a form post may not go on: no session (to /login) or a CSRF token
 /// that is not the session's. None when it may.
 pub(super) fn refused(state: &State, headers: &HeaderMap, csrf: &str) -> Option<Response> {
@@ -342,5 +387,57 @@ pub async fn unfollow(
             Redirect::to(&format!("/@{author}")).into_response()
         }
         r => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in pairs {
+            h.insert(*name, HeaderValue::from_static(value));
+        }
+        h
+    }
+
+    #[test]
+    fn only_this_sites_forms_pass() {
+        let host = ("host", "alice.example");
+        assert!(from_this_site(&headers(&[host])), "no word: tokens decide");
+        assert!(from_this_site(&headers(&[
+            host,
+            ("origin", "https://alice.example")
+        ])));
+        assert!(from_this_site(&headers(&[
+            host,
+            ("sec-fetch-site", "same-origin")
+        ])));
+        assert!(from_this_site(&headers(&[
+            host,
+            ("sec-fetch-site", "none")
+        ])));
+        assert!(!from_this_site(&headers(&[
+            host,
+            ("origin", "https://evil.example")
+        ])));
+        assert!(!from_this_site(&headers(&[
+            host,
+            ("origin", "https://alice.example.evil")
+        ])));
+        assert!(!from_this_site(&headers(&[host, ("origin", "null")])));
+        assert!(!from_this_site(&headers(&[
+            host,
+            ("sec-fetch-site", "cross-site")
+        ])));
+        assert!(!from_this_site(&headers(&[
+            host,
+            ("sec-fetch-site", "same-site")
+        ])));
+        assert!(
+            !from_this_site(&headers(&[("origin", "https://alice.example")])),
+            "no Host"
+        );
     }
 }

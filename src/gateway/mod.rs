@@ -153,6 +153,7 @@ pub fn router(state: State) -> Router {
             )
             .nest("/api/v1", api::router())
             .layer(axum::extract::DefaultBodyLimit::max(MAX_FORM))
+            .layer(axum::middleware::from_fn(forms::same_origin))
             .layer(axum::middleware::from_fn_with_state(
                 state.clone(),
                 cache::layer,
