@@ -545,3 +545,46 @@ fn a_form_from_another_site_is_refused() {
     assert!(capsule_ok(dir.path(), &["log"]).contains("from home"));
     assert!(node.stop().success());
 }
+
+/// The admin socket outlives running out of file descriptors: with the
+/// node held at 64 open files and its gateway flooded with connections, a
+/// `capsule status` waits instead of breaking the socket, and answers once
+/// the connections are gone; posting works again after.
+#[test]
+fn the_admin_socket_survives_running_out_of_file_descriptors() {
+    if !crate::common::tools_present(&["prlimit"], "util-linux (prlimit)") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path());
+    let node = Up::start(dir.path());
+    let limited = Command::new("prlimit")
+        .args(["--pid", &node.child.id().to_string(), "--nofile=64:64"])
+        .status()
+        .unwrap();
+    assert!(limited.success());
+    let flood: Vec<TcpStream> = (0..100)
+        .map(|_| TcpStream::connect(&node.web).unwrap())
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let status = Command::new(capsule_bin())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["status", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Let it meet the exhausted node before the descriptors come back.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    drop(flood);
+    let out = status.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = capsule_ok(dir.path(), &["post", "after the flood"]);
+    assert!(again.contains("published entry 1"), "{again}");
+    assert!(node.stop().success());
+}

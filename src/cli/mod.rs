@@ -183,6 +183,32 @@ pub(crate) fn admin_socket(dir: &DataDir) -> std::path::PathBuf {
     dir.root().join(admin::SOCKET_FILE)
 }
 
+/// Opens the store when the admin socket did not answer. If a node holds
+/// the store all the same, it is running but its socket is broken: say so,
+/// rather than that the store is in use.
+pub(crate) fn open_store_without_node(dir: &DataDir) -> Result<Store> {
+    match open_store(dir) {
+        Err(e)
+            if matches!(
+                e.downcast_ref::<crate::store::StoreError>(),
+                Some(crate::store::StoreError::Locked(_))
+            ) =>
+        {
+            let socket = admin_socket(dir);
+            let why = match std::os::unix::net::UnixStream::connect(&socket) {
+                Err(e) => e.to_string(),
+                Ok(_) => "it accepted, then did not answer".to_string(),
+            };
+            bail!(
+                "a capsule node is running on {} but does not answer on its admin socket {} ({why}); see its log, and restart it",
+                dir.root().display(),
+                socket.display()
+            )
+        }
+        other => other,
+    }
+}
+
 /// Asks the running node (through its admin socket) with `request` and reads
 /// its answer with `answered`; when no node runs, opens the store here and
 /// does `locally` instead, then closes it.
@@ -195,7 +221,7 @@ pub(crate) fn via_node_or_store<T>(
     match admin::call(&admin_socket(dir), request) {
         Some(answer) => answered(answer.context("the running node did not answer")?),
         None => {
-            let store = open_store(dir)?;
+            let store = open_store_without_node(dir)?;
             let done = locally(&store)?;
             store.close()?;
             Ok(done)

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Result, bail};
 
-use super::{admin_socket, load_identity, open_store, via_node_or_store};
+use super::{admin_socket, load_identity, via_node_or_store};
 use crate::data_dir::DataDir;
 use crate::identity::AuthorKey;
 use crate::log::entry::EntryId;
@@ -112,7 +112,7 @@ pub(super) fn log(dir: &DataDir, author: Option<AuthorKey>, as_json: bool) -> Re
     let written = match admin::call_streaming(&socket, &request, &mut out) {
         Some(result) => result,
         None => {
-            let store = open_store(dir)?;
+            let store = super::open_store_without_node(dir)?;
             crate::node::log_lines::write_log(&store, &author, as_json, &mut out)
         }
     };

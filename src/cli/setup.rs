@@ -67,6 +67,10 @@ pub(super) fn up(dir: &DataDir, args: UpArgs) -> Result<ExitCode> {
     if config.https.is_none() && !config.passphrase.exists() {
         println!("To post from the browser, set a passphrase: capsule passwd");
     }
+    match node::raise_open_file_limit() {
+        Ok(limit) => tracing::debug!(limit, "open files"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
     runtime()?.block_on(async {
         let listeners = Listeners::bind(&config, &identity).await?;
         node::run(identity, store, config, listeners, node::shutdown_signal()).await

@@ -29,6 +29,11 @@ use crate::store::compose::{self, ComposeError};
 /// The socket's name in the data dir.
 pub const SOCKET_FILE: &str = "admin.sock";
 
+/// The pause after a failed accept (no file descriptor left): long enough
+/// not to spin, short enough that a command waits no longer than this once
+/// descriptors are free again.
+pub const ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Longest request line: a post's text is at most 64 KiB.
 pub const MAX_REQUEST: usize = 256 * 1024;
 
@@ -325,7 +330,16 @@ pub async fn serve(
     let listener = tokio::net::UnixListener::bind(&path)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     loop {
-        let (stream, _) = listener.accept().await?;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: the socket must
+                // outlive it, so wait a moment and accept again.
+                tracing::warn!(error = %e, "the admin socket cannot accept; retrying");
+                tokio::time::sleep(ACCEPT_PAUSE).await;
+                continue;
+            }
+        };
         let (store, identity) = (Arc::clone(&store), Arc::clone(&identity));
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();

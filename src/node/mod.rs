@@ -14,4 +14,4 @@ pub mod run;
 pub mod status;
 
 pub use config::NodeConfig;
-pub use run::{Listeners, run, shutdown_signal};
+pub use run::{Listeners, raise_open_file_limit, run, shutdown_signal};
