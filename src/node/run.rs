@@ -292,7 +292,7 @@ pub fn raise_open_file_limit() -> std::io::Result<u64> {
             }
         }
     }
-    Ok(limit.rlim_cur as u64)
+    Ok(limit.rlim_cur)
 }
 
 /// A TCP listener on `addr`, or an error saying what to do.
