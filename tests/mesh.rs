@@ -21,13 +21,18 @@ struct Node {
 
 impl Node {
     fn start(dir: &Path, sync_port: u16, peers: &[&str]) -> Node {
+        Node::start_every(dir, sync_port, peers, "0.2")
+    }
+
+    /// [`Node::start`] syncing every `interval` seconds.
+    fn start_every(dir: &Path, sync_port: u16, peers: &[&str], interval: &str) -> Node {
         let mut command = Command::new(capsule_bin());
         command
             .arg("--data-dir")
             .arg(dir)
             .args(["up", "--listen", "127.0.0.1:0"])
             .args(["--sync-listen", &format!("127.0.0.1:{sync_port}")])
-            .args(["--sync-interval", "0.2"])
+            .args(["--sync-interval", interval])
             .stderr(Stdio::null());
         for peer in peers {
             command.args(["--peer", peer]);
@@ -422,4 +427,46 @@ fn a_fork_served_by_a_peer_is_kept_as_proof_and_shown() {
         String::from_utf8_lossy(&verify.stdout).contains("fork")
             || String::from_utf8_lossy(&verify.stderr).contains("fork")
     );
+}
+
+/// A follower killed and restarted meets its author again in seconds, at
+/// the default sync interval of a minute: it dials at once on start (not
+/// at the next attempt it saved before), and the author replaces the dead
+/// live connection it still holds with the new one. Then the author's next
+/// post reaches it over the new live connection. Likewise after a clean
+/// restart.
+#[test]
+fn a_restarted_follower_is_met_again_in_seconds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a_dir, b_dir) = (tmp.path().join("a"), tmp.path().join("b"));
+    let a_key = init(&a_dir);
+    init(&b_dir);
+    capsule_ok(&a_dir, &["post", "before the restart"]);
+    let (a_port, b_port) = (free_port(), free_port());
+    let a = Node::start_every(&a_dir, a_port, &[], "60");
+    let mut b = Node::start_every(&b_dir, b_port, &[], "60");
+    capsule_ok(&b_dir, &["follow", &a.sync]);
+    b.wait_for(&a_key, 1, "B follows A");
+
+    // kill -9: A's side of the live connection stays open until it times out.
+    b.proc.child.kill().unwrap();
+    b.proc.child.wait().unwrap();
+    let b = Node::start_every(&b_dir, b_port, &[], "60");
+    capsule_ok(&a_dir, &["post", "after the kill"]);
+    let took = b.wait_for(&a_key, 2, "B meets A again after a kill");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    eprintln!("after kill -9, B had A's new post {took:?} after its restart");
+
+    // A clean restart: B saved its next attempt a minute ahead.
+    let mut b = b;
+    assert!(b.proc.terminate().success());
+    let b = Node::start_every(&b_dir, b_port, &[], "60");
+    capsule_ok(&a_dir, &["post", "after the clean restart"]);
+    let took = b.wait_for(&a_key, 3, "B meets A again after a clean restart");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    eprintln!("after a clean restart, B had A's new post {took:?} after its restart");
+
+    for mut node in [a, b] {
+        assert!(node.proc.terminate().success());
+    }
 }

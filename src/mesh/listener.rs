@@ -3,7 +3,7 @@
 //! ([`crate::sync::network`]), a `capsule-live/1` one a live connection
 //! ([`super::live`]). Connections are bounded in all and per peer.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::identity::AuthorKey;
@@ -35,7 +35,7 @@ pub async fn serve(
     let sessions = Arc::new(tokio::sync::Semaphore::new(MAX_SESSIONS));
     let per_peer: Arc<Mutex<HashMap<AuthorKey, usize>>> = Arc::default();
     let live = Arc::new(tokio::sync::Semaphore::new(MAX_LIVE));
-    let live_peers: Arc<Mutex<HashSet<AuthorKey>>> = Arc::default();
+    let live_peers: Arc<Mutex<HashMap<AuthorKey, quinn::Connection>>> = Arc::default();
     while let Some(incoming) = endpoint.accept().await {
         let (live, live_peers) = (Arc::clone(&live), Arc::clone(&live_peers));
         let Ok(permit) = Arc::clone(&sessions).try_acquire_owned() else {
@@ -68,11 +68,22 @@ pub async fn serve(
                     );
                     return;
                 };
-                if !live_peers.lock().expect("not poisoned").insert(peer) {
-                    connection.close(transport::close::REFUSED.into(), b"already live");
-                    return;
+                // A peer dials again when it lost its connection (it
+                // restarted, or its network changed) before we noticed:
+                // the new connection replaces the stale one. Only the
+                // holder of the peer's key can present it.
+                let stale = live_peers
+                    .lock()
+                    .expect("not poisoned")
+                    .insert(peer, connection.clone());
+                if let Some(stale) = stale {
+                    stale.close(
+                        transport::close::DONE.into(),
+                        b"replaced by a new connection",
+                    );
                 }
                 let on_live = Arc::clone(&on_session);
+                let id = connection.stable_id();
                 super::live::serve(
                     connection,
                     store,
@@ -82,7 +93,10 @@ pub async fn serve(
                     Arc::new(move |r| on_live(r)),
                 )
                 .await;
-                live_peers.lock().expect("not poisoned").remove(&peer);
+                let mut live = live_peers.lock().expect("not poisoned");
+                if live.get(&peer).map(quinn::Connection::stable_id) == Some(id) {
+                    live.remove(&peer);
+                }
                 return;
             }
             {

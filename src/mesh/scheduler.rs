@@ -85,6 +85,10 @@ pub async fn run(
     on_session: OnSession,
 ) {
     let busy: Arc<Mutex<HashSet<AuthorKey>>> = Arc::default();
+    // Peers dialled since this node started. The first dial of each is at
+    // once, whatever next attempt the book saved before a restart: a node
+    // that was down has the most to catch up on.
+    let mut dialled: HashSet<AuthorKey> = HashSet::new();
     let mut dials = tokio::task::JoinSet::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_DIALS));
     // Wake often enough to notice a due peer within a tenth of the interval.
@@ -104,7 +108,9 @@ pub async fn run(
             Ok(rows) => {
                 let now = now_us();
                 for (peer, row) in rows {
-                    if peer == identity.author() || row.next_attempt_us > now {
+                    if peer == identity.author()
+                        || (row.next_attempt_us > now && dialled.contains(&peer))
+                    {
                         continue;
                     }
                     if !busy.lock().expect("busy lock").insert(peer) {
@@ -114,6 +120,7 @@ pub async fn run(
                         busy.lock().expect("busy lock").remove(&peer);
                         break;
                     };
+                    dialled.insert(peer);
                     let config = config.clone();
                     let (store, identity, busy, on_session, stop) = (
                         Arc::clone(&store),
