@@ -588,3 +588,85 @@ fn the_admin_socket_survives_running_out_of_file_descriptors() {
     assert!(again.contains("published entry 1"), "{again}");
     assert!(node.stop().success());
 }
+
+/// A full disk is an error the node recovers from: with its data dir on a
+/// 6 MiB tmpfs, posting fails with words about the full disk (the same for
+/// every later post while it is full, not "the writer stopped"); once the
+/// tmpfs grows, the next post goes through without a restart, and the store
+/// verifies. Needs root for mount (CI runs as root).
+#[test]
+fn a_full_disk_is_a_recoverable_error() {
+    let root = Command::new("id").arg("-u").output().unwrap();
+    if String::from_utf8_lossy(&root.stdout).trim() != "0" {
+        assert!(std::env::var_os("CI").is_none(), "CI runs as root");
+        eprintln!("SKIPPED: mounting a tmpfs needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mount = tmp.path().join("small");
+    std::fs::create_dir(&mount).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=6m", "tmpfs"])
+        .arg(&mount)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mount.clone());
+    let dir = mount.join("data");
+    init(&dir);
+    let node = Up::start(&dir);
+    // 40 KB posts that do not compress: the disk fills in about 100.
+    let text: String = (0..40_000u32)
+        .map(|i| char::from(b'a' + (i.wrapping_mul(2_654_435_761) >> 27) as u8 % 26))
+        .collect();
+    let post = |text: &str| crate::common::capsule(&dir, &["post", text]);
+    let mut published = 0;
+    let refusal = loop {
+        let out = post(&format!("{published} {text}"));
+        if !out.status.success() {
+            break String::from_utf8_lossy(&out.stderr).to_string();
+        }
+        published += 1;
+        assert!(published < 1000, "the disk never filled");
+    };
+    assert!(
+        refusal.contains("disk") && refusal.contains("full"),
+        "{refusal}"
+    );
+    let again = post("one more while the disk is full");
+    assert!(!again.status.success());
+    let again = String::from_utf8_lossy(&again.stderr).to_string();
+    assert!(
+        again.contains("full") && !again.contains("stopped"),
+        "{again}"
+    );
+
+    let grown = Command::new("mount")
+        .args(["-o", "remount,size=32m"])
+        .arg(&mount)
+        .status()
+        .unwrap();
+    assert!(grown.success());
+    let out = post("after space came back");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains(&format!("published entry {}", published + 1))
+    );
+    assert!(node.stop().success());
+    let verified = capsule_ok(&dir, &["verify", "--store"]);
+    assert!(
+        verified.contains(&format!("verified {} entries", published + 1)),
+        "{verified}"
+    );
+}

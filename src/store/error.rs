@@ -47,9 +47,33 @@ pub enum StoreError {
     /// served with it, was written.
     #[error("nothing was written: {0}")]
     NotWritten(std::sync::Arc<StoreError>),
+    /// The disk is full.
+    #[error(
+        "the disk holding {0} is full; free some space: the node writes again as soon as there is room, and nothing acknowledged before is lost"
+    )]
+    DiskFull(PathBuf),
+    /// A write failed and the store is being opened again.
+    #[error("the store is recovering from a failed write; try again in a moment")]
+    Recovering,
     /// An invariant of the stored data is broken.
     #[error("the store is damaged: {0}; run `capsule verify --store`")]
     Corrupt(String),
+}
+
+impl StoreError {
+    /// This error, in words about the file at `path` where they help: a
+    /// full disk says so.
+    pub fn on_disk(self, path: &std::path::Path) -> StoreError {
+        let full = |e: &std::io::Error| {
+            e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28)
+        };
+        match &self {
+            StoreError::Database(redb::Error::Io(e)) if full(e) => {
+                StoreError::DiskFull(path.to_path_buf())
+            }
+            _ => self,
+        }
+    }
 }
 
 macro_rules! redb_errors {

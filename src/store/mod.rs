@@ -18,6 +18,7 @@
 mod apply;
 pub mod compose;
 mod error;
+mod file;
 mod read;
 pub mod tables;
 pub mod writer;
@@ -89,7 +90,7 @@ pub struct ForkProof {
 /// A handle on the open store. Dropping it stops the writer thread after it
 /// has finished every request already sent, and closes the file.
 pub struct Store {
-    db: Arc<Database>,
+    file: Arc<file::File>,
     id: [u8; 16],
     writer: Option<mpsc::Sender<writer::Request>>,
     thread: Option<JoinHandle<()>>,
@@ -100,26 +101,22 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store file at `path` and starts its writer.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = match Database::builder().set_cache_size(CACHE_SIZE).create(path) {
-            Ok(db) => db,
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
-                return Err(StoreError::Locked(path.to_path_buf()));
-            }
-            Err(e) => return Err(e.into()),
-        };
-        Self::start(db, path)
+        Self::start(file::File::open(path)?, path)
     }
 
     /// A store held in memory only (redb's in-memory backend): the same
     /// tables and writer, for tests and benchmarks.
     pub fn open_in_memory() -> Result<Store, StoreError> {
-        let db = Database::builder()
-            .set_cache_size(CACHE_SIZE)
-            .create_with_backend(redb::backends::InMemoryBackend::new())?;
-        Self::start(db, Path::new(":memory:"))
+        Self::start(file::File::in_memory()?, Path::new(":memory:"))
     }
 
-    fn start(db: Database, path: &Path) -> Result<Store, StoreError> {
+    /// The database, for one transaction.
+    fn db(&self) -> Result<Arc<Database>, StoreError> {
+        self.file.get()
+    }
+
+    fn start(file: file::File, path: &Path) -> Result<Store, StoreError> {
+        let db = file.get()?;
         writer::prepare(&db, path)?;
         let id = {
             let txn = db.begin_read()?;
@@ -128,9 +125,10 @@ impl Store {
             v.and_then(|v| <[u8; 16]>::try_from(v.value()).ok())
                 .ok_or_else(|| StoreError::Corrupt("the store id is missing".into()))?
         };
-        let db = Arc::new(db);
+        drop(db);
+        let file = Arc::new(file);
         let (writer, requests) = mpsc::channel();
-        let thread_db = Arc::clone(&db);
+        let thread_file = Arc::clone(&file);
         let generation = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (committed, commits) = tokio::sync::watch::channel(0);
         let thread_generation = writer::Generation {
@@ -139,10 +137,10 @@ impl Store {
         };
         let thread = std::thread::Builder::new()
             .name("capsule-store".into())
-            .spawn(move || writer::run(&thread_db, requests, &thread_generation))
+            .spawn(move || writer::run(&thread_file, requests, &thread_generation))
             .map_err(StoreError::Thread)?;
         Ok(Store {
-            db,
+            file,
             id,
             writer: Some(writer),
             thread: Some(thread),
@@ -233,7 +231,7 @@ impl Store {
 
     /// The authors the owner follows, in key order.
     pub fn followed(&self) -> Result<Vec<AuthorKey>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let interest = txn.open_table(INTEREST)?;
         let mut out = Vec::new();
         for row in interest.iter()? {
@@ -256,7 +254,7 @@ impl Store {
 
     /// What the node knows of `peer`'s address, if anything.
     pub fn address(&self, peer: &AuthorKey) -> Result<Option<AddressRow>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let addresses = txn.open_table(ADDRESSES)?;
         Ok(addresses
             .get(&peer.0)?
@@ -265,7 +263,7 @@ impl Store {
 
     /// Every peer address the node knows, in key order.
     pub fn addresses(&self) -> Result<Vec<(AuthorKey, AddressRow)>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let addresses = txn.open_table(ADDRESSES)?;
         let mut out = Vec::new();
         for row in addresses.iter()? {
@@ -279,7 +277,7 @@ impl Store {
 
     /// The mirror set, in key order.
     pub fn mirrors(&self) -> Result<Vec<AuthorKey>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let interest = txn.open_table(INTEREST)?;
         let mut out = Vec::new();
         for row in interest.iter()? {
@@ -290,7 +288,7 @@ impl Store {
 
     /// What this node remembers of a peer.
     pub fn peer(&self, peer: &[u8; 32]) -> Result<Option<PeerRow>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let peers = txn.open_table(PEERS)?;
         Ok(peers.get(peer)?.and_then(|v| PeerRow::decode(v.value())))
     }
@@ -304,7 +302,7 @@ impl Store {
     /// change counter of its latest change, and the store's change counter,
     /// all from one snapshot.
     pub fn head_entries(&self, authors: &[AuthorKey]) -> Result<(Vec<HeadEntry>, u64), StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let heads = txn.open_table(HEADS)?;
         let entries = txn.open_table(ENTRIES)?;
         let changes = txn.open_table(CHANGES)?;
@@ -434,7 +432,7 @@ mod tests {
         assert_eq!(store.changed_since(now).unwrap(), (vec![], now));
         // Everything since the start: both authors once each.
         assert_eq!(store.changed_since(0).unwrap().0.len(), 2);
-        let txn = store.db.begin_read().unwrap();
+        let txn = store.db().unwrap().begin_read().unwrap();
         assert_eq!(txn.open_table(CHANGES).unwrap().len().unwrap(), 2);
     }
 

@@ -12,7 +12,7 @@ use crate::log::entry::{ENTRY_LEN, Entry, EntryId};
 impl Store {
     /// The head of `author`'s log.
     pub fn head(&self, author: &AuthorKey) -> Result<Option<Head>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let heads = txn.open_table(HEADS)?;
         Ok(heads
             .get(&author.0)?
@@ -21,7 +21,7 @@ impl Store {
 
     /// Every author held, with their heads, in key order.
     pub fn heads(&self) -> Result<Vec<(AuthorKey, Head)>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let heads = txn.open_table(HEADS)?;
         let mut out = Vec::with_capacity(heads.len()? as usize);
         for row in heads.iter()? {
@@ -33,7 +33,7 @@ impl Store {
 
     /// Entry `seq` of `author`'s log.
     pub fn entry(&self, author: &AuthorKey, seq: u64) -> Result<Option<Entry>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let entries = txn.open_table(ENTRIES)?;
         entries
             .get(&log_key(author, seq))?
@@ -43,7 +43,7 @@ impl Store {
 
     /// The entry with id `id`.
     pub fn entry_by_id(&self, id: &EntryId) -> Result<Option<Entry>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let ids = txn.open_table(ENTRY_IDS)?;
         let Some(key) = ids.get(&id.0)?.map(|v| *v.value()) else {
             return Ok(None);
@@ -64,7 +64,7 @@ impl Store {
         from: u64,
         mut f: impl FnMut(Scanned) -> bool,
     ) -> Result<(), StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let entries = txn.open_table(ENTRIES)?;
         let payloads = txn.open_table(PAYLOADS)?;
         let tombstones = txn.open_table(TOMBSTONES)?;
@@ -92,7 +92,7 @@ impl Store {
 
     /// The seq of the newest profile record of `author` this store took in.
     pub fn profile_seq(&self, author: &AuthorKey) -> Result<Option<u64>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let profiles = txn.open_table(PROFILES)?;
         Ok(profiles.get(&author.0)?.map(|v| v.value()))
     }
@@ -107,7 +107,7 @@ impl Store {
         limit: u64,
         out: &mut Vec<u8>,
     ) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let entries = txn.open_table(ENTRIES)?;
         let (start, end) = (log_key(author, from), log_key(author, u64::MAX));
         let mut n = 0;
@@ -129,7 +129,7 @@ impl Store {
         seq: u64,
         limit: usize,
     ) -> Result<Vec<(AuthorKey, u64)>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let replies = txn.open_table(REPLIES)?;
         let target = log_key(author, seq);
         let (mut start, mut end) = ([0u8; 80], [0xffu8; 80]);
@@ -162,7 +162,7 @@ impl Store {
         if seq == 0 || seq > head.seq {
             return Ok(None);
         }
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let entries = txn.open_table(ENTRIES)?;
         let mut failure = None;
         let path = crate::log::certificate::certificate_path(seq, head.seq, |n| {
@@ -183,14 +183,14 @@ impl Store {
 
     /// Whether entry `seq` of `author` was deleted, and by which entry.
     pub fn deleted_by(&self, author: &AuthorKey, seq: u64) -> Result<Option<u64>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let tombstones = txn.open_table(TOMBSTONES)?;
         Ok(tombstones.get(&log_key(author, seq))?.map(|v| v.value()))
     }
 
     /// The payload with blake3 hash `hash`, if held.
     pub fn payload(&self, hash: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let payloads = txn.open_table(PAYLOADS)?;
         Ok(payloads
             .get(hash)?
@@ -199,7 +199,7 @@ impl Store {
 
     /// Every fork proof held.
     pub fn forks(&self) -> Result<Vec<ForkProof>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let forks = txn.open_table(FORKS)?;
         let mut out = Vec::new();
         for row in forks.iter()? {
@@ -211,7 +211,7 @@ impl Store {
 
     /// The proof that `author` forked their log, if the store holds one.
     pub fn fork_of(&self, author: &AuthorKey) -> Result<Option<ForkProof>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let forks = txn.open_table(FORKS)?;
         let Some(v) = forks.get(&author.0)? else {
             return Ok(None);
@@ -221,7 +221,7 @@ impl Store {
 
     /// The newest change counter (0 when nothing was ever stored).
     pub fn change_counter(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let changes = txn.open_table(CHANGES)?;
         Ok(changes.last()?.map(|(k, _)| k.value()).unwrap_or(0))
     }
@@ -230,7 +230,7 @@ impl Store {
     /// their heads now, oldest change first, and the counter to ask from next
     /// time. One read, however many entries were appended meanwhile.
     pub fn changed_since(&self, since: u64) -> Result<(Vec<(AuthorKey, Head)>, u64), StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let changes = txn.open_table(CHANGES)?;
         let heads = txn.open_table(HEADS)?;
         let mut out = Vec::new();

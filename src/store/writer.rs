@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 
 use super::StoreError;
 use super::apply::{AppendReport, Tables};
+use super::file::File;
 use super::tables::*;
 use crate::identity::{AuthorKey, Identity};
 use crate::log::entry::Entry;
@@ -153,10 +154,14 @@ impl Generation {
     }
 }
 
-/// The writer loop: runs until every sender is gone.
-pub fn run(db: &Database, requests: Receiver<Request>, generation: &Generation) {
+/// The writer loop: runs until every sender is gone. A failed commit (a
+/// full disk, say) fails its group's requests; the database is then closed
+/// and opened again before the next group, and the loop goes on: writing
+/// resumes as soon as the disk has room.
+pub fn run(file: &File, requests: Receiver<Request>, generation: &Generation) {
     // Whether a commit since the last durable one skipped the disk.
     let mut pending = false;
+    let mut failed = false;
     while let Ok(first) = requests.recv() {
         let mut group = Vec::new();
         let mut import = None;
@@ -171,11 +176,50 @@ pub fn run(db: &Database, requests: Receiver<Request>, generation: &Generation) 
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
+        let on_disk = |e: StoreError| match file.path() {
+            Some(path) => e.on_disk(path),
+            None => e,
+        };
+        let db = if failed {
+            // Uncommitted non-durable work died with the failed database;
+            // what a crash would lose, and peers send it again.
+            pending = false;
+            file.reopen().and_then(|()| file.get())
+        } else {
+            file.get()
+        };
+        let db = match db {
+            Ok(db) => {
+                if failed {
+                    tracing::info!("the store was opened again after a failed write");
+                }
+                failed = false;
+                db
+            }
+            Err(e) => {
+                let cause = Arc::new(on_disk(e));
+                for request in group {
+                    fail(request, &cause);
+                }
+                if let Some((_, reply)) = import {
+                    let _ = reply.send(Err(StoreError::NotWritten(Arc::clone(&cause))));
+                }
+                failed = true;
+                continue;
+            }
+        };
         if !group.is_empty() {
-            pending = serve_group(db, group, pending, generation);
+            match serve_group(&db, group, pending, generation, &on_disk) {
+                Ok(still_pending) => pending = still_pending,
+                Err(cause) => {
+                    tracing::warn!(error = %cause, "a write failed; the store reopens before the next one");
+                    failed = true;
+                }
+            }
         }
         if let Some((batches, reply)) = import {
-            let result = serve_import(db, batches);
+            let result = serve_import(&db, batches).map_err(on_disk);
+            failed |= result.is_err();
             generation.bump();
             let _ = reply.send(result);
             // An import commits durably, and so carries earlier commits.
@@ -286,7 +330,38 @@ impl AddressUpdate {
 
 /// Serves a group in one transaction; returns whether a non-durable commit
 /// is still pending after it.
-fn serve_group(db: &Database, group: Vec<Request>, pending: bool, generation: &Generation) -> bool {
+/// Fails `request` because of `cause`: nothing of it was written.
+fn fail(request: Request, cause: &Arc<StoreError>) {
+    let err = || StoreError::NotWritten(Arc::clone(cause));
+    match request {
+        Request::Append { reply, .. } | Request::Import { reply, .. } => {
+            let _ = reply.send(Err(err()));
+        }
+        Request::Publish { reply, .. } => {
+            let _ = reply.send(Err(err()));
+        }
+        Request::Mirror { reply, .. } => {
+            let _ = reply.send(Err(err()));
+        }
+        Request::Address { reply, .. }
+        | Request::SetPeer { reply, .. }
+        | Request::Flush { reply } => {
+            let _ = reply.send(Err(err()));
+        }
+    }
+}
+
+/// Serves a group in one transaction; returns whether a non-durable commit
+/// is still pending after it, or, when the commit failed (every request of
+/// the group is then answered with it), the cause in the words of
+/// `classify`.
+fn serve_group(
+    db: &Database,
+    group: Vec<Request>,
+    pending: bool,
+    generation: &Generation,
+    classify: &dyn Fn(StoreError) -> StoreError,
+) -> Result<bool, Arc<StoreError>> {
     let mut answers = Vec::with_capacity(group.len());
     // A durable commit is needed if any request asks for one; the group's
     // commit then also makes every earlier non-durable commit durable.
@@ -299,8 +374,9 @@ fn serve_group(db: &Database, group: Vec<Request>, pending: bool, generation: &G
                 let _ = reply.send(Ok(()));
             }
         }
-        return false;
+        return Ok(false);
     }
+    let mut requests = group.into_iter();
     let result = (|| -> Result<(), StoreError> {
         let mut txn = db.begin_write()?;
         if !durable {
@@ -308,7 +384,7 @@ fn serve_group(db: &Database, group: Vec<Request>, pending: bool, generation: &G
         }
         {
             let mut tables = Tables::open(&txn)?;
-            for request in group {
+            for request in requests.by_ref() {
                 match request {
                     Request::Append { entries, reply, .. } => {
                         let report = tables.append_all(&entries)?;
@@ -395,13 +471,17 @@ fn serve_group(db: &Database, group: Vec<Request>, pending: bool, generation: &G
                     }
                 }
             }
-            !durable
+            Ok(!durable)
         }
         Err(e) => {
-            // Nothing of the group was committed: every request fails alike.
-            let cause = std::sync::Arc::new(e);
+            // Nothing of the group was committed: every request fails alike,
+            // those served and those not reached.
+            let cause = Arc::new(classify(e));
+            for request in requests {
+                fail(request, &cause);
+            }
             for answer in answers {
-                let err = || StoreError::NotWritten(std::sync::Arc::clone(&cause));
+                let err = || StoreError::NotWritten(Arc::clone(&cause));
                 match answer {
                     Answer::Report(reply, _) => {
                         let _ = reply.send(Err(err()));
@@ -417,7 +497,7 @@ fn serve_group(db: &Database, group: Vec<Request>, pending: bool, generation: &G
                     }
                 }
             }
-            pending
+            Err(cause)
         }
     }
 }
