@@ -188,6 +188,11 @@ impl Identity {
 
     /// Loads the key file at `path`.
     pub fn load(path: &Path) -> Result<Self, IdentityError> {
+        if path.is_dir() {
+            return Err(IdentityError::NotAKeyFile {
+                path: path.to_path_buf(),
+            });
+        }
         let bytes = fs::read(path).map_err(|source| IdentityError::Io {
             path: path.to_path_buf(),
             source,

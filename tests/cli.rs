@@ -194,3 +194,35 @@ fn bench_verify_smoke() {
     let out = capsule_ok(dir.path(), &["bench", "verify", "--entries", "3000"]);
     assert!(out.contains("verify / raw:"), "{out}");
 }
+
+/// Clear words, no silent surprises: the store is created for the owner
+/// alone (0600, like the key); an identity.key that is a directory is
+/// called what it is, once, without a chmod hint; an archive of version 0
+/// is called damaged, not newer.
+#[test]
+fn the_data_dir_is_private_and_odd_files_are_named_plainly() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path());
+    let mode = std::fs::metadata(dir.path().join("capsule.redb"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+
+    let odd = tempfile::tempdir().unwrap();
+    std::fs::create_dir(odd.path().join("identity.key")).unwrap();
+    let out = crate::common::capsule(odd.path(), &["init"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not a Capsule key file"), "{err}");
+    assert!(!err.contains("chmod"), "{err}");
+    assert_eq!(err.matches("is not a Capsule key file").count(), 1, "{err}");
+
+    let archive = dir.path().join("zero.capsule");
+    std::fs::write(&archive, b"capsule-archive\x00").unwrap();
+    let out = crate::common::capsule(dir.path(), &["verify", archive.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("never written by any capsule"), "{text}");
+    assert!(!text.contains("newer"), "{text}");
+}

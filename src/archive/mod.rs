@@ -47,6 +47,11 @@ pub enum ArchiveError {
     /// A newer archive version.
     #[error("archive version {0} is newer than this capsule reads ({VERSION}); upgrade capsule")]
     UnknownVersion(u8),
+    /// Version 0, which no Capsule ever wrote.
+    #[error(
+        "archive version 0 was never written by any capsule: the file is not an archive, or is damaged"
+    )]
+    VersionZero,
     /// The file ends before the end frame.
     #[error("truncated at byte {0}: the archive is incomplete (copy or export it again)")]
     Truncated(u64),
@@ -204,8 +209,10 @@ impl<R: Read> ArchiveReader<R> {
         if &header[..15] != MAGIC {
             return Err(ArchiveError::NotAnArchive);
         }
-        if header[15] != VERSION {
-            return Err(ArchiveError::UnknownVersion(header[15]));
+        match header[15] {
+            VERSION => {}
+            0 => return Err(ArchiveError::VersionZero),
+            newer => return Err(ArchiveError::UnknownVersion(newer)),
         }
         Ok(reader)
     }

@@ -151,6 +151,7 @@ pub(crate) fn load_identity(dir: &DataDir) -> Result<Identity> {
 fn warn_if_readable_by_others(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(meta) = std::fs::metadata(path)
+        && meta.is_file()
         && meta.permissions().mode() & 0o077 != 0
     {
         eprintln!(
@@ -183,16 +184,17 @@ pub(crate) fn admin_socket(dir: &DataDir) -> std::path::PathBuf {
     dir.root().join(admin::SOCKET_FILE)
 }
 
-/// Opens the store when the admin socket did not answer. If a node holds
-/// the store all the same, it is running but its socket is broken: say so,
-/// rather than that the store is in use.
+/// Opens the store when the admin socket did not answer. If the socket is
+/// there and a process holds the store all the same, a node is running but
+/// its socket is broken: say so, rather than that the store is in use.
 pub(crate) fn open_store_without_node(dir: &DataDir) -> Result<Store> {
     match open_store(dir) {
         Err(e)
-            if matches!(
-                e.downcast_ref::<crate::store::StoreError>(),
-                Some(crate::store::StoreError::Locked(_))
-            ) =>
+            if admin_socket(dir).exists()
+                && matches!(
+                    e.downcast_ref::<crate::store::StoreError>(),
+                    Some(crate::store::StoreError::Locked(_))
+                ) =>
         {
             let socket = admin_socket(dir);
             let why = match std::os::unix::net::UnixStream::connect(&socket) {

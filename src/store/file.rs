@@ -27,8 +27,16 @@ pub struct File {
 impl File {
     /// Opens (or creates) the file at `path`.
     pub fn open(path: &Path) -> Result<File, StoreError> {
+        let db = create(path)?;
+        // Everything the node knows, mirrored logs and peers included: for
+        // the owner's account only, like the key beside it.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| StoreError::Database(redb::Error::Io(e)))?;
+        }
         Ok(File {
-            db: RwLock::new(Some(Arc::new(create(path)?))),
+            db: RwLock::new(Some(Arc::new(db))),
             path: Some(path.to_path_buf()),
         })
     }
