@@ -48,7 +48,7 @@ pub const BATCHES_IN_FLIGHT: usize = 2;
 /// Batches read from the peer and not yet stored: queued and in work at
 /// both stages. Bounds what a session holds at this many times
 /// [`wire::MAX_MESSAGE`].
-pub const MAX_UNSTORED: usize = 3 * BATCHES_IN_FLIGHT;
+pub const MAX_UNSTORED: usize = 4 * BATCHES_IN_FLIGHT;
 
 /// Verified batches that queued up while the store thread was busy are
 /// merged into one append (one commit) up to this many entries.
