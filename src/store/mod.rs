@@ -5,6 +5,7 @@
 //!   requests into one transaction each.
 //! - `apply`: what one write transaction does to the tables: entries,
 //!   forks, tombstones, indexes, the owner's next entry.
+//! - `file`: the database, which the writer reopens after a failed write.
 //! - `error`: [`StoreError`], what can go wrong, in words that say what to do.
 //! - `read`: the read queries (heads, entries, scans, replies, certificates,
 //!   forks, the changelog), each on its own read transaction.
