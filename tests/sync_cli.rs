@@ -70,6 +70,12 @@ fn a_node_mirrors_another_over_the_command_line() {
         "a malformed peer is a usage error"
     );
 
+    // While it holds the store, the owner's commands go through it.
+    let posted = capsule_ok(alice_dir.path(), &["post", "posted while serving"]);
+    assert!(posted.contains("published entry 3"), "{posted}");
+    let report = capsule_ok(bob_dir.path(), &["sync", &peer]);
+    assert!(report.contains("received 1 entries (1 new)"), "{report}");
+
     // SIGTERM stops the listener cleanly.
     Command::new("kill")
         .arg("-TERM")

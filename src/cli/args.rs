@@ -244,7 +244,9 @@ pub enum Command {
         #[arg(long, env = "CAPSULE_JSON")]
         json: bool,
     },
-    /// Listen for sync sessions from peers until interrupted (Ctrl-C).
+    /// Listen for sync sessions from peers until interrupted (Ctrl-C),
+    /// without the web gateway or the mesh. `post`, `status`, `log` and the
+    /// other commands reach the store through it while it runs.
     ServeSync {
         /// The UDP address to listen on.
         #[arg(long, default_value = "0.0.0.0:4433", env = "CAPSULE_SYNC_LISTEN")]

@@ -110,10 +110,18 @@ pub(super) fn serve_sync(
     listen: std::net::SocketAddr,
     config: SyncConfig,
 ) -> Result<ExitCode> {
-    let identity = load_identity(dir)?;
+    let identity = Arc::new(load_identity(dir)?);
     let store = Arc::new(open_store(dir)?);
     let runtime = runtime()?;
+    let socket = super::admin_socket(dir);
     runtime.block_on(async {
+        // The owner's commands (post, status, log…) reach the store through
+        // this process while it holds it, as with `capsule up`.
+        let admin = tokio::spawn(crate::node::admin::serve(
+            socket.clone(),
+            Arc::clone(&store),
+            Arc::clone(&identity),
+        ));
         let endpoint = transport::listen(&identity, listen)?;
         let local = endpoint.local_addr().context("the listening address")?;
         println!("listening for sync on {local} as {}", identity.author());
@@ -140,6 +148,9 @@ pub(super) fn serve_sync(
         endpoint.close(transport::close::DONE.into(), b"shutting down");
         let _ = server.await;
         endpoint.wait_idle().await;
+        admin.abort();
+        let _ = admin.await;
+        let _ = std::fs::remove_file(&socket);
         anyhow::Ok(())
     })?;
     drop(runtime);
