@@ -670,3 +670,26 @@ fn a_full_disk_is_a_recoverable_error() {
         "{verified}"
     );
 }
+
+/// Numbers in paths and queries follow one rule, the API description's
+/// int64: digits only, at most 2^63 − 1. A sign or a larger number is
+/// refused, in a path as in a query.
+#[test]
+fn numbers_in_paths_and_queries_follow_the_api_description() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = init(dir.path());
+    capsule_ok(dir.path(), &["post", "one"]);
+    let node = Up::start(dir.path());
+    let api = |path: &str| node.get(&format!("/api/v1/authors/{key}{path}")).0;
+    assert_eq!(api("/entries?from=1"), 200);
+    assert_eq!(api("/entries?from=9223372036854775807"), 200);
+    assert_eq!(api("/entries?from=9223372036854775808"), 400);
+    assert_eq!(api("/entries?from=+1"), 400);
+    assert_eq!(api("/entries?limit=+5"), 400);
+    assert_eq!(api("/certificate/1"), 200);
+    assert_eq!(api("/certificate/+1"), 400);
+    assert_eq!(api("/certificate/9223372036854775808"), 400);
+    assert_eq!(node.get(&format!("/@{key}/1")).0, 200);
+    assert_eq!(node.get(&format!("/@{key}/+1")).0, 404);
+    assert!(node.stop().success());
+}

@@ -104,8 +104,10 @@ fn range_of(query: &HashMap<String, String>, max: u64) -> Result<(u64, u64), Err
     let number = |name: &str, default: u64| -> Result<u64, Error> {
         match query.get(name) {
             None => Ok(default),
-            Some(v) => v.parse::<u64>().map_err(|_| {
-                Error::BadRequest(format!("{name} must be a whole number, not {v:?}"))
+            Some(v) => super::whole_number(v).ok_or_else(|| {
+                Error::BadRequest(format!(
+                    "{name} must be a whole number up to 9223372036854775807, not {v:?}"
+                ))
             }),
         }
     };
@@ -223,9 +225,11 @@ async fn certificate(
     Path((author, seq)): Path<(String, String)>,
 ) -> Result<Json<Value>, Error> {
     let author = parse_author(&author)?;
-    let seq: u64 = seq
-        .parse()
-        .map_err(|_| Error::BadRequest(format!("seq must be a whole number, not {seq:?}")))?;
+    let seq = super::whole_number(&seq).ok_or_else(|| {
+        Error::BadRequest(format!(
+            "seq must be a whole number up to 9223372036854775807, not {seq:?}"
+        ))
+    })?;
     let path = state
         .read(move |s| s.certificate(&author, seq))
         .await?

@@ -129,6 +129,16 @@ pub const MAX_FORM: usize = 256 * 1024;
 /// How long browsers keep to HTTPS once they saw it (a year).
 pub const HSTS: &str = "max-age=31536000";
 
+/// A seq, `from` or `limit` as the API describes them (schema/openapi.yaml:
+/// an int64): ASCII digits only, no sign, at most 2^63 − 1. One rule for
+/// paths and queries alike.
+pub fn whole_number(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse::<u64>().ok().filter(|n| *n <= i64::MAX as u64)
+}
+
 /// The gateway's routes.
 pub fn router(state: State) -> Router {
     let https = state.owner_auth.secure();
@@ -219,4 +229,27 @@ pub fn author_segment(segment: &str) -> Result<AuthorKey, Error> {
         .ok_or_else(|| Error::NotFound(format!("no page {segment}")))?;
     key.parse()
         .map_err(|e| Error::NotFound(format!("no author {key}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_numbers_are_digits_up_to_int64() {
+        assert_eq!(whole_number("1"), Some(1));
+        assert_eq!(whole_number("9223372036854775807"), Some(i64::MAX as u64));
+        for bad in [
+            "",
+            "+1",
+            "-1",
+            " 1",
+            "1 ",
+            "0x10",
+            "9223372036854775808",
+            "1e3",
+        ] {
+            assert_eq!(whole_number(bad), None, "{bad:?}");
+        }
+    }
 }

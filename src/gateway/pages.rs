@@ -156,9 +156,8 @@ pub async fn permalink(
     let viewer = state.owner_auth.viewer(&headers);
     let viewer = viewer.as_ref();
     let author = author_segment(&segment)?;
-    let seq: u64 = seq
-        .parse()
-        .map_err(|_| Error::NotFound(format!("no entry {seq}")))?;
+    let seq =
+        super::whole_number(&seq).ok_or_else(|| Error::NotFound(format!("no entry {seq}")))?;
     let found = state.read(move |s| thread(s, author, seq)).await?;
     let t = found.ok_or_else(|| Error::NotFound(format!("no entry {seq} of {author}")))?;
     let id = t.row.entry.id();
