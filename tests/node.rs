@@ -693,3 +693,36 @@ fn numbers_in_paths_and_queries_follow_the_api_description() {
     assert_eq!(node.get(&format!("/@{key}/+1")).0, 404);
     assert!(node.stop().success());
 }
+
+/// Every error under /api/v1 is JSON, as the description promises: an
+/// unknown route and a method the API does not take too.
+#[test]
+fn api_errors_are_json_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path());
+    let node = Up::start(dir.path());
+    let (status, content_type, body) = node.get("/api/v1/no/such/route");
+    assert_eq!(status, 404);
+    assert!(
+        content_type.starts_with("application/json"),
+        "{content_type}"
+    );
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(
+        json["error"]
+            .as_str()
+            .unwrap()
+            .contains("/api/v1/no/such/route")
+    );
+    let web = node.web.clone();
+    let answer = raw_request(
+        &web,
+        &format!("DELETE /api/v1/node HTTP/1.1\r\nHost: {web}\r\nConnection: close\r\n\r\n"),
+    );
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+    let lower = answer.to_ascii_lowercase();
+    assert!(lower.contains("content-type: application/json"), "{answer}");
+    assert!(lower.contains("allow: get, head"), "{answer}");
+    assert!(answer.contains("\"error\""), "{answer}");
+    assert!(node.stop().success());
+}

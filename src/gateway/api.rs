@@ -35,6 +35,27 @@ pub fn router() -> Router<State> {
         .route("/entries/{id}", get(entry))
         .route("/payloads/{hash}", get(payload))
         .route("/openapi.yaml", get(openapi))
+        // Errors are JSON everywhere under /api/v1, as the description
+        // promises: an unknown path and a method a path does not take too.
+        .fallback(unknown)
+        .method_not_allowed_fallback(not_allowed)
+}
+
+async fn unknown(uri: axum::http::Uri) -> Error {
+    Error::NotFound(format!("no API route /api/v1{}", uri.path()))
+}
+
+async fn not_allowed(method: axum::http::Method) -> axum::response::Response {
+    let mut response = (
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        Json(json!({ "error": format!("the API answers GET, not {method}") })),
+    )
+        .into_response();
+    response.headers_mut().insert(
+        axum::http::header::ALLOW,
+        axum::http::HeaderValue::from_static("GET, HEAD"),
+    );
+    response
 }
 
 /// schema/openapi.yaml, built into the binary.
