@@ -340,14 +340,10 @@ fn the_api_conforms_to_its_openapi_description() {
 
 /// POSTs a login form with a fresh login cookie and token; the status.
 fn try_login(web: &str, passphrase: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(web).unwrap();
-    write!(
-        stream,
-        "GET /login HTTP/1.1\r\nHost: {web}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut page = String::new();
-    stream.read_to_string(&mut page).unwrap();
+    let page = raw_request(
+        web,
+        &format!("GET /login HTTP/1.1\r\nHost: {web}\r\nConnection: close\r\n\r\n"),
+    );
     let token = page
         .split("name=\"csrf\" value=\"")
         .nth(1)
@@ -362,17 +358,15 @@ fn try_login(web: &str, passphrase: &str) -> (u16, String) {
     );
     assert!(page.contains("HttpOnly; SameSite=Strict"));
     let body = format!("passphrase={}&csrf={token}", passphrase.replace(' ', "+"));
-    let mut stream = TcpStream::connect(web).unwrap();
-    write!(
-        stream,
-        "POST /login HTTP/1.1\r\nHost: {web}\r\nConnection: close\r\n\
-         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
-         Cookie: capsule_login={token}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
+    let answer = raw_request(
+        web,
+        &format!(
+            "POST /login HTTP/1.1\r\nHost: {web}\r\nConnection: close\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
+             Cookie: capsule_login={token}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
     let status = answer.split_whitespace().nth(1).unwrap().parse().unwrap();
     (status, answer)
 }
