@@ -17,7 +17,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::extract::connect_info::Connected;
 use axum::http::{HeaderMap, HeaderValue, header};
 use rand_core::{OsRng, RngCore};
 use tokio::sync::Semaphore;
@@ -42,21 +41,10 @@ pub const MAX_TRACKED: usize = 4096;
 /// milliseconds).
 pub const CONCURRENT_CHECKS: usize = 2;
 
-/// The client's address, for the login rate limit.
+/// The client's address, for the login rate limit (put on every request by
+/// [`super::connections`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Client(pub SocketAddr);
-
-impl Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>> for Client {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
-        Client(*stream.remote_addr())
-    }
-}
-
-impl Connected<axum::serve::IncomingStream<'_, super::https::TlsListener>> for Client {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, super::https::TlsListener>) -> Self {
-        Client(*stream.remote_addr())
-    }
-}
 
 #[derive(Debug, Clone)]
 pub(super) struct Session {

@@ -180,8 +180,6 @@ pub fn serve(
         }),
     );
     tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(until)
-            .await;
+        let _ = super::connections::serve(listener, app, until).await;
     });
 }

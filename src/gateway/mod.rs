@@ -22,6 +22,7 @@ pub mod api;
 pub mod assets;
 pub mod auth;
 pub mod cache;
+pub mod connections;
 pub mod feed;
 pub mod forms;
 pub mod https;

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 
 use super::config::NodeConfig;
 use crate::gateway::metrics::Metrics;
-use crate::gateway::{self, https};
+use crate::gateway::{self, connections, https};
 use crate::identity::Identity;
 use crate::store::AddressUpdate;
 use crate::store::Store;
@@ -210,14 +210,7 @@ pub async fn run(
     match (&config.https, https_listener) {
         (None, _) | (Some(_), None) => {
             println!("Capsule is up: http://{web}/ (author {owner})");
-            servers.spawn(
-                axum::serve(
-                    listener,
-                    app.into_make_service_with_connect_info::<gateway::auth::Client>(),
-                )
-                .with_graceful_shutdown(until_stopped())
-                .into_future(),
-            );
+            servers.spawn(connections::serve(listener, app, until_stopped()));
         }
         (Some(h), Some(tcp)) => {
             let acme = &h.acme;
@@ -228,19 +221,12 @@ pub async fn run(
             let origin = https::origin(&acme.domain, port);
             println!("Capsule is up: {origin}/ (author {owner})");
             println!("http://{web}/ redirects there");
-            servers.spawn(
-                axum::serve(
-                    tls,
-                    app.into_make_service_with_connect_info::<gateway::auth::Client>(),
-                )
-                .with_graceful_shutdown(until_stopped())
-                .into_future(),
-            );
-            servers.spawn(
-                axum::serve(listener, https::redirect(origin))
-                    .with_graceful_shutdown(until_stopped())
-                    .into_future(),
-            );
+            servers.spawn(connections::serve(tls, app, until_stopped()));
+            servers.spawn(connections::serve(
+                listener,
+                https::redirect(origin),
+                until_stopped(),
+            ));
         }
     }
     println!("sync: peers dial {public_sync}");
