@@ -15,10 +15,12 @@
 //! - [`store`]: the redb store, owned by one writer thread; the owner's
 //!   checked writes.
 //! - [`log`]: entries, records, frames, skiplinks, certificates, verification.
-//! - [`identity`], [`data_dir`], [`clock`], [`progress`]: the node's key, its
-//!   files, the wall clock, progress bars.
+//! - [`identity`], [`data_dir`], [`clock`], [`progress`], [`allocator`]: the
+//!   node's key, its files, the wall clock, progress bars, and the memory
+//!   allocator's tuning.
 #![deny(missing_docs)]
 
+pub mod allocator;
 pub mod archive;
 pub mod cli;
 pub mod clock;

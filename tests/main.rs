@@ -7,6 +7,7 @@ mod certificate;
 mod cli;
 mod crash;
 mod fork;
+mod hostile_http;
 mod https_acme;
 mod import;
 mod mesh;

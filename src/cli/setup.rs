@@ -71,6 +71,7 @@ pub(super) fn up(dir: &DataDir, args: UpArgs) -> Result<ExitCode> {
         Ok(limit) => tracing::debug!(limit, "open files"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
+    crate::allocator::return_large_allocations();
     runtime()?.block_on(async {
         let listeners = Listeners::bind(&config, &identity).await?;
         node::run(identity, store, config, listeners, node::shutdown_signal()).await

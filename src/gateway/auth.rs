@@ -8,9 +8,11 @@
 //!   the session's; the login form carries a token bound to a short-lived
 //!   cookie (double submit). SameSite=Strict already keeps other sites'
 //!   forms from carrying the cookie; the token is the second lock.
-//! - Login is rate-limited per client address ([`MAX_FAILURES`] wrong
-//!   passphrases per [`FAILURE_WINDOW`]), and at most
-//!   [`CONCURRENT_CHECKS`] argon2 checks run at once.
+//! - Login is rate-limited per client address ([`MAX_FAILURES`] attempts
+//!   per [`FAILURE_WINDOW`], counted as they arrive, before any check), at
+//!   most [`CONCURRENT_CHECKS`] argon2 checks run at once, and at most
+//!   [`MAX_WAITING`] more wait for one: beyond that a login is told to come
+//!   back (429) without being held.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -31,15 +33,21 @@ pub const SESSION_LIFETIME: Duration = Duration::from_secs(14 * 24 * 3600);
 pub const LOGIN_FORM_LIFETIME: Duration = Duration::from_secs(15 * 60);
 /// Sessions held at once; logging in beyond it ends the oldest.
 pub const MAX_SESSIONS: usize = 32;
-/// Wrong passphrases one address may try per [`FAILURE_WINDOW`].
+/// Passphrases one address may try per [`FAILURE_WINDOW`]; the right one
+/// forgives the address its earlier attempts.
 pub const MAX_FAILURES: u32 = 5;
 /// The window of [`MAX_FAILURES`].
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// Addresses whose failures are remembered; beyond it the oldest windows go.
 pub const MAX_TRACKED: usize = 4096;
-/// argon2 checks running at once (each takes ~19 MiB and a core for tens of
-/// milliseconds).
-pub const CONCURRENT_CHECKS: usize = 2;
+/// argon2 checks running at once. Each takes ~19 MiB and a core for tens
+/// of milliseconds, and a node has one owner who logs in now and then: one
+/// at a time keeps a burst of wrong logins to 19 MiB.
+pub const CONCURRENT_CHECKS: usize = 1;
+/// Logins that may wait for a check; beyond them a login is answered 429 at
+/// once. Waiting costs only the request (at most a small form), and 16
+/// waiting behind one check is about a second.
+pub const MAX_WAITING: usize = 16;
 
 /// The client's address, for the login rate limit (put on every request by
 /// [`super::connections`]).
@@ -57,8 +65,9 @@ pub struct Owner {
     pub(super) passphrase: std::path::PathBuf,
     pub(super) secure: bool,
     pub(super) sessions: Mutex<HashMap<String, Session>>,
-    pub(super) failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    attempts: Mutex<HashMap<Address, (Instant, u32)>>,
     pub(super) checks: Semaphore,
+    queue: Semaphore,
 }
 
 impl Owner {
@@ -69,8 +78,9 @@ impl Owner {
             passphrase,
             secure,
             sessions: Mutex::new(HashMap::new()),
-            failures: Mutex::new(HashMap::new()),
+            attempts: Mutex::new(HashMap::new()),
             checks: Semaphore::new(CONCURRENT_CHECKS),
+            queue: Semaphore::new(CONCURRENT_CHECKS + MAX_WAITING),
         }
     }
 
@@ -131,33 +141,67 @@ impl Owner {
         session
     }
 
-    /// Seconds until `ip` may try again, if it is over its failures.
-    pub(super) fn blocked(&self, ip: IpAddr) -> Option<u64> {
-        let failures = self.failures.lock().expect("failures lock");
-        let (since, count) = failures.get(&ip)?;
-        let left = FAILURE_WINDOW.checked_sub(since.elapsed())?;
-        (*count >= MAX_FAILURES).then(|| left.as_secs().max(1))
+    /// Takes one of `client`'s login attempts, before its passphrase is
+    /// checked, or says how many seconds until it may try again. Counting
+    /// on arrival is what holds the limit when many attempts come at once.
+    pub(super) fn attempt(&self, client: IpAddr) -> Result<(), u64> {
+        let key = Address::of(client);
+        let mut attempts = self.attempts.lock().expect("attempts lock");
+        let now = Instant::now();
+        if attempts.len() >= MAX_TRACKED && !attempts.contains_key(&key) {
+            attempts.retain(|_, (since, _)| now.duration_since(*since) < FAILURE_WINDOW);
+            if attempts.len() >= MAX_TRACKED
+                && let Some(oldest) = attempts
+                    .iter()
+                    .min_by_key(|(_, (s, _))| *s)
+                    .map(|(k, _)| *k)
+            {
+                attempts.remove(&oldest);
+            }
+        }
+        let (since, count) = attempts.entry(key).or_insert((now, 0));
+        let elapsed = now.duration_since(*since);
+        if elapsed >= FAILURE_WINDOW {
+            (*since, *count) = (now, 0);
+        }
+        if *count >= MAX_FAILURES {
+            let left = FAILURE_WINDOW.saturating_sub(elapsed);
+            return Err(left.as_secs().max(1));
+        }
+        *count += 1;
+        Ok(())
     }
 
-    pub(super) fn failed(&self, ip: IpAddr) {
-        let mut failures = self.failures.lock().expect("failures lock");
-        let now = Instant::now();
-        if failures.len() >= MAX_TRACKED {
-            failures.retain(|_, (since, _)| now.duration_since(*since) < FAILURE_WINDOW);
+    /// The right passphrase came from `client`: its attempts are forgiven.
+    pub(super) fn succeeded(&self, client: IpAddr) {
+        let key = Address::of(client);
+        self.attempts.lock().expect("attempts lock").remove(&key);
+    }
+
+    /// A place in line for an argon2 check, or None when the line is full
+    /// (the caller answers 429 at once rather than hold the request).
+    pub(super) fn queue(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.queue.try_acquire().ok()
+    }
+}
+
+/// Whom the login limit counts: an IPv4 address, or an IPv6 /64 (one
+/// subscriber's whole prefix, which they can rotate through at will).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Address {
+    V4(u32),
+    V6Prefix(u64),
+}
+
+impl Address {
+    fn of(ip: IpAddr) -> Address {
+        match ip {
+            IpAddr::V4(v4) => Address::V4(v4.into()),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Address::V4(v4.into()),
+                None => Address::V6Prefix((u128::from(v6) >> 64) as u64),
+            },
         }
-        if failures.len() >= MAX_TRACKED
-            && let Some(oldest) = failures
-                .iter()
-                .min_by_key(|(_, (s, _))| *s)
-                .map(|(k, _)| *k)
-        {
-            failures.remove(&oldest);
-        }
-        let entry = failures.entry(ip).or_insert((now, 0));
-        if now.duration_since(entry.0) >= FAILURE_WINDOW {
-            *entry = (now, 0);
-        }
-        entry.1 += 1;
     }
 }
 

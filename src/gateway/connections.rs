@@ -16,7 +16,10 @@
 //!   that sends nothing, a kept-alive one between requests, or one whose
 //!   client stopped reading its answer;
 //! - until its first byte arrives a plain connection costs only its socket
-//!   and a small task; the HTTP machinery and its buffers come after.
+//!   and a small task, and until its first request head has arrived whole
+//!   (at most [`MAX_HEAD`], its request line at most [`MAX_REQUEST_LINE`])
+//!   only a buffer the size of what it sent; the HTTP machinery and its
+//!   buffers come after.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -60,6 +63,17 @@ pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(20);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest request body the node reads: a post form with its text.
 pub const MAX_REQUEST_BODY: usize = super::MAX_FORM;
+/// The longest request line read (method, path and query, version): the
+/// longest address the API makes is a few hundred bytes; browsers and
+/// proxies commonly stop at 8 KiB. Longer is answered 414.
+pub const MAX_REQUEST_LINE: usize = 8 * 1024;
+/// The longest request head read, headers included; longer is answered 431.
+pub const MAX_HEAD: usize = 64 * 1024;
+/// What a head is first read into; a browser's fits, and it doubles when not.
+const HEAD_BUFFER: usize = 1024;
+/// Connections open at a peak after which, once three quarters of them have
+/// closed, the freed memory is given back to the system.
+const TRIM_AFTER: usize = 256;
 /// How often a connection looks at whether it has gone idle: it closes
 /// between [`IDLE_TIMEOUT`] and [`IDLE_TIMEOUT`] plus this.
 const IDLE_CHECK: Duration = Duration::from_millis(IDLE_TIMEOUT.as_millis() as u64 / 4);
@@ -101,6 +115,7 @@ where
     L::Io: FirstByte + Send + Unpin + 'static,
 {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let open = Arc::new(Open::default());
     // Every connection holds a receiver; the sender's `closed()` resolves
     // when all have gone.
     let (stop, stopping) = watch::channel(false);
@@ -123,10 +138,12 @@ where
             }
             continue;
         };
-        let (app, stopping) = (app.clone(), stopping.clone());
+        let (app, stopping, open) = (app.clone(), stopping.clone(), Arc::clone(&open));
+        open.opened();
         tokio::spawn(async move {
             connection(io, Client(addr), app, stopping).await;
             drop(slot);
+            open.closed();
         });
     }
     let _ = stop.send(true);
@@ -135,21 +152,219 @@ where
     Ok(())
 }
 
+/// Connections open now, and the most open since memory was last given
+/// back.
+#[derive(Default)]
+struct Open {
+    now: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl Open {
+    fn opened(&self) {
+        let now = self.now.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// After a burst, the memory its connections held goes back to the
+    /// system (freed, it would stay with the process).
+    fn closed(&self) {
+        let now = self.now.fetch_sub(1, Ordering::Relaxed) - 1;
+        let peak = self.peak.load(Ordering::Relaxed);
+        if peak >= TRIM_AFTER
+            && now <= peak / 4
+            && self
+                .peak
+                .compare_exchange(peak, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tokio::task::spawn_blocking(crate::allocator::release_free_memory);
+        }
+    }
+}
+
 /// One connection, from accept to close.
-async fn connection<Io>(io: Io, client: Client, app: Router, mut stopping: watch::Receiver<bool>)
-where
+async fn connection<Io>(
+    mut io: Io,
+    client: Client,
+    app: Router,
+    mut stopping: watch::Receiver<bool>,
+) where
     Io: FirstByte + AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    tokio::select! {
-        first = tokio::time::timeout(IDLE_TIMEOUT, io.readable()) => {
-            if !matches!(first, Ok(Ok(()))) {
-                return;
+    let head = async {
+        match tokio::time::timeout(IDLE_TIMEOUT, io.readable()).await {
+            Ok(Ok(())) => {}
+            _ => return Head::Closed,
+        }
+        tokio::time::timeout(HEADER_READ_TIMEOUT, read_head(&mut io))
+            .await
+            .unwrap_or(Head::Closed)
+    };
+    let head = tokio::select! {
+        head = head => head,
+        _ = stopping.wait_for(|s| *s) => return,
+    };
+    let read = match head {
+        Head::Complete(read) => read,
+        Head::Closed => return,
+        Head::TooLarge { status, api } => {
+            let _ = tokio::time::timeout(IDLE_TIMEOUT, refuse_head(&mut io, status, api)).await;
+            return;
+        }
+    };
+    // Boxed so that a connection still sending its head is small.
+    let io = Rewind {
+        read,
+        at: 0,
+        inner: io,
+    };
+    Box::pin(http(io, client, app, stopping)).await;
+}
+
+/// What came of reading a connection's first request head.
+enum Head {
+    /// All of it (and whatever followed it in the same reads).
+    Complete(Vec<u8>),
+    /// The client left or ran out of time.
+    Closed,
+    /// Its request line or head was longer than the node reads.
+    TooLarge { status: StatusCode, api: bool },
+}
+
+/// Reads until the first request head has ended, into a buffer that grows
+/// only as the head does: a client dripping its head a byte at a time holds
+/// a few hundred bytes here, not the HTTP machinery's buffers.
+async fn read_head<Io: AsyncRead + Unpin>(io: &mut Io) -> Head {
+    use tokio::io::AsyncReadExt;
+    let mut read = Vec::with_capacity(HEAD_BUFFER);
+    loop {
+        if read.len() == read.capacity() {
+            read.reserve(read.len());
+        }
+        let from = read.len().saturating_sub(3);
+        match io.read_buf(&mut read).await {
+            Ok(0) | Err(_) => return Head::Closed,
+            Ok(_) => {}
+        }
+        let line = read.iter().position(|&b| b == b'\n').unwrap_or(read.len());
+        let api = read
+            .split(|&b| b == b' ')
+            .nth(1)
+            .is_some_and(|target| target.starts_with(b"/api/"));
+        if line > MAX_REQUEST_LINE {
+            return Head::TooLarge {
+                status: StatusCode::URI_TOO_LONG,
+                api,
+            };
+        }
+        let end = read[from..]
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|at| from + at + 4)
+            .or_else(|| {
+                read[from..]
+                    .windows(2)
+                    .position(|w| w == b"\n\n")
+                    .map(|at| from + at + 2)
+            });
+        match end {
+            Some(end) if end <= MAX_HEAD => return Head::Complete(read),
+            None if read.len() <= MAX_HEAD => {}
+            _ => {
+                return Head::TooLarge {
+                    status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    api,
+                };
             }
         }
-        _ = stopping.wait_for(|s| *s) => return,
     }
-    // Boxed so that a connection waiting for its first byte is small.
-    Box::pin(http(io, client, app, stopping)).await;
+}
+
+/// Answers a head too large to read, in JSON under the API, and closes.
+async fn refuse_head<Io: AsyncWrite + Unpin>(
+    io: &mut Io,
+    status: StatusCode,
+    api: bool,
+) -> io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let reason = if status == StatusCode::URI_TOO_LONG {
+        "the request line is longer than 8 KiB"
+    } else {
+        "the request head is longer than 64 KiB"
+    };
+    let (kind, body) = if api {
+        (
+            "application/json",
+            serde_json::json!({ "error": reason }).to_string(),
+        )
+    } else {
+        ("text/plain; charset=utf-8", format!("{reason}\n"))
+    };
+    let answer = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    io.write_all(answer.as_bytes()).await?;
+    io.shutdown().await
+}
+
+/// A stream that first gives back what was read from it already.
+struct Rewind<Io> {
+    read: Vec<u8>,
+    at: usize,
+    inner: Io,
+}
+
+impl<Io: AsyncRead + Unpin> AsyncRead for Rewind<Io> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.at < self.read.len() {
+            let n = buf.remaining().min(self.read.len() - self.at);
+            let at = self.at;
+            buf.put_slice(&self.read[at..at + n]);
+            self.at += n;
+            if self.at == self.read.len() {
+                self.read = Vec::new();
+                self.at = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<Io: AsyncWrite + Unpin> AsyncWrite for Rewind<Io> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// What a connection's watchdog reads: bytes moved and requests in hand.

@@ -125,23 +125,27 @@ pub async fn login(
     Form(form): Form<LoginForm>,
 ) -> Response {
     let ip = client.ip();
-    if let Some(wait) = state.owner_auth.blocked(ip) {
-        tracing::warn!(%ip, "login refused: too many wrong passphrases");
-        let mut response = refusal(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many attempts",
-            &format!("Too many wrong passphrases from your address. Try again in {wait} s."),
-        );
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(wait));
-        return response;
-    }
     match cookie(&headers, LOGIN_COOKIE) {
         Some(expected) if same(expected, &form.csrf) => {}
         _ => return forbidden(),
     }
     let owner = Arc::clone(&state.owner_auth);
+    if let Err(wait) = owner.attempt(ip) {
+        tracing::warn!(%ip, "login refused: too many attempts");
+        return come_back(
+            wait,
+            "Too many attempts",
+            &format!("Too many passphrases tried from your address. Try again in {wait} s."),
+        );
+    }
+    let Some(_in_line) = owner.queue() else {
+        tracing::warn!(%ip, "login refused: too many logins waiting");
+        return come_back(
+            1,
+            "Busy",
+            "Too many logins are being checked right now. Try again in a moment.",
+        );
+    };
     let Ok(_slot) = owner.checks.acquire().await else {
         return refusal(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -156,6 +160,7 @@ pub async fn login(
     match checked {
         Ok(true) => {
             tracing::info!(%ip, "owner logged in");
+            owner.succeeded(ip);
             let session = owner.start_session();
             let mut response = Redirect::to("/").into_response();
             let headers = response.headers_mut();
@@ -170,7 +175,6 @@ pub async fn login(
             response
         }
         Ok(false) => {
-            owner.failed(ip);
             state
                 .metrics
                 .login_failures
@@ -184,6 +188,15 @@ pub async fn login(
             Some(&e.to_string()),
         ),
     }
+}
+
+/// 429 Too Many Requests, with the seconds to wait in Retry-After.
+fn come_back(wait: u64, title: &str, text: &str) -> Response {
+    let mut response = refusal(StatusCode::TOO_MANY_REQUESTS, title, text);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+    response
 }
 
 /// A form that carries only its token.

@@ -6,12 +6,15 @@
 //! - [`admin`]: the local admin socket through which commands reach it.
 //! - [`status`]: what the node knows, as JSON and as text.
 //! - [`log_lines`]: a log as `capsule log` prints it.
+//! - [`process`]: process-wide limits a long-running node needs.
 
 pub mod admin;
 pub mod config;
 pub mod log_lines;
+pub mod process;
 pub mod run;
 pub mod status;
 
 pub use config::NodeConfig;
-pub use run::{Listeners, raise_open_file_limit, run, shutdown_signal};
+pub use process::raise_open_file_limit;
+pub use run::{Listeners, run, shutdown_signal};

@@ -257,35 +257,24 @@ pub async fn run(
     Ok(())
 }
 
-/// Raises this process's soft limit on open files to its hard limit: every
-/// connection, peer and store file is one, and distributions start
-/// processes at a soft 1,024 however high the hard limit is. Returns the
-/// limit now in force.
-pub fn raise_open_file_limit() -> std::io::Result<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit only read and write the struct given.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            limit.rlim_cur = limit.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-    }
-    Ok(limit.rlim_cur)
-}
+/// Connections the kernel may hold for a listener before the node accepts
+/// them (capped by `net.core.somaxconn`). The usual 128 drops connections
+/// in any burst of visitors; a dropped one waits a second or more for the
+/// client to try again.
+const ACCEPT_BACKLOG: u32 = 4096;
 
 /// A TCP listener on `addr`, or an error saying what to do.
 async fn bind(addr: SocketAddr, hint: &'static str) -> Result<tokio::net::TcpListener, NodeError> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| NodeError::Listen { addr, hint, source })
+    let listen = || {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(ACCEPT_BACKLOG)
+    };
+    listen().map_err(|source| NodeError::Listen { addr, hint, source })
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -7,7 +7,8 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableTable};
 use tokio::sync::oneshot;
@@ -24,6 +25,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Most requests served by one transaction: bounds the latency a request can
 /// add to the others of its group.
 pub const MAX_GROUP: usize = 256;
+
+/// Longest a commit may stay off the disk. Mirrored entries are committed
+/// without waiting for the disk (a crash loses them, and peers send them
+/// again); but a long transfer would then lose all it had verified, so the
+/// first commit this long after one that skipped the disk waits for it, and
+/// a writer left idle with such commits makes them durable at this age.
+pub const DURABLE_WITHIN: Duration = Duration::from_secs(2);
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -159,10 +167,26 @@ impl Generation {
 /// and opened again before the next group, and the loop goes on: writing
 /// resumes as soon as the disk has room.
 pub fn run(file: &File, requests: Receiver<Request>, generation: &Generation) {
-    // Whether a commit since the last durable one skipped the disk.
-    let mut pending = false;
+    // Since when commits have skipped the disk, if any have since the last
+    // durable one.
+    let mut pending: Option<Instant> = None;
     let mut failed = false;
-    while let Ok(first) = requests.recv() {
+    loop {
+        let first = match pending {
+            None => match requests.recv() {
+                Ok(first) => first,
+                Err(_) => break,
+            },
+            Some(since) => {
+                match requests.recv_timeout(DURABLE_WITHIN.saturating_sub(since.elapsed())) {
+                    Ok(first) => first,
+                    Err(RecvTimeoutError::Timeout) => Request::Flush {
+                        reply: oneshot::channel().0,
+                    },
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
+        };
         let mut group = Vec::new();
         let mut import = None;
         match first {
@@ -183,7 +207,7 @@ pub fn run(file: &File, requests: Receiver<Request>, generation: &Generation) {
         let db = if failed {
             // Uncommitted non-durable work died with the failed database;
             // what a crash would lose, and peers send it again.
-            pending = false;
+            pending = None;
             file.reopen().and_then(|()| file.get())
         } else {
             file.get()
@@ -209,8 +233,10 @@ pub fn run(file: &File, requests: Receiver<Request>, generation: &Generation) {
             }
         };
         if !group.is_empty() {
-            match serve_group(&db, group, pending, generation, &on_disk) {
-                Ok(still_pending) => pending = still_pending,
+            let due = pending.is_some_and(|since| since.elapsed() >= DURABLE_WITHIN);
+            match serve_group(&db, group, pending.is_some(), due, generation, &on_disk) {
+                Ok(true) => pending = pending.or_else(|| Some(Instant::now())),
+                Ok(false) => pending = None,
                 Err(cause) => {
                     tracing::warn!(error = %cause, "a write failed; the store reopens before the next one");
                     failed = true;
@@ -223,7 +249,7 @@ pub fn run(file: &File, requests: Receiver<Request>, generation: &Generation) {
             generation.bump();
             let _ = reply.send(result);
             // An import commits durably, and so carries earlier commits.
-            pending = false;
+            pending = None;
         }
     }
 }
@@ -328,8 +354,6 @@ impl AddressUpdate {
     }
 }
 
-/// Serves a group in one transaction; returns whether a non-durable commit
-/// is still pending after it.
 /// Fails `request` because of `cause`: nothing of it was written.
 fn fail(request: Request, cause: &Arc<StoreError>) {
     let err = || StoreError::NotWritten(Arc::clone(cause));
@@ -351,23 +375,26 @@ fn fail(request: Request, cause: &Arc<StoreError>) {
     }
 }
 
-/// Serves a group in one transaction; returns whether a non-durable commit
-/// is still pending after it, or, when the commit failed (every request of
+/// Serves a group in one transaction, durably if any request asks for it or
+/// `due` (earlier commits skipped the disk long enough); returns whether a
+/// non-durable commit is still pending after it, or, when the commit failed (every request of
 /// the group is then answered with it), the cause in the words of
 /// `classify`.
 fn serve_group(
     db: &Database,
     group: Vec<Request>,
     pending: bool,
+    due: bool,
     generation: &Generation,
     classify: &dyn Fn(StoreError) -> StoreError,
 ) -> Result<bool, Arc<StoreError>> {
     let mut answers = Vec::with_capacity(group.len());
     // A durable commit is needed if any request asks for one; the group's
     // commit then also makes every earlier non-durable commit durable.
-    let durable = group
-        .iter()
-        .any(|r| !matches!(r, Request::Append { durable: false, .. }));
+    let durable = due
+        || group
+            .iter()
+            .any(|r| !matches!(r, Request::Append { durable: false, .. }));
     if group.iter().all(|r| matches!(r, Request::Flush { .. })) && !pending {
         for r in group {
             if let Request::Flush { reply } = r {
