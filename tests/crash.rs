@@ -1,5 +1,6 @@
 //! Kill -9 while posting: every post whose `capsule post` returned success is
-//! there afterwards, and the store opens and verifies.
+//! there afterwards, and the store opens and verifies. Kill -9 while
+//! mirroring: what was stored more than a moment before is kept.
 
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
@@ -71,5 +72,151 @@ fn sigkill_while_posting_loses_no_acknowledged_post() {
         "{} acknowledged, {killed} killed, {} stored",
         acknowledged.len(),
         texts.len()
+    );
+}
+
+/// Entries in the log a mirror is killed while fetching.
+const TRANSFER: u64 = 20_000;
+/// Kill rounds while mirroring.
+const MIRROR_ROUNDS: usize = 20;
+
+/// A node serving a log of [`TRANSFER`] entries for sync: (process, the
+/// author, `KEY@HOST:PORT`).
+fn serve_a_long_log(dir: &std::path::Path) -> (crate::common::Proc, String, String) {
+    let id = crate::common::test_identity(9);
+    let mut writer = capsule::archive::ArchiveWriter::new(Vec::new()).unwrap();
+    for (entry, payload) in crate::common::make_log(&id, TRANSFER) {
+        writer.write_entry(&entry, payload.as_deref()).unwrap();
+    }
+    let archive = dir.join("long.capsule");
+    std::fs::write(&archive, writer.finish().unwrap()).unwrap();
+    let origin = dir.join("origin");
+    capsule_ok(&origin, &["init"]);
+    capsule_ok(&origin, &["import", archive.to_str().unwrap()]);
+    capsule_ok(&origin, &["mirror", &id.author().to_string()]);
+    let mut server = crate::common::Proc::spawn(
+        Command::new(capsule_bin())
+            .arg("--data-dir")
+            .arg(&origin)
+            .args(["serve-sync", "--listen", "127.0.0.1:0"])
+            .stderr(Stdio::null()),
+    );
+    let line = server.wait_line(20, |l| l.contains(" as "));
+    let (addr, node) = line.trim().rsplit_once(" as ").unwrap();
+    let addr = addr.rsplit(' ').next().unwrap();
+    (server, id.author().to_string(), format!("{node}@{addr}"))
+}
+
+/// How many of `author`'s entries the node in `data` holds.
+fn held(data: &std::path::Path, author: &str) -> u64 {
+    let out = capsule_ok(data, &["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    status["mirrored"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["author"] == author)
+        .map_or(0, |m| m["seq"].as_u64().unwrap())
+}
+
+/// Stops and resumes `pid` so that it runs one twentieth of the time: a
+/// slow link, for the origin of a transfer, until `done` is set.
+fn throttle(pid: u32, done: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    std::thread::spawn(move || {
+        let signal = |sig: &str| {
+            let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
+        };
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(5));
+            signal("-STOP");
+            std::thread::sleep(Duration::from_millis(95));
+            signal("-CONT");
+        }
+        signal("-CONT");
+    });
+}
+
+/// A mirror killed with -9 while it fetches a long log keeps what it had
+/// stored more than [`DURABLE_WITHIN`] before the kill (its commits skip
+/// the disk, but not for longer than that), its store verifies, and a sync
+/// after the restart completes the log within 10 s. The origin runs a
+/// twentieth of the time, so that a transfer takes long enough to be cut.
+#[test]
+fn a_mirror_killed_mid_transfer_keeps_what_it_verified() {
+    use capsule::store::writer::DURABLE_WITHIN;
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let (server, author, peer) = serve_a_long_log(dir.path());
+    let mut state = 0x9e3779b97f4a7c15u64 ^ std::process::id() as u64;
+    let (mut cut, mut kept_total, mut worst_restart) = (0, 0, Duration::ZERO);
+    for round in 0..MIRROR_ROUNDS {
+        let mirror = dir.path().join(format!("mirror-{round}"));
+        capsule_ok(&mirror, &["init"]);
+        capsule_ok(&mirror, &["mirror", &author]);
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        throttle(server.child.id(), std::sync::Arc::clone(&done));
+        let mut sync = Command::new(capsule_bin())
+            .arg("--data-dir")
+            .arg(&mirror)
+            .args(["--log-level", "capsule=debug", "sync", &peer])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Every batch the mirror stores, with when we heard of it.
+        let (send, stored) = std::sync::mpsc::channel();
+        let err = std::io::BufReader::new(sync.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            for line in err.lines().map_while(Result::ok) {
+                if let Some(n) = line.split("stored=").nth(1) {
+                    let n: u64 = n.split_whitespace().next().unwrap().parse().unwrap();
+                    let _ = send.send((Instant::now(), n));
+                }
+            }
+        });
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let started = Instant::now();
+        std::thread::sleep(Duration::from_millis(3_000 + state % 5_000));
+        let _ = sync.kill(); // SIGKILL
+        let killed = Instant::now();
+        let finished = sync.wait().unwrap().success();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(150));
+        let settled = killed - DURABLE_WITHIN - Duration::from_millis(500);
+        let must_keep: u64 = stored
+            .try_iter()
+            .filter(|(at, _)| *at <= settled)
+            .map(|(_, n)| n)
+            .sum();
+        let kept = held(&mirror, &author);
+        assert!(
+            kept >= must_keep,
+            "round {round}: killed after {:?}, the mirror kept {kept} entries of the {must_keep} \
+             it had stored {DURABLE_WITHIN:?} before",
+            killed - started
+        );
+        capsule_ok(&mirror, &["verify", "--store"]);
+        if !finished && kept < TRANSFER {
+            cut += 1;
+            kept_total += kept;
+        }
+        let restart = Instant::now();
+        let out = capsule_ok(&mirror, &["sync", &peer]);
+        let took = restart.elapsed();
+        assert!(
+            took < Duration::from_secs(10),
+            "round {round}: the sync after the restart took {took:?}: {out}"
+        );
+        worst_restart = worst_restart.max(took);
+        assert_eq!(held(&mirror, &author), TRANSFER, "round {round}: {out}");
+    }
+    assert!(cut > 0, "no transfer was ever cut: the test proves nothing");
+    eprintln!(
+        "{MIRROR_ROUNDS} mirrors killed mid-transfer of {TRANSFER} entries: {cut} cut, keeping \
+         {} entries on average; every one verified and completed after its restart (slowest \
+         {worst_restart:.1?})",
+        kept_total / cut.max(1)
     );
 }

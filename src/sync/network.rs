@@ -419,7 +419,10 @@ async fn storing(
             }
         }
         let done = match blocking(&store, move |s| Ok(s.append_mirrored(batch)?)).await {
-            Ok(report) => Done::Stored(report, authors, merged),
+            Ok(report) => {
+                tracing::debug!(stored = report.accepted, "stored a batch of entries");
+                Done::Stored(report, authors, merged)
+            }
             Err(e) => Done::Failed(e),
         };
         if results.send(done).is_err() {
