@@ -6,6 +6,7 @@ mod browser;
 mod certificate;
 mod cli;
 mod crash;
+mod damaged_store;
 mod fork;
 mod hostile_http;
 mod https_acme;

@@ -104,8 +104,28 @@ pub(super) fn verify_archive(file: &Path) -> Result<ExitCode> {
 }
 
 pub(super) fn verify_store(dir: &DataDir) -> Result<ExitCode> {
-    let store = open_store(dir)?;
-    match audit::verify_store(&store) {
+    let damaged = |e: &crate::store::StoreError| {
+        println!("verification failed: {e}");
+        Ok(ExitCode::from(EXIT_INVALID))
+    };
+    let store = match super::open_checked_store(dir) {
+        Ok(store) => store,
+        Err(e) => match e.downcast_ref::<crate::store::StoreError>() {
+            Some(e @ crate::store::StoreError::Damaged { .. }) => return damaged(e),
+            _ => return Err(e),
+        },
+    };
+    let audited =
+        crate::store::catch_panic(|| audit::verify_store(&store)).unwrap_or_else(|panic| {
+            Err(VerifyError::Store(crate::store::StoreError::Damaged {
+                path: dir.store(),
+                detail: format!("the database failed reading it: {panic}"),
+            }))
+        });
+    if let Err(VerifyError::Store(e @ crate::store::StoreError::Damaged { .. })) = &audited {
+        return damaged(e);
+    }
+    match audited {
         Ok(summary) => {
             let forks = store.forks()?;
             if let Some(proof) = forks.first() {

@@ -172,6 +172,24 @@ pub(crate) fn open_store(dir: &DataDir) -> Result<Store> {
     Ok(Store::open(&dir.store())?)
 }
 
+/// Opens the store for a node that is to serve it, after checking every
+/// page of the file: a damaged store is refused with what to do, rather
+/// than served.
+pub(crate) fn open_checked_store(dir: &DataDir) -> Result<Store> {
+    if dir.store().exists() {
+        let started = std::time::Instant::now();
+        let integrity = crate::store::check_integrity(&dir.store())?;
+        tracing::debug!(took = ?started.elapsed(), ?integrity, "store integrity checked");
+        if integrity == crate::store::Integrity::Repaired {
+            eprintln!(
+                "warning: the store {} was damaged and has been repaired to its last whole commit; entries mirrored in the last moments before may be fetched again",
+                dir.store().display()
+            );
+        }
+    }
+    open_store(dir)
+}
+
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 
 use super::args::UpArgs;
-use super::{load_identity, open_store, runtime};
+use super::{load_identity, runtime};
 use crate::data_dir::DataDir;
 use crate::gateway::passphrase;
 use crate::identity::Identity;
@@ -63,7 +63,7 @@ pub(super) fn up(dir: &DataDir, args: UpArgs) -> Result<ExitCode> {
         init(dir)?;
     }
     let identity = load_identity(dir)?;
-    let store = open_store(dir)?;
+    let store = super::open_checked_store(dir)?;
     if config.https.is_none() && !config.passphrase.exists() {
         println!("To post from the browser, set a passphrase: capsule passwd");
     }

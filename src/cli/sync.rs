@@ -111,7 +111,7 @@ pub(super) fn serve_sync(
     config: SyncConfig,
 ) -> Result<ExitCode> {
     let identity = Arc::new(load_identity(dir)?);
-    let store = Arc::new(open_store(dir)?);
+    let store = Arc::new(super::open_checked_store(dir)?);
     let runtime = runtime()?;
     let socket = super::admin_socket(dir);
     runtime.block_on(async {

@@ -55,6 +55,17 @@ pub enum StoreError {
     /// A write failed and the store is being opened again.
     #[error("the store is recovering from a failed write; try again in a moment")]
     Recovering,
+    /// The store file fails its integrity check, or the database cannot
+    /// read it.
+    #[error(
+        "the store {path} is damaged ({detail}). Move it aside (mv {path} {path}.damaged) and restore your log from a copy: an export (`capsule import FILE`), or a follower's mirror (on their node: `capsule export YOURKEY -o FILE`)"
+    )]
+    Damaged {
+        /// The store file.
+        path: PathBuf,
+        /// What failed.
+        detail: String,
+    },
     /// An invariant of the stored data is broken.
     #[error("the store is damaged: {0}; run `capsule verify --store`")]
     Corrupt(String),

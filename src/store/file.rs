@@ -100,6 +100,45 @@ impl File {
     }
 }
 
+/// What an integrity check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Integrity {
+    /// Every page's checksum holds.
+    Sound,
+    /// A page failed but redb repaired the file back to its last whole
+    /// commit (a commit that skipped the disk may be gone; peers send it
+    /// again).
+    Repaired,
+}
+
+/// Checks every page of the store file at `path` against its checksum,
+/// with the file to itself. A file redb cannot read, or whose checksums
+/// fail beyond repair, is [`StoreError::Damaged`]; so is one whose reading
+/// panics inside the database library.
+pub fn check(path: &Path) -> Result<Integrity, StoreError> {
+    let damaged = |detail: String| StoreError::Damaged {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let checked = crate::store::catch_panic(|| -> Result<Integrity, StoreError> {
+        let mut db = match create(path) {
+            Err(StoreError::Locked(p)) => return Err(StoreError::Locked(p)),
+            Err(e) => return Err(damaged(e.to_string())),
+            Ok(db) => db,
+        };
+        match db.check_integrity() {
+            Ok(true) => Ok(Integrity::Sound),
+            Ok(false) => Ok(Integrity::Repaired),
+            Err(e) => Err(damaged(e.to_string())),
+        }
+    });
+    checked.unwrap_or_else(|panic| {
+        Err(damaged(format!(
+            "the database could not make sense of a page: {panic}"
+        )))
+    })
+}
+
 fn create(path: &Path) -> Result<Database, StoreError> {
     match Database::builder().set_cache_size(CACHE_SIZE).create(path) {
         Ok(db) => Ok(db),

@@ -25,6 +25,25 @@ pub mod tables;
 pub mod writer;
 
 pub use error::StoreError;
+pub use file::{Integrity, check as check_integrity};
+
+/// Runs `f`, turning a panic inside it (the database library meeting a page
+/// it cannot make sense of) into the panic's message, reported by the
+/// caller in its own words: the default report is kept quiet meanwhile.
+/// For a command's own thread, before the node starts its others.
+pub fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    std::panic::set_hook(hook);
+    result.map_err(|panic| {
+        panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "the database library failed".to_string())
+    })
+}
 
 use std::path::Path;
 use std::sync::Arc;
