@@ -153,3 +153,42 @@ fn damaged_stores_get_a_verdict_and_never_a_panic() {
         cases.len()
     );
 }
+
+/// The owner's node is the one copy of its log that must hold every
+/// payload: one lost (not deleted) fails verification, naming the entry; a
+/// deleted post's missing text does not.
+#[test]
+fn an_own_post_that_lost_its_payload_fails_verification() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node");
+    capsule_ok(&data, &["init"]);
+    for i in 1..=3 {
+        capsule_ok(&data, &["post", &format!("post {i}")]);
+    }
+    capsule_ok(&data, &["delete", "1"]);
+    assert!(capsule_ok(&data, &["verify", "--store"]).contains("verified"));
+
+    // Take away one payload behind the node's back.
+    {
+        use redb::ReadableTable;
+        let db = redb::Database::open(data.join("capsule.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut payloads = txn.open_table(capsule::store::tables::PAYLOADS).unwrap();
+            let keys: Vec<[u8; 32]> = payloads
+                .iter()
+                .unwrap()
+                .map(|row| *row.unwrap().0.value())
+                .collect();
+            payloads.remove(&keys[0]).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let out = capsule(&data, &["verify", "--store"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert!(
+        stdout.contains("1 of your own entries have lost their payloads (seq "),
+        "{stdout}"
+    );
+}

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 
 use crate::archive::{ArchiveError, ArchiveReader};
+use crate::identity::AuthorKey;
 use crate::log::verify::Unverified;
 use crate::log::verify::{BadEntry, STREAM_CHUNK, StreamVerifier, Summary, VerifiedEntry};
 use crate::store::{Scanned, Store, StoreError};
@@ -28,7 +29,24 @@ pub enum VerifyError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Entries of the owner's own log have lost their payloads, which only
+    /// a deletion may remove: the owner's node is the one copy that must
+    /// hold them all.
+    #[error(
+        "{count} of your own entries have lost their payloads (seq {}{}); only a deletion may remove one. Restore them from a copy: import an export of your log, or a follower's mirror of it",
+        .first.iter().map(u64::to_string).collect::<Vec<_>>().join(", "),
+        if *.count > .first.len() as u64 { ", …" } else { "" }
+    )]
+    MissingPayloads {
+        /// How many.
+        count: u64,
+        /// The first few seqs.
+        first: Vec<u64>,
+    },
 }
+
+/// Seqs named when own payloads are missing.
+const MISSING_NAMED: usize = 10;
 
 impl From<std::io::Error> for VerifyError {
     fn from(e: std::io::Error) -> Self {
@@ -142,25 +160,49 @@ pub fn verify_file(path: &Path, sink: Option<Sink<'_>>) -> Result<Summary, Verif
 /// on a terminal. Fork proofs the store holds are not checked here: the
 /// caller reports them (see [`Store::forks`]).
 pub fn verify_store(store: &Store) -> Result<Summary, VerifyError> {
+    verify_store_of(store, None)
+}
+
+/// [`verify_store`], and, for the log of `owner` (the node's own), that every
+/// entry not deleted still has its payload.
+pub fn verify_store_of(store: &Store, owner: Option<AuthorKey>) -> Result<Summary, VerifyError> {
+    let (mut missing, mut first) = (0u64, Vec::new());
     let heads = store.heads()?;
     let total = heads.iter().map(|(_, h)| h.seq).sum();
     let bar = crate::progress::bar(total, "verifying");
     let (chunks, incoming) = mpsc::sync_channel::<Result<Chunk, StoreError>>(2);
-    let result = std::thread::scope(|scope| {
+    let result: Result<Summary, VerifyError> = std::thread::scope(|scope| {
         scope.spawn(|| {
             let mut chunk = Vec::with_capacity(STREAM_CHUNK);
             let chunks = chunks;
             for (author, head) in &heads {
                 let mut last = None;
-                let scanned = store.scan(author, 1, |Scanned { entry, payload, .. }| {
-                    last = Some(entry.id());
-                    chunk.push((entry, payload));
-                    if chunk.len() == STREAM_CHUNK {
-                        let full = std::mem::replace(&mut chunk, Vec::with_capacity(STREAM_CHUNK));
-                        return chunks.send(Ok(full)).is_ok();
-                    }
-                    true
-                });
+                let own = owner == Some(*author);
+                let (missing, first) = (&mut missing, &mut first);
+                let scanned = store.scan(
+                    author,
+                    1,
+                    |Scanned {
+                         entry,
+                         payload,
+                         deleted_by,
+                     }| {
+                        last = Some(entry.id());
+                        if own && payload.is_none() && deleted_by.is_none() {
+                            *missing += 1;
+                            if first.len() < MISSING_NAMED {
+                                first.push(entry.seq());
+                            }
+                        }
+                        chunk.push((entry, payload));
+                        if chunk.len() == STREAM_CHUNK {
+                            let full =
+                                std::mem::replace(&mut chunk, Vec::with_capacity(STREAM_CHUNK));
+                            return chunks.send(Ok(full)).is_ok();
+                        }
+                        true
+                    },
+                );
                 let broken = match scanned {
                     Err(e) => Some(e),
                     Ok(()) if last != Some(head.id) => Some(StoreError::Corrupt(format!(
@@ -189,5 +231,12 @@ pub fn verify_store(store: &Store) -> Result<Summary, VerifyError> {
         Ok(verifier.finish()?.0)
     });
     bar.finish_and_clear();
-    result
+    let summary = result?;
+    if missing > 0 {
+        return Err(VerifyError::MissingPayloads {
+            count: missing,
+            first,
+        });
+    }
+    Ok(summary)
 }

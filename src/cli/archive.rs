@@ -82,6 +82,10 @@ fn verification_failed(e: VerifyError) -> Result<ExitCode> {
             println!("verification failed: {bad}");
             Ok(ExitCode::from(EXIT_INVALID))
         }
+        e @ VerifyError::MissingPayloads { .. } => {
+            println!("verification failed: {e}");
+            Ok(ExitCode::from(EXIT_INVALID))
+        }
         VerifyError::Archive(e) if !matches!(e, archive::ArchiveError::Io(_)) => {
             println!("verification failed: {e}");
             Ok(ExitCode::from(EXIT_INVALID))
@@ -115,8 +119,9 @@ pub(super) fn verify_store(dir: &DataDir) -> Result<ExitCode> {
             _ => return Err(e),
         },
     };
-    let audited =
-        crate::store::catch_panic(|| audit::verify_store(&store)).unwrap_or_else(|panic| {
+    let owner = load_identity(dir).ok().map(|identity| identity.author());
+    let audited = crate::store::catch_panic(|| audit::verify_store_of(&store, owner))
+        .unwrap_or_else(|panic| {
             Err(VerifyError::Store(crate::store::StoreError::Damaged {
                 path: dir.store(),
                 detail: format!("the database failed reading it: {panic}"),
