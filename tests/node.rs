@@ -335,6 +335,10 @@ fn the_api_conforms_to_its_openapi_description() {
         "schemathesis found problems:\n{report}"
     );
     assert!(report.contains("passed"), "{report}");
+    // The description's links lead it from the authors list to real keys,
+    // seqs, entry ids and payload hashes, not only to 404s.
+    assert!(report.contains("7 covered / 7 selected"), "{report}");
+    assert!(!report.contains("Missing test data"), "{report}");
     assert!(node.stop().success());
 }
 
@@ -718,5 +722,24 @@ fn api_errors_are_json_everywhere() {
     assert!(lower.contains("content-type: application/json"), "{answer}");
     assert!(lower.contains("allow: get, head"), "{answer}");
     assert!(answer.contains("\"error\""), "{answer}");
+
+    // A path segment that is not UTF-8, and a request line too long to read.
+    for (path, status) in [
+        ("/api/v1/authors/%FF/entries".to_string(), 400),
+        ("/api/v1/entries/%C3%28".to_string(), 400),
+        (format!("/api/v1/entries/{}", "a".repeat(9000)), 414),
+    ] {
+        let (got, content_type, body) = node.get(&path);
+        assert_eq!(got, status, "{path}");
+        assert!(
+            content_type.starts_with("application/json"),
+            "{path}: {content_type}"
+        );
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(
+            json["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{json}"
+        );
+    }
     assert!(node.stop().success());
 }

@@ -39,6 +39,46 @@ pub fn router() -> Router<State> {
         // promises: an unknown path and a method a path does not take too.
         .fallback(unknown)
         .method_not_allowed_fallback(not_allowed)
+        .layer(axum::middleware::map_response(json_errors))
+}
+
+/// The longest error text an extractor writes (a rejection names the bad
+/// parameter and why).
+const MAX_ERROR_TEXT: usize = 4096;
+
+/// Turns an error the framework answered in plain text (a path segment
+/// that is not UTF-8, say) into the API's JSON error with the same words.
+async fn json_errors(response: Response) -> Response {
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !response.status().is_client_error() && !response.status().is_server_error() || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, MAX_ERROR_TEXT)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let text = if text.is_empty() {
+        parts
+            .status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_string()
+    } else {
+        text
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(
+        parts,
+        axum::body::Body::from(json!({ "error": text }).to_string()),
+    )
 }
 
 async fn unknown(uri: axum::http::Uri) -> Error {
