@@ -220,3 +220,89 @@ fn a_mirror_killed_mid_transfer_keeps_what_it_verified() {
         kept_total / cut.max(1)
     );
 }
+
+/// Retry rounds: each kills a `capsule post` at a random moment, then runs
+/// the same command again.
+const RETRY_ROUNDS: usize = 30;
+
+/// A `capsule post` killed before it heard the node's answer (the node may
+/// have published it) is safe to run again: the retry carries the same
+/// request id, and every post is in the log exactly once.
+#[test]
+fn a_post_retried_after_its_answer_was_lost_is_published_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node");
+    capsule_ok(&data, &["init"]);
+    let mut node = crate::common::Proc::spawn(
+        Command::new(capsule_bin())
+            .arg("--data-dir")
+            .arg(&data)
+            .args([
+                "up",
+                "--listen",
+                "127.0.0.1:0",
+                "--sync-listen",
+                "127.0.0.1:0",
+            ])
+            .stderr(Stdio::null()),
+    );
+    node.wait_line(20, |l| l.starts_with("Capsule is up"));
+    let start = Instant::now();
+    capsule_ok(&data, &["post", "calibration"]);
+    let one = start.elapsed();
+    let mut state = 0xd1b54a32d192ed03u64 ^ std::process::id() as u64;
+    let (mut killed, mut answered_again) = (0, 0);
+    for round in 0..RETRY_ROUNDS {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let delay = Duration::from_micros(state % (one.as_micros() as u64 * 3 / 2 + 1));
+        let text = format!("post {round}");
+        let mut child = Command::new(capsule_bin())
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["post", &text])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        let _ = child.kill(); // SIGKILL
+        let out = child.wait_with_output().unwrap();
+        // Told it was published (the kill came after): the user would not
+        // run it again.
+        if out.status.success() || String::from_utf8_lossy(&out.stdout).contains("published entry")
+        {
+            continue;
+        }
+        killed += 1;
+        let again = capsule_ok(&data, &["post", &text]);
+        if again.contains("already published as entry") {
+            answered_again += 1;
+        }
+    }
+    assert!(
+        killed > 0,
+        "no post was ever killed: the test proves nothing"
+    );
+    let log = capsule_ok(&data, &["log", "--json"]);
+    let mut texts: Vec<String> = log
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["record"]["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let all = texts.len();
+    texts.sort();
+    texts.dedup();
+    assert_eq!(all, texts.len(), "a post was published twice: {log}");
+    assert_eq!(all, RETRY_ROUNDS + 1, "a post is missing: {log}");
+    eprintln!(
+        "{killed} posts killed before their answer and run again: {answered_again} had been \
+         published already and were not published twice"
+    );
+    assert!(node.terminate().success());
+}

@@ -241,6 +241,7 @@ fn posts_propagate_over_live_connections() {
         let request = capsule::node::admin::Request::Post {
             text: format!("live post {i}"),
             reply_to: None,
+            request: None,
         };
         let answer = capsule::node::admin::call(&socket, &request)
             .unwrap()

@@ -76,19 +76,79 @@ pub(super) fn publish(dir: &DataDir, request: admin::Request) -> Result<()> {
         admin::Answer::Status(_) | admin::Answer::Stream | admin::Answer::Changed(_) => {
             bail!("unexpected answer from the node")
         }
-        admin::Answer::Error(e) => bail!("{e}"),
+        admin::Answer::Error(e) => Err(Refused(e).into()),
     }
 }
 
+/// The node answered, and refused: nothing was published.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Refused(String);
+
+/// A post sent but not answered, kept in the data dir (as JSON: request id,
+/// text, reply_to) so that the same command run again sends it with the
+/// same request id, and the node publishes it once.
+const PENDING_POST: &str = "post.pending";
+
 pub(super) fn post(dir: &DataDir, text: String, reply_to: Option<EntryId>) -> Result<ExitCode> {
-    publish(
+    let reply_to = reply_to.map(|id| id.to_string());
+    let pending = dir.root().join(PENDING_POST);
+    let same = |p: &serde_json::Value| {
+        p["text"] == text.as_str() && p["reply_to"] == serde_json::json!(reply_to)
+    };
+    let request = std::fs::read(&pending)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .filter(same)
+        .and_then(|p| p["request"].as_str().map(str::to_string))
+        .unwrap_or_else(|| {
+            let mut id = [0u8; 16];
+            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut id);
+            hex::encode(id)
+        });
+    write_private(
+        &pending,
+        &serde_json::json!({ "request": request, "text": text, "reply_to": reply_to }).to_string(),
+    )?;
+    let sent = publish(
         dir,
         admin::Request::Post {
             text,
-            reply_to: reply_to.map(|id| id.to_string()),
+            reply_to,
+            request: Some(request),
         },
-    )?;
-    Ok(ExitCode::SUCCESS)
+    );
+    match sent {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&pending);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) if e.is::<Refused>() => {
+            let _ = std::fs::remove_file(&pending);
+            Err(e)
+        }
+        Err(e) => Err(e.context(
+            "the post may have been published before its answer was lost; run the same command again: it is sent with the same request id, and the node publishes it once",
+        )),
+    }
+}
+
+/// Writes `text` to `path` (mode 0600) by a rename, so a crash leaves the
+/// old file or the new one.
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let partial = path.with_extension("partial");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&partial)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&partial, path)?;
+    Ok(())
 }
 
 pub(super) fn delete(dir: &DataDir, seq: u64) -> Result<ExitCode> {

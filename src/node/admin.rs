@@ -4,7 +4,8 @@
 //! one JSON answer line.
 //!
 //! Requests ([`Request`], in serde's JSON form):
-//! `{"post": {"text": "...", "reply_to": "ID or null"}}`, `{"delete": SEQ}`,
+//! `{"post": {"text": "...", "reply_to": "ID or null", "request": "32 hex digits (optional)"}}`,
+//! `{"delete": SEQ}`,
 //! `{"profile": {"name": "...", "bio": "..."}}`,
 //! `{"follow": {"author": "KEY", "address": "HOST:PORT or null", "web": "https://... or null"}}`,
 //! `{"unfollow": "KEY"}`, `{"peer": "KEY@HOST:PORT"}`, `"status"`,
@@ -47,6 +48,11 @@ pub enum Request {
         text: String,
         /// The id of the entry it replies to (64 hex digits).
         reply_to: Option<String>,
+        /// 32 hex digits the command chose: a post sent again with the same
+        /// id (its answer was lost) is answered with the entry it published
+        /// the first time, not published twice.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request: Option<String>,
     },
     /// A tombstone for the owner's entry `seq`.
     Delete(u64),
@@ -113,6 +119,14 @@ pub enum Answer {
     Error(String),
 }
 
+/// A post request id (32 hex digits), or the answer that refuses it.
+fn request_id(text: &str) -> Result<[u8; 16], Answer> {
+    let mut id = [0u8; 16];
+    hex::decode_to_slice(text, &mut id)
+        .map_err(|_| Answer::Error(format!("bad request id {text:?}: want 32 hex digits")))?;
+    Ok(id)
+}
+
 /// An author key from a request, or the answer that refuses it.
 fn author_key(text: &str) -> Result<crate::identity::AuthorKey, Answer> {
     text.parse()
@@ -126,12 +140,31 @@ pub fn handle(store: &Store, identity: &Arc<Identity>, line: &str) -> Answer {
         Err(e) => return Answer::Error(format!("bad request: {e}")),
     };
     let result = match request {
-        Request::Post { text, reply_to } => {
+        Request::Post {
+            text,
+            reply_to,
+            request,
+        } => {
             let reply_to = match reply_to.map(|r| r.parse::<EntryId>()).transpose() {
                 Ok(r) => r,
                 Err(e) => return Answer::Error(e.to_string()),
             };
-            compose::post(store, identity, text, reply_to)
+            let request = match request.as_deref().map(request_id).transpose() {
+                Ok(r) => r,
+                Err(refused) => return refused,
+            };
+            if let Some(id) = &request {
+                match store.published_by(id) {
+                    Ok(Some(seq)) => {
+                        return Answer::Done(format!(
+                            "already published as entry {seq}: this post was sent before and its answer lost"
+                        ));
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Answer::Error(e.to_string()),
+                }
+            }
+            compose::post(store, identity, text, reply_to, request)
         }
         Request::Delete(seq) => compose::delete(store, identity, seq),
         Request::Profile { name, bio } => compose::profile(store, identity, name, bio),

@@ -157,6 +157,14 @@ impl<'t> Tables<'t> {
         }))
     }
 
+    /// The stored entry `seq` of `author`, if any.
+    pub(super) fn stored(&self, author: &AuthorKey, seq: u64) -> Result<Option<Entry>, StoreError> {
+        self.entries
+            .get(&log_key(author, seq))?
+            .map(|v| super::decode_stored(v.value()))
+            .transpose()
+    }
+
     pub(super) fn publish(
         &mut self,
         identity: &Identity,

@@ -33,20 +33,33 @@ pub fn publish(
     identity: &Arc<Identity>,
     record: &Record,
 ) -> Result<Entry, ComposeError> {
+    publish_request(store, identity, record, None)
+}
+
+/// [`publish`], remembering the request id that asked for it.
+fn publish_request(
+    store: &Store,
+    identity: &Arc<Identity>,
+    record: &Record,
+    request: Option<[u8; 16]>,
+) -> Result<Entry, ComposeError> {
     let payload = record.encode().map_err(|_| {
         ComposeError::Refused(format!(
             "the post is too long: at most {MAX_PAYLOAD} bytes once encoded"
         ))
     })?;
-    Ok(store.publish(identity, payload, now_us())?)
+    Ok(store.publish_request(identity, payload, now_us(), request)?)
 }
 
-/// Publishes a post, or a reply to the entry with id `reply_to`.
+/// Publishes a post, or a reply to the entry with id `reply_to`. With a
+/// `request` id, the post is published once however often it is asked for
+/// with that id: [`Store::published_by`] says by which entry.
 pub fn post(
     store: &Store,
     identity: &Arc<Identity>,
     text: String,
     reply_to: Option<EntryId>,
+    request: Option<[u8; 16]>,
 ) -> Result<Entry, ComposeError> {
     if text.trim().is_empty() {
         return refused("nothing to post: the text is empty");
@@ -71,7 +84,7 @@ pub fn post(
         reply_to,
         attachments: Vec::new(),
     };
-    publish(store, identity, &record)
+    publish_request(store, identity, &record, request)
 }
 
 /// Publishes a tombstone for the owner's entry `seq`.

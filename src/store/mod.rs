@@ -354,6 +354,18 @@ impl Store {
         payload: Vec<u8>,
         timestamp_us: u64,
     ) -> Result<Entry, StoreError> {
+        self.publish_request(identity, payload, timestamp_us, None)
+    }
+
+    /// [`Store::publish`], remembering that request `request` published the
+    /// entry (see [`Store::published_by`]).
+    pub fn publish_request(
+        &self,
+        identity: &Arc<Identity>,
+        payload: Vec<u8>,
+        timestamp_us: u64,
+        request: Option<[u8; 16]>,
+    ) -> Result<Entry, StoreError> {
         if payload.len() as u64 > crate::log::entry::MAX_PAYLOAD {
             return Err(StoreError::TooLarge(payload.len()));
         }
@@ -362,6 +374,7 @@ impl Store {
             identity,
             payload,
             timestamp_us,
+            request,
             reply,
         })
     }

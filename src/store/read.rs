@@ -41,6 +41,14 @@ impl Store {
             .transpose()
     }
 
+    /// The seq of the owner's entry that post request `request` published,
+    /// if this store remembers it.
+    pub fn published_by(&self, request: &[u8; 16]) -> Result<Option<u64>, StoreError> {
+        let txn = self.db()?.begin_read()?;
+        let requests = txn.open_table(POST_REQUESTS)?;
+        Ok(requests.get(request)?.map(|v| v.value()))
+    }
+
     /// The entry with id `id`.
     pub fn entry_by_id(&self, id: &EntryId) -> Result<Option<Entry>, StoreError> {
         let txn = self.db()?.begin_read()?;

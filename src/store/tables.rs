@@ -35,6 +35,16 @@ pub const TOMBSTONES: TableDefinition<&LogKey, u64> = TableDefinition::new("tomb
 /// 40-byte prefix. Written when a post naming `reply_to` is stored.
 pub const REPLIES: TableDefinition<&ReplyKey, ()> = TableDefinition::new("replies-1");
 
+/// request id (16 random bytes a `capsule post` sends) → seq of the owner's
+/// entry it published: a post retried after an answer was lost (the node
+/// committed, then the connection or the node died) is answered with that
+/// entry rather than published twice. Written in the transaction that
+/// publishes; the newest [`MAX_POST_REQUESTS`] are kept.
+pub const POST_REQUESTS: TableDefinition<&[u8; 16], u64> = TableDefinition::new("post_requests-1");
+/// Post request ids remembered: a retry comes minutes after its failure,
+/// not a thousand posts later.
+pub const MAX_POST_REQUESTS: u64 = 1024;
+
 /// author → seq of the newest Profile record the store took in for them
 /// (u64): the profile header is one lookup, not a search of the log.
 pub const PROFILES: TableDefinition<&[u8; 32], u64> = TableDefinition::new("profiles-1");

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
-use redb::{Database, ReadableTable};
+use redb::{Database, ReadableTable, ReadableTableMetadata};
 use tokio::sync::oneshot;
 
 use super::StoreError;
@@ -56,6 +56,9 @@ pub enum Request {
         payload: Vec<u8>,
         /// The author's clock, in microseconds since the Unix epoch.
         timestamp_us: u64,
+        /// The request's id, remembered with the entry's seq in the same
+        /// transaction (see [`POST_REQUESTS`]).
+        request: Option<[u8; 16]>,
         /// Where the new entry goes.
         reply: Reply<Entry>,
     },
@@ -141,6 +144,7 @@ pub fn prepare(db: &Database, path: &Path) -> Result<(), StoreError> {
         drop(txn.open_table(REPLIES)?);
         drop(txn.open_table(PROFILES)?);
         drop(txn.open_table(ADDRESSES)?);
+        drop(txn.open_table(POST_REQUESTS)?);
     }
     txn.commit()?;
     Ok(())
@@ -354,6 +358,22 @@ impl AddressUpdate {
     }
 }
 
+/// Remembers that request `id` published the owner's entry `seq`, and
+/// forgets requests more than [`MAX_POST_REQUESTS`] posts old.
+fn remember_request(
+    txn: &redb::WriteTransaction,
+    id: [u8; 16],
+    seq: u64,
+) -> Result<(), StoreError> {
+    let mut requests = txn.open_table(POST_REQUESTS)?;
+    requests.insert(&id, seq)?;
+    if requests.len()? > MAX_POST_REQUESTS {
+        let oldest = seq.saturating_sub(MAX_POST_REQUESTS);
+        requests.retain(|_, seq| seq > oldest)?;
+    }
+    Ok(())
+}
+
 /// Fails `request` because of `cause`: nothing of it was written.
 fn fail(request: Request, cause: &Arc<StoreError>) {
     let err = || StoreError::NotWritten(Arc::clone(cause));
@@ -464,9 +484,25 @@ fn serve_group(
                         identity,
                         payload,
                         timestamp_us,
+                        request,
                         reply,
                     } => {
+                        // A request already served (sent again while the
+                        // first was in flight) gets the entry it published.
+                        let earlier = match request {
+                            Some(id) => txn.open_table(POST_REQUESTS)?.get(&id)?.map(|v| v.value()),
+                            None => None,
+                        };
+                        if let Some(seq) = earlier
+                            && let Some(entry) = tables.stored(&identity.author(), seq)?
+                        {
+                            answers.push(Answer::Entry(reply, Ok(entry)));
+                            continue;
+                        }
                         let entry = tables.publish(&identity, payload, timestamp_us);
+                        if let (Ok(entry), Some(id)) = (&entry, request) {
+                            remember_request(&txn, id, entry.seq())?;
+                        }
                         answers.push(Answer::Entry(reply, entry));
                     }
                     Request::Import { .. } => unreachable!("imports are served alone"),
