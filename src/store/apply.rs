@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use redb::{ReadableTable, Table, WriteTransaction};
+use redb::{ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
 
 use super::tables::*;
 use super::{Head, StoreError, decode_stored};
@@ -356,4 +356,20 @@ impl<'t> Tables<'t> {
         }
         Ok(())
     }
+}
+
+/// Remembers that request `id` published the owner's entry `seq`, and
+/// forgets requests more than [`MAX_POST_REQUESTS`] posts old.
+pub(super) fn remember_request(
+    txn: &redb::WriteTransaction,
+    id: [u8; 16],
+    seq: u64,
+) -> Result<(), StoreError> {
+    let mut requests = txn.open_table(POST_REQUESTS)?;
+    requests.insert(&id, seq)?;
+    if requests.len()? > MAX_POST_REQUESTS {
+        let oldest = seq.saturating_sub(MAX_POST_REQUESTS);
+        requests.retain(|_, seq| seq > oldest)?;
+    }
+    Ok(())
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
-use redb::{Database, ReadableTable, ReadableTableMetadata};
+use redb::{Database, ReadableTable};
 use tokio::sync::oneshot;
 
 use super::StoreError;
@@ -358,22 +358,6 @@ impl AddressUpdate {
     }
 }
 
-/// Remembers that request `id` published the owner's entry `seq`, and
-/// forgets requests more than [`MAX_POST_REQUESTS`] posts old.
-fn remember_request(
-    txn: &redb::WriteTransaction,
-    id: [u8; 16],
-    seq: u64,
-) -> Result<(), StoreError> {
-    let mut requests = txn.open_table(POST_REQUESTS)?;
-    requests.insert(&id, seq)?;
-    if requests.len()? > MAX_POST_REQUESTS {
-        let oldest = seq.saturating_sub(MAX_POST_REQUESTS);
-        requests.retain(|_, seq| seq > oldest)?;
-    }
-    Ok(())
-}
-
 /// Fails `request` because of `cause`: nothing of it was written.
 fn fail(request: Request, cause: &Arc<StoreError>) {
     let err = || StoreError::NotWritten(Arc::clone(cause));
@@ -501,7 +485,7 @@ fn serve_group(
                         }
                         let entry = tables.publish(&identity, payload, timestamp_us);
                         if let (Ok(entry), Some(id)) = (&entry, request) {
-                            remember_request(&txn, id, entry.seq())?;
+                            super::apply::remember_request(&txn, id, entry.seq())?;
                         }
                         answers.push(Answer::Entry(reply, entry));
                     }
