@@ -85,31 +85,41 @@ pub(super) fn publish(dir: &DataDir, request: admin::Request) -> Result<()> {
 #[error("{0}")]
 struct Refused(String);
 
-/// A post sent but not answered, kept in the data dir (as JSON: request id,
-/// text, reply_to) so that the same command run again sends it with the
-/// same request id, and the node publishes it once.
+/// A post sent but not answered, kept in the data dir as JSON (its request
+/// id, and a blake3 hash of its text and reply_to) so that the same command
+/// run again sends it with the same request id, and the node publishes it
+/// once. A hash, not the text: the file stays a hundred bytes, and the
+/// post's words are not copied anywhere else.
 const PENDING_POST: &str = "post.pending";
 
 pub(super) fn post(dir: &DataDir, text: String, reply_to: Option<EntryId>) -> Result<ExitCode> {
     let reply_to = reply_to.map(|id| id.to_string());
     let pending = dir.root().join(PENDING_POST);
-    let same = |p: &serde_json::Value| {
-        p["text"] == text.as_str() && p["reply_to"] == serde_json::json!(reply_to)
+    let post = {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(text.as_bytes());
+        hasher.update(b"\0");
+        hasher.update(reply_to.as_deref().unwrap_or_default().as_bytes());
+        hasher.finalize().to_hex().to_string()
     };
     let request = std::fs::read(&pending)
         .ok()
         .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-        .filter(same)
+        .filter(|p| p["post"] == post.as_str())
         .and_then(|p| p["request"].as_str().map(str::to_string))
         .unwrap_or_else(|| {
             let mut id = [0u8; 16];
             rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut id);
             hex::encode(id)
         });
-    write_private(
-        &pending,
-        &serde_json::json!({ "request": request, "text": text, "reply_to": reply_to }).to_string(),
-    )?;
+    // Best effort: without the file (no data dir yet, a full disk) the post
+    // still goes; only a retry of it would not be recognised.
+    if dir.root().is_dir() {
+        let _ = write_private(
+            &pending,
+            &serde_json::json!({ "request": request, "post": post }).to_string(),
+        );
+    }
     let sent = publish(
         dir,
         admin::Request::Post {
