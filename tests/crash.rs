@@ -8,6 +8,14 @@ use std::time::{Duration, Instant};
 
 use crate::common::{capsule, capsule_bin, capsule_ok};
 
+/// The next value of a xorshift generator: kill moments that differ from
+/// run to run (the seed takes the process id) without a dependency.
+fn next_random(state: &mut u64) {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+}
+
 /// Kill rounds: each starts a post and kills it at a random moment.
 const ROUNDS: usize = 50;
 
@@ -24,9 +32,7 @@ fn sigkill_while_posting_loses_no_acknowledged_post() {
     let mut killed = 0;
     let mut state = 0x2545f4914f6cdd1du64 ^ std::process::id() as u64;
     for round in 0..ROUNDS {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
+        next_random(&mut state);
         // Anywhere from before start-up to after the commit.
         let delay = Duration::from_micros(state % (one.as_micros() as u64 * 3 / 2 + 1));
         let text = format!("post {round}");
@@ -174,9 +180,7 @@ fn a_mirror_killed_mid_transfer_keeps_what_it_verified() {
                 }
             }
         });
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
+        next_random(&mut state);
         let started = Instant::now();
         std::thread::sleep(Duration::from_millis(3_000 + state % 5_000));
         let _ = sync.kill(); // SIGKILL
@@ -253,9 +257,7 @@ fn a_post_retried_after_its_answer_was_lost_is_published_once() {
     let mut state = 0xd1b54a32d192ed03u64 ^ std::process::id() as u64;
     let (mut killed, mut answered_again) = (0, 0);
     for round in 0..RETRY_ROUNDS {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
+        next_random(&mut state);
         let delay = Duration::from_micros(state % (one.as_micros() as u64 * 3 / 2 + 1));
         let text = format!("post {round}");
         let mut child = Command::new(capsule_bin())
