@@ -123,6 +123,11 @@ async fn a_fresh_node_pulls_100_authors_of_1000_entries() {
         .encode()
         .unwrap();
     blocking(|| {
+        // The source's own log begins in its store, as `capsule init` marks it.
+        source
+            .store
+            .change_signer(writer.author(), capsule::store::signer::SignerChange::Begin)
+            .unwrap();
         source
             .store
             .publish(&Arc::new(writer), post, 1_800_000_000_000_000)

@@ -124,10 +124,22 @@ fn each_reason_is_named() {
     let mut items = log.clone();
     items.insert(3, log[2].clone());
     assert_eq!(check(items), Invalid::Duplicate);
-    let mut items = log.clone();
+    // A second signed entry for a seq is the log's fork proof: it verifies
+    // (an export writes it after the log), and nothing of the author may
+    // follow it.
     let forked = sign(3, ids[1], ids[(lipmaa(3) - 1) as usize]);
+    let mut items = log.clone();
     items.push((forked, None));
-    assert!(matches!(check(items), Invalid::Fork { .. }));
+    let mut v = StreamVerifier::new();
+    for (e, p) in items {
+        v.push(e, p).unwrap();
+    }
+    let (summary, _) = v.finish().unwrap();
+    assert_eq!((summary.forked, summary.entries), (1, log.len() as u64 + 1));
+    let mut items = log[..4].to_vec();
+    items.push((forked, None));
+    items.push(log[4].clone());
+    assert_eq!(check(items), Invalid::AuthorForked(3));
     // An author whose entries are split in two runs.
     let other = make_log(&test_identity(4), 2);
     let items: Items = log[..2]

@@ -32,7 +32,8 @@ pub(super) fn export_identity(dir: &DataDir, output: &Path) -> Result<ExitCode> 
         output.display()
     );
     println!(
-        "Keep it offline: whoever has it can post as you. To restore it, copy it to identity.key in the data directory before `capsule init`."
+        "Keep it offline: whoever has it can post as you. To restore it: `capsule restore {} --from KEY@HOST:PORT` (a follower's node), never by copying it into a data directory.",
+        output.display()
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -74,6 +75,16 @@ fn report_verified(summary: &Summary) {
         "verified {} entries of {} authors ({} payloads)",
         summary.entries, summary.authors, summary.payloads
     );
+    if summary.forked > 0 {
+        println!(
+            "healthy, {} forked: their fork proofs are in it and verify",
+            authors_word(summary.forked)
+        );
+    }
+}
+
+fn authors_word(n: u64) -> String {
+    format!("{n} {}", if n == 1 { "author" } else { "authors" })
 }
 
 fn verification_failed(e: VerifyError) -> Result<ExitCode> {
@@ -132,30 +143,71 @@ pub(super) fn verify_store(dir: &DataDir) -> Result<ExitCode> {
     }
     match audited {
         Ok(summary) => {
+            // A proof of someone's fork is not damage: the store keeps it on
+            // purpose. It must hold up, though: two valid entries, one
+            // author and seq, different ids.
             let forks = store.forks()?;
-            if let Some(proof) = forks.first() {
-                println!(
-                    "verification failed: entry {} of author {}: fork: entries {} and {} are both signed for this seq",
-                    proof.first.seq(),
-                    proof.first.author(),
-                    proof.first.id(),
-                    proof.second.id()
-                );
-                return Ok(ExitCode::from(EXIT_INVALID));
+            for proof in &forks {
+                let holds = proof.first.author() == proof.second.author()
+                    && proof.first.seq() == proof.second.seq()
+                    && proof.first.id() != proof.second.id()
+                    && crate::log::verify::verify_one(proof.first, None).is_ok()
+                    && crate::log::verify::verify_one(proof.second, None).is_ok();
+                if !holds {
+                    println!(
+                        "verification failed: the fork proof kept for author {} does not hold (its entries are not two valid entries for one seq): the store is damaged",
+                        proof.first.author()
+                    );
+                    return Ok(ExitCode::from(EXIT_INVALID));
+                }
             }
             report_verified(&summary);
+            if !forks.is_empty() {
+                println!(
+                    "healthy, {} forked (each signed two entries for one seq; the proofs are kept, and their entries past the fork refused):",
+                    authors_word(forks.len() as u64)
+                );
+                for proof in &forks {
+                    let whose = if Some(proof.first.author()) == owner {
+                        " (your own log: this node no longer posts)"
+                    } else {
+                        ""
+                    };
+                    println!(
+                        "  {} at seq {}: entries {} and {}{whose}",
+                        proof.first.author(),
+                        proof.first.seq(),
+                        proof.first.id(),
+                        proof.second.id()
+                    );
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => verification_failed(e),
     }
 }
 
-pub(super) fn import(dir: &DataDir, file: &Path) -> Result<ExitCode> {
-    let store = open_store(dir)?;
+/// What importing an archive did.
+pub(super) struct Imported {
+    /// The store's report.
+    pub report: crate::store::AppendReport,
+    /// The authors the archive holds.
+    pub authors: std::collections::BTreeSet<AuthorKey>,
+}
+
+/// Verifies `file` and imports it into `store`, all or nothing. `Err(code)`
+/// when the archive was refused (the reason is printed).
+pub(super) fn import_file(
+    store: &crate::store::Store,
+    file: &Path,
+) -> Result<std::result::Result<Imported, ExitCode>> {
     let (batches, incoming) = mpsc::sync_channel::<ImportMsg>(4);
+    let mut authors = std::collections::BTreeSet::new();
     let (verified, stored) = std::thread::scope(|scope| {
         let writer = scope.spawn(|| store.import(incoming));
-        let mut send = |batch| {
+        let mut send = |batch: Vec<crate::log::verify::VerifiedEntry>| {
+            authors.extend(batch.iter().map(|v| v.entry().author()));
             batches
                 .send(ImportMsg::Batch(batch))
                 .map_err(|_| VerifyError::Store(crate::store::StoreError::Closed))
@@ -175,21 +227,28 @@ pub(super) fn import(dir: &DataDir, file: &Path) -> Result<ExitCode> {
     let report = stored?;
     if let Some(bad) = report.rejected {
         println!("nothing was imported: the archive conflicts with this node's store: {bad}");
-        return Ok(ExitCode::from(EXIT_INVALID));
+        return Ok(Err(ExitCode::from(EXIT_INVALID)));
     }
-    let summary = match verified {
-        Ok(summary) => summary,
+    match verified {
+        Ok(_) => Ok(Ok(Imported { report, authors })),
         Err(VerifyError::Archive(archive::ArchiveError::Io(e))) => {
-            return Err(anyhow::Error::new(e).context(format!("cannot read {}", file.display())));
+            Err(anyhow::Error::new(e).context(format!("cannot read {}", file.display())))
         }
         Err(e) => {
             println!("nothing was imported.");
-            return verification_failed(e);
+            Ok(Err(verification_failed(e)?))
         }
-    };
+    }
+}
+
+/// Prints what an import did to the store.
+pub(super) fn report_imported(imported: &Imported) {
+    let report = &imported.report;
     println!(
         "imported {} new entries ({} already held) of {} authors",
-        report.accepted, report.duplicates, summary.authors
+        report.accepted,
+        report.duplicates,
+        imported.authors.len()
     );
     for (author, seq) in &report.forks {
         println!("fork found: author {author} signed two entries for seq {seq}; the proof is kept");
@@ -198,6 +257,41 @@ pub(super) fn import(dir: &DataDir, file: &Path) -> Result<ExitCode> {
         println!(
             "{} entries of forked logs were refused",
             report.refused_forked
+        );
+    }
+    if report.refused_blocked > 0 {
+        println!(
+            "{} entries of authors you block were left out",
+            report.refused_blocked
+        );
+    }
+    if let Some((_, seq)) = report.signed_elsewhere {
+        println!(
+            "warning: the archive holds your entry {seq}, which this node did not sign: it stopped signing (see `capsule status`)"
+        );
+    }
+}
+
+pub(super) fn import(dir: &DataDir, file: &Path) -> Result<ExitCode> {
+    let store = open_store(dir)?;
+    let imported = match import_file(&store, file)? {
+        Ok(imported) => imported,
+        Err(code) => return Ok(code),
+    };
+    report_imported(&imported);
+    // Someone else's logs, imported, are kept: mirrored from now on, so
+    // they stay up to date and are served like any mirrored log.
+    let owner = load_identity(dir).ok().map(|i| i.author());
+    let blocked = store.blocked()?;
+    let mut mirrored = 0;
+    for author in &imported.authors {
+        if Some(*author) != owner && !blocked.contains(author) && store.mirror(*author)? {
+            mirrored += 1;
+        }
+    }
+    if mirrored > 0 {
+        println!(
+            "now mirroring {mirrored} imported authors: your node keeps their logs up to date from peers and serves them (`capsule unmirror KEY` to stop)"
         );
     }
     store.close()?;

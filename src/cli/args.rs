@@ -23,7 +23,9 @@ use crate::sync::network::SyncConfig;
 /// ~/.local/share/capsule.
 ///
 /// Exit codes: 0 success, 1 error, 2 bad command line, 3 verification found
-/// an invalid entry.
+/// an invalid entry or a damaged store. A fork proof (an author who signed
+/// two entries for one seq) is not damage: verification lists the forked
+/// authors and exits 0.
 #[derive(Debug, Parser)]
 #[command(name = "capsule", version, about, long_about)]
 pub struct Cli {
@@ -195,8 +197,10 @@ pub enum Command {
         #[arg(long, conflicts_with = "author")]
         all: bool,
         /// Write a backup of your identity (the secret key) instead. Keep it
-        /// offline: whoever has it can post as you. To restore, copy it to
-        /// identity.key in a data directory before `capsule init`.
+        /// offline: whoever has it can post as you. To restore it:
+        /// `capsule restore FILE --from KEY@HOST:PORT` (a follower's node).
+        /// Never copy it into a data directory by hand and post: that node
+        /// does not hold your log, and would fork it.
         #[arg(long, conflicts_with_all = ["author", "all"])]
         identity: bool,
         /// The archive file to write.
@@ -225,6 +229,66 @@ pub enum Command {
     Mirror {
         /// The author's key (52 characters).
         author: AuthorKey,
+    },
+    /// Block an author: your node stops mirroring and serving their log (web
+    /// pages, API and sync), refuses their entries from peers, and hides
+    /// their replies on your pages. What it holds of them stays, unserved,
+    /// until `capsule unblock`. Works while the node runs.
+    Block {
+        /// The author's key.
+        author: AuthorKey,
+    },
+    /// Lift a block.
+    Unblock {
+        /// The author's key.
+        author: AuthorKey,
+    },
+    /// Mute an author: left out of your home timeline, nothing else.
+    Mute {
+        /// The author's key.
+        author: AuthorKey,
+    },
+    /// Lift a mute.
+    Unmute {
+        /// The author's key.
+        author: AuthorKey,
+    },
+    /// Bring your log back after losing your data directory (or copying
+    /// identity.key by hand): puts the key backup in place, fetches your own
+    /// log from peers that mirror it (a follower's node) or from an export,
+    /// verifies it, and leaves a node that posts at the head + 1, so your
+    /// log never forks.
+    ///
+    /// Until this has run, a node whose store does not hold its key's log
+    /// refuses to sign. Examples:
+    ///
+    ///   capsule restore backup.key --from KEY@bob.example:4433
+    ///
+    ///   capsule restore backup.key --archive alice.capsule
+    ///
+    /// Without KEYFILE it works on the data directory's identity.key: after
+    /// a copy of this node signed elsewhere, stop that copy, then run it here.
+    Restore {
+        /// Your key backup (from `capsule export --identity`).
+        keyfile: Option<PathBuf>,
+        /// A peer holding your log, KEY@HOST:PORT (repeatable): the node
+        /// signs again at the newest head any of them holds.
+        #[arg(long = "from", value_name = "KEY@HOST:PORT")]
+        from: Vec<PeerAddr>,
+        /// An export of your log (`capsule export -o FILE`).
+        #[arg(long, value_name = "FILE")]
+        archive: Option<PathBuf>,
+        /// Declare that this key's log really is new (nobody holds an
+        /// entry of it). If anyone does, your next post forks your log and
+        /// every node that sees both refuses your log from then on.
+        #[arg(long, conflicts_with_all = ["from", "archive"])]
+        new_log: bool,
+        /// With --new-log, do not ask for confirmation.
+        #[arg(long, requires = "new_log")]
+        yes: bool,
+        /// Seconds to wait for each peer.
+        #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+        timeout: u64,
     },
     /// Stop mirroring an author. What this node holds of the log stays.
     Unmirror {

@@ -15,6 +15,7 @@ pub mod archive;
 pub mod args;
 pub mod bench;
 pub mod owner;
+pub mod restore;
 pub mod setup;
 pub mod sync;
 
@@ -101,6 +102,28 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             _ => archive::verify_store(&dir),
         },
         Command::Mirror { author } => owner::mirror(&dir, author, true),
+        Command::Block { author } => owner::block(&dir, author, "block"),
+        Command::Unblock { author } => owner::block(&dir, author, "unblock"),
+        Command::Mute { author } => owner::block(&dir, author, "mute"),
+        Command::Unmute { author } => owner::block(&dir, author, "unmute"),
+        Command::Restore {
+            keyfile,
+            from,
+            archive,
+            new_log,
+            yes,
+            timeout,
+        } => restore::restore(
+            &dir,
+            restore::RestoreArgs {
+                keyfile,
+                from,
+                archive,
+                new_log,
+                yes,
+                timeout: std::time::Duration::from_secs(timeout.max(1)),
+            },
+        ),
         Command::Unmirror { author } => owner::mirror(&dir, author, false),
         Command::Sync {
             peer,
@@ -138,6 +161,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 pub(crate) fn load_identity(dir: &DataDir) -> Result<Identity> {
     let path = dir.identity();
     if !path.exists() {
+        setup::refuse_without_key(dir)?;
         bail!(
             "no identity in {}; run `capsule init` first (or point --data-dir at your data directory)",
             dir.root().display()

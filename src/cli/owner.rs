@@ -194,6 +194,43 @@ pub(super) fn log(dir: &DataDir, author: Option<AuthorKey>, as_json: bool) -> Re
     }
 }
 
+/// `block`, `mute`, `unblock`, `unmute` (`change` is the command's name).
+pub(super) fn block(dir: &DataDir, author: AuthorKey, change: &str) -> Result<ExitCode> {
+    let request = admin::Request::Block {
+        author: author.to_string(),
+        change: change.to_string(),
+    };
+    let changed = via_node_or_store(
+        dir,
+        &request,
+        |answer| match answer {
+            admin::Answer::Changed(changed) => Ok(changed),
+            admin::Answer::Error(e) => bail!("{e}"),
+            other => bail!("unexpected answer from the node: {other:?}"),
+        },
+        |store| {
+            let identity = Arc::new(load_identity(dir)?);
+            Ok(crate::store::compose::block(
+                store, &identity, author, change,
+            )?)
+        },
+    )?;
+    let said = match (change, changed) {
+        ("block", true) => {
+            "blocked: your node no longer mirrors, serves, shows or takes their log; what it holds stays, unserved, until `capsule unblock`"
+        }
+        ("mute", true) => "muted: left out of your home timeline",
+        ("unblock", true) => "unblocked: your node serves and takes their log again",
+        ("unmute", true) => "unmuted",
+        ("block", false) => "already blocked",
+        ("mute", false) => "already muted or blocked",
+        ("unblock", false) => "was not blocked",
+        _ => "was not muted",
+    };
+    println!("{author} {said}");
+    Ok(ExitCode::SUCCESS)
+}
+
 pub(super) fn mirror(dir: &DataDir, author: AuthorKey, add: bool) -> Result<ExitCode> {
     let request = admin::Request::Mirror {
         author: author.to_string(),

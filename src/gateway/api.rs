@@ -141,9 +141,10 @@ async fn node(Extract(state): Extract<State>) -> Json<Value> {
 }
 
 async fn authors(Extract(state): Extract<State>) -> Result<Json<Value>, Error> {
-    let heads = state.read(|s| s.heads()).await?;
+    let (heads, blocked) = state.read(|s| Ok((s.heads()?, s.blocked()?))).await?;
     let list: Vec<Value> = heads
         .iter()
+        .filter(|(a, _)| !blocked.contains(a))
         .map(|(a, h)| json!({ "author": a.to_string(), "seq": h.seq, "id": h.id.to_string() }))
         .collect();
     Ok(Json(json!({ "authors": list })))
@@ -189,6 +190,7 @@ async fn entries(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, Error> {
     let author = parse_author(&author)?;
+    state.served(author).await?;
     let (from, limit) = range_of(&query, MAX_JSON_ENTRIES)?;
     let (rows, head) = state
         .read(move |s| {
@@ -217,6 +219,7 @@ async fn entries_bin(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, Error> {
     let author = parse_author(&author)?;
+    state.served(author).await?;
     let (from, limit) = range_of(&query, MAX_RAW_ENTRIES)?;
     let bytes = state
         .read(move |s| {
@@ -252,15 +255,19 @@ async fn entry(
             let Some(entry) = s.entry_by_id(&id)? else {
                 return Ok(None);
             };
+            if s.is_blocked(&entry.author())? {
+                return Ok(Some(Err(entry.author())));
+            }
             let deleted_by = s.deleted_by(&entry.author(), entry.seq())?;
             let payload = match deleted_by {
                 Some(_) => None,
                 None => s.payload(&entry.payload_hash())?,
             };
-            Ok(Some((entry, payload, deleted_by)))
+            Ok(Some(Ok((entry, payload, deleted_by))))
         })
         .await?
-        .ok_or_else(|| Error::NotFound(format!("no entry {id} here")))?;
+        .ok_or_else(|| Error::NotFound(format!("no entry {id} here")))?
+        .map_err(Error::Blocked)?;
     let (entry, payload, deleted_by) = row;
     Ok(Json(entry_json(
         &entry,
@@ -291,6 +298,7 @@ async fn certificate(
             "seq must be a whole number up to 9223372036854775807, not {seq:?}"
         ))
     })?;
+    state.served(author).await?;
     let path = state
         .read(move |s| s.certificate(&author, seq))
         .await?

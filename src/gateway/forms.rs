@@ -403,6 +403,48 @@ pub async fn unfollow(
     }
 }
 
+/// The block and mute buttons' form.
+#[derive(Debug, Deserialize)]
+pub struct BlockForm {
+    #[serde(default)]
+    author: String,
+    #[serde(default)]
+    action: String,
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `POST /block`: blocks, mutes, unblocks or unmutes an author, then back
+/// to their page.
+pub async fn block(
+    Extract(state): Extract<State>,
+    headers: HeaderMap,
+    Form(form): Form<BlockForm>,
+) -> Response {
+    if let Some(refusal) = refused(&state, &headers, &form.csrf) {
+        return refusal;
+    }
+    let author: AuthorKey = match form.author.parse() {
+        Ok(a) => a,
+        Err(e) => return refusal(StatusCode::BAD_REQUEST, "Nothing changed", &e.to_string()),
+    };
+    let (store, identity) = (Arc::clone(&state.store), Arc::clone(&state.identity));
+    let action = form.action;
+    let done = tokio::task::spawn_blocking(move || {
+        compose::block(&store, &identity, author, &action).map_err(|e| e.to_string())
+    })
+    .await;
+    match done {
+        Ok(Ok(_)) => Redirect::to(&format!("/@{author}")).into_response(),
+        Ok(Err(m)) => refusal(StatusCode::BAD_REQUEST, "Nothing changed", &m),
+        Err(e) => refusal(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Nothing changed",
+            &e.to_string(),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -65,6 +65,14 @@ pub struct State {
 }
 
 impl State {
+    /// Refuses an author the owner blocks (403).
+    pub async fn served(&self, author: AuthorKey) -> Result<(), Error> {
+        if self.read(move |s| s.is_blocked(&author)).await? {
+            return Err(Error::Blocked(author));
+        }
+        Ok(())
+    }
+
     /// Runs a store read on the blocking pool.
     pub async fn read<T: Send + 'static>(
         &self,
@@ -85,6 +93,8 @@ pub enum Error {
     BadRequest(String),
     /// Nothing here (404).
     NotFound(String),
+    /// The owner blocks this author: the node does not serve them (403).
+    Blocked(AuthorKey),
     /// The node failed (500).
     Internal(Internal),
 }
@@ -111,6 +121,10 @@ impl IntoResponse for Error {
         let (status, message) = match self {
             Error::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             Error::NotFound(m) => (StatusCode::NOT_FOUND, m),
+            Error::Blocked(a) => (
+                StatusCode::FORBIDDEN,
+                format!("this node does not serve the log of {a}: its owner blocks that author"),
+            ),
             Error::Internal(e) => {
                 tracing::warn!(error = %e, "a request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
@@ -155,6 +169,7 @@ pub fn router(state: State) -> Router {
             .route("/delete", post(forms::delete))
             .route("/follow", post(forms::follow))
             .route("/unfollow", post(forms::unfollow))
+            .route("/block", post(forms::block))
             .route("/.well-known/capsule", get(api::well_known))
             .route(
                 "/assets/{hash}/{name}",

@@ -56,7 +56,13 @@ pub(super) async fn author_log(
     }
     let key = author.unwrap_or(state.owner);
     let mirrored = key != state.owner;
-    let (posts, next, profile, held, origin, fork, followed) = state
+    if mirrored && state.read(move |s| s.is_blocked(&key)).await? {
+        return match &viewer {
+            Some(v) => Ok(blocked_page(v, key)),
+            None => Err(Error::Blocked(key)),
+        };
+    }
+    let (posts, next, profile, held, origin, fork, (followed, muted)) = state
         .read(move |s| {
             let head = s.head(&key)?;
             let (p, n) = posts(s, &key, page.before, PAGE_SIZE)?;
@@ -74,7 +80,10 @@ pub(super) async fn author_log(
                 head.is_some(),
                 origin,
                 s.fork_of(&key)?,
-                s.followed()?.contains(&key),
+                (
+                    s.followed()?.contains(&key),
+                    s.blocks()?.iter().any(|(a, _)| *a == key),
+                ),
             ))
         })
         .await?;
@@ -92,11 +101,25 @@ pub(super) async fn author_log(
         profile,
         origin,
         fork,
-        followed,
+        (followed, muted),
         &posts,
         next,
         &base,
     ))
+}
+
+/// The page of an author the owner blocks, for the owner: nothing of
+/// theirs, and the button that lifts the block (everyone else gets 403).
+fn blocked_page(viewer: &Viewer, author: AuthorKey) -> Markup {
+    let body = html! {
+        header.profile {
+            h1 { (short(&author)) }
+            div.key { (author.to_string()) }
+        }
+        p.muted { "This node does not show or serve this author's log: its owner blocks them." }
+        (super::views::block_buttons(viewer, &author, true, false))
+    };
+    layout("Capsule: blocked", Some(viewer), body)
 }
 
 /// `/` for the logged-in owner: their posts and those of the authors they
@@ -111,6 +134,10 @@ pub(super) async fn home(
         .read(move |s| {
             let mut authors = s.followed()?;
             let following = authors.len();
+            // Blocked and muted authors are left out of the home timeline.
+            let hidden: std::collections::HashSet<AuthorKey> =
+                s.blocks()?.into_iter().map(|(a, _)| a).collect();
+            authors.retain(|a| !hidden.contains(a));
             authors.insert(0, owner);
             let (p, n) = merged(s, &authors, until, PAGE_SIZE)?;
             Ok((p, n, profile(s, &owner)?, following))
@@ -156,6 +183,7 @@ pub async fn permalink(
     let viewer = state.owner_auth.viewer(&headers);
     let viewer = viewer.as_ref();
     let author = author_segment(&segment)?;
+    state.served(author).await?;
     let seq =
         super::whole_number(&seq).ok_or_else(|| Error::NotFound(format!("no entry {seq}")))?;
     let found = state.read(move |s| thread(s, author, seq)).await?;

@@ -189,7 +189,12 @@ pub fn thread(store: &Store, author: AuthorKey, seq: u64) -> Result<Option<Threa
     }
     ancestors.reverse();
     let mut replies = Vec::new();
+    let blocked = store.blocked()?;
+    ancestors.retain(|p: &Post| !blocked.contains(&p.author));
     for (a, s) in store.replies(&author, seq, MAX_REPLIES)? {
+        if blocked.contains(&a) {
+            continue;
+        }
         if let Some(post) = scanned(store, &a, s)?.as_ref().and_then(as_post) {
             replies.push(post);
         }

@@ -159,6 +159,27 @@ pub(super) fn origin_html(origin: &Origin) -> Markup {
     }
 }
 
+/// The owner's block and mute buttons for `author`.
+pub(super) fn block_buttons(v: &Viewer, author: &AuthorKey, blocked: bool, muted: bool) -> Markup {
+    let button = |action: &str, label: &str| {
+        html! {
+            form.inline method="post" action="/block" {
+                input type="hidden" name="csrf" value=(v.csrf);
+                input type="hidden" name="author" value=(author.to_string());
+                input type="hidden" name="action" value=(action);
+                button.link type="submit" { (label) }
+            }
+        }
+    };
+    html! {
+        @if blocked { (button("unblock", "Unblock")) }
+        @else {
+            (button("block", "Block"))
+            @if muted { (button("unmute", "Unmute")) } @else { (button("mute", "Mute")) }
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(super) fn log_page(
     state: &State,
@@ -167,7 +188,7 @@ pub(super) fn log_page(
     profile: Option<(String, String)>,
     origin: Option<Origin>,
     fork: Option<crate::store::ForkProof>,
-    followed: bool,
+    (followed, muted): (bool, bool),
     posts: &[Post],
     next: Option<u64>,
     base: &str,
@@ -197,6 +218,7 @@ pub(super) fn log_page(
                         button.link type="submit" { "Follow" }
                     }
                 }
+                (block_buttons(v, &author, false, muted))
             }
         }
         @if let (true, Some(v)) = (owner, viewer) { (compose_form(v, None)) }

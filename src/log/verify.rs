@@ -259,6 +259,7 @@ pub fn check_links(entry: &Entry, previous: EntryId, skip_target: EntryId) -> Re
 pub struct ChainChecker {
     author: AuthorKey,
     ids: Vec<EntryId>,
+    forked: Option<u64>,
 }
 
 impl ChainChecker {
@@ -267,6 +268,7 @@ impl ChainChecker {
         ChainChecker {
             author,
             ids: Vec::new(),
+            forked: None,
         }
     }
 
@@ -289,6 +291,9 @@ impl ChainChecker {
     pub fn push(&mut self, entry: &Entry, id: EntryId) -> Result<(), Invalid> {
         debug_assert_eq!(entry.author(), self.author);
         let seq = entry.seq();
+        if let Some(at) = self.forked {
+            return Err(Invalid::AuthorForked(at));
+        }
         let next = self.len() + 1;
         if seq < next {
             let first = self.ids[(seq - 1) as usize];
@@ -309,6 +314,12 @@ impl ChainChecker {
         self.ids.push(id);
         Ok(())
     }
+
+    /// Takes the [`Invalid::Fork`] entry just refused as the log's fork
+    /// proof: the log ends there, and any later entry of it is refused.
+    pub fn end_with_fork(&mut self, seq: u64) {
+        self.forked = Some(seq);
+    }
 }
 
 /// What a [`StreamVerifier`] verified.
@@ -320,6 +331,9 @@ pub struct Summary {
     pub authors: u64,
     /// Entries whose payload was present (and matched).
     pub payloads: u64,
+    /// Authors whose logs are forked: after an author's entries, a second
+    /// validly signed entry for one of its seqs, kept as the proof.
+    pub forked: u64,
 }
 
 /// Chunks a [`StreamVerifier`] keeps in flight on the thread pool: with more
@@ -464,9 +478,17 @@ impl StreamVerifier {
             self.summary.authors += 1;
         }
         let chain = self.chain.as_mut().expect("set above");
-        chain
-            .push(entry, id)
-            .map_err(|reason| BadEntry::of(entry, reason))?;
+        match chain.push(entry, id) {
+            Ok(()) => {}
+            // A second signed entry for a seq already seen: the author forked
+            // the log, and this entry is the proof (as an export writes it,
+            // after the log). It is verified and kept like any entry.
+            Err(Invalid::Fork { .. }) => {
+                chain.end_with_fork(entry.seq());
+                self.summary.forked += 1;
+            }
+            Err(reason) => return Err(BadEntry::of(entry, reason)),
+        }
         self.summary.entries += 1;
         self.summary.payloads += u64::from(has_payload);
         Ok(())

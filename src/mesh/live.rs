@@ -143,7 +143,7 @@ async fn local_state(store: &Arc<Store>) -> Result<(u64, [u8; 32]), SessionError
     let store = Arc::clone(store);
     tokio::task::spawn_blocking(move || {
         let mut hasher = blake3::Hasher::new();
-        for author in store.mirrors()? {
+        for author in store.wanted()? {
             hasher.update(&author.0);
         }
         Ok((store.change_counter()?, *hasher.finalize().as_bytes()))

@@ -86,7 +86,7 @@ pub fn pull(store: &Store, origin: &str, extra_root: Option<&Path>) -> Result<Pu
         .iter()
         .filter_map(|a| Some((a["author"].as_str()?.parse().ok()?, a["seq"].as_u64()?)))
         .collect();
-    let mirrors = store.mirrors()?;
+    let mirrors = store.wanted()?;
     let mut pulled = Pulled::default();
     for (author, their_seq) in theirs {
         if !mirrors.contains(&author) || pulled.entries >= MAX_PULL {

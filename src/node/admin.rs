@@ -79,6 +79,13 @@ pub enum Request {
         /// Mirror (true) or stop (false).
         add: bool,
     },
+    /// Block, mute, unblock or unmute an author.
+    Block {
+        /// The author key.
+        author: String,
+        /// `block`, `mute`, `unblock` or `unmute`.
+        change: String,
+    },
     /// An author's log as `capsule log` prints it, streamed after a
     /// [`Answer::Stream`] line until the connection closes.
     Log {
@@ -201,6 +208,16 @@ pub fn handle(store: &Store, identity: &Arc<Identity>, line: &str) -> Answer {
                 store.unmirror(author)
             };
             return match changed {
+                Ok(c) => Answer::Changed(c),
+                Err(e) => Answer::Error(e.to_string()),
+            };
+        }
+        Request::Block { author, change } => {
+            let author = match author_key(&author) {
+                Ok(a) => a,
+                Err(refused) => return refused,
+            };
+            return match crate::store::compose::block(store, identity, author, &change) {
                 Ok(c) => Answer::Changed(c),
                 Err(e) => Answer::Error(e.to_string()),
             };

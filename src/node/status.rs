@@ -73,8 +73,24 @@ pub fn status(store: &Store, owner: AuthorKey) -> Result<Value, StoreError> {
         .filter(|a| !followed.contains(a))
         .collect();
     let heads = store.heads()?;
+    let signing = store.signing(&owner)?;
+    let (mut blocked, mut muted) = (Vec::new(), Vec::new());
+    for (author, row) in store.blocks()? {
+        let item = json!({"author": author.to_string(), "since": time(row.since_us)});
+        match row.kind {
+            crate::store::blocks::Block::Blocked => blocked.push(item),
+            crate::store::blocks::Block::Muted => muted.push(item),
+        }
+    }
+    let forked_here = store.fork_of(&owner)?.map(|p| p.first.seq());
     Ok(json!({
         "author": owner.to_string(),
+        "signing": signing.word(),
+        "signing_refused": forked_here
+            .map(|seq| crate::store::StoreError::OwnLogForked(seq).to_string())
+            .or_else(|| signing.refusal()),
+        "blocked": blocked,
+        "muted": muted,
         "own_seq": heads.iter().find(|(a, _)| *a == owner).map_or(0, |(_, h)| h.seq),
         "logs_held": heads.len(),
         "entries_held": heads.iter().map(|(_, h)| h.seq).sum::<u64>(),
@@ -97,6 +113,31 @@ pub fn render(status: &Value, peers_only: bool) -> String {
             "your log: {} entries; holding {} logs, {} entries; {} forks seen",
             status["own_seq"], status["logs_held"], status["entries_held"], status["forks"]
         );
+        match status["signing_refused"].as_str() {
+            None => {
+                let _ = writeln!(
+                    out,
+                    "signing: ready (your next post is seq {})",
+                    status["own_seq"].as_u64().unwrap_or(0) + 1
+                );
+            }
+            Some(why) => {
+                let _ = writeln!(
+                    out,
+                    "signing: STOPPED ({}): {why}",
+                    text(&status["signing"])
+                );
+            }
+        }
+        for (title, key) in [("blocked", "blocked"), ("muted", "muted")] {
+            let list = status[key].as_array().cloned().unwrap_or_default();
+            if !list.is_empty() {
+                let _ = writeln!(out, "{title} {}:", list.len());
+                for a in list {
+                    let _ = writeln!(out, "  {}  since {}", text(&a["author"]), text(&a["since"]));
+                }
+            }
+        }
         for (title, key) in [("following", "followed"), ("mirroring", "mirrored")] {
             let list = status[key].as_array().cloned().unwrap_or_default();
             let _ = writeln!(out, "{title} {}:", list.len());

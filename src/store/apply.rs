@@ -6,6 +6,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use redb::{ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
 
+use super::blocks::{self, Block, BlockChange, BlockRow};
+use super::signer::{
+    self, BEGAN_HERE, MARKS_KEY, SIGNED_ELSEWHERE, SignerChange, SignerRow, Signing,
+};
 use super::tables::*;
 use super::{Head, StoreError, decode_stored};
 use crate::identity::{AuthorKey, Identity};
@@ -26,6 +30,11 @@ pub struct AppendReport {
     pub forks: Vec<(AuthorKey, u64)>,
     /// Entries refused because their author's log is forked.
     pub refused_forked: u64,
+    /// Entries refused because the owner blocks their author.
+    pub refused_blocked: u64,
+    /// An identity of this node whose entry `seq` arrived signed elsewhere:
+    /// the node stopped signing for it in this transaction.
+    pub signed_elsewhere: Option<(AuthorKey, u64)>,
     /// The first entry refused for another reason; later entries of the same
     /// request that depend on it are refused too.
     pub rejected: Option<BadEntry>,
@@ -35,6 +44,7 @@ enum Outcome {
     Accepted,
     Duplicate,
     Fork,
+    Blocked,
     Refused(Invalid),
 }
 
@@ -49,6 +59,10 @@ pub(super) struct Tables<'t> {
     changes: Table<'t, u64, &'static [u8; 32]>,
     replies: Table<'t, &'static ReplyKey, ()>,
     profiles: Table<'t, &'static [u8; 32], u64>,
+    signers: Table<'t, &'static [u8; 32], &'static [u8]>,
+    blocks: Table<'t, &'static [u8; 32], &'static [u8]>,
+    /// Whether the store has kept `signers-1` since it was made.
+    marks_kept: bool,
     /// Heads moved by this transaction, written once each by [`Tables::finish`].
     moved: BTreeMap<AuthorKey, Head>,
     /// Ids of the entries this transaction inserted: the skiplink targets of
@@ -56,10 +70,18 @@ pub(super) struct Tables<'t> {
     inserted: HashMap<(AuthorKey, u64), EntryId>,
     /// Fork state of each author this transaction looked up.
     forked: HashMap<AuthorKey, Option<u64>>,
+    /// `signers-1` rows this transaction looked up.
+    signer_rows: HashMap<AuthorKey, Option<SignerRow>>,
+    /// Whether each author this transaction looked up is blocked.
+    blocked: HashMap<AuthorKey, bool>,
 }
 
 impl<'t> Tables<'t> {
     pub(super) fn open(txn: &'t WriteTransaction) -> Result<Self, StoreError> {
+        let marks_kept = txn
+            .open_table(META)?
+            .get(MARKS_KEY)?
+            .is_none_or(|v| v.value() != [0]);
         Ok(Tables {
             entries: txn.open_table(ENTRIES)?,
             ids: txn.open_table(ENTRY_IDS)?,
@@ -70,9 +92,14 @@ impl<'t> Tables<'t> {
             changes: txn.open_table(CHANGES)?,
             replies: txn.open_table(REPLIES)?,
             profiles: txn.open_table(PROFILES)?,
+            signers: txn.open_table(SIGNERS)?,
+            blocks: txn.open_table(BLOCKS)?,
+            marks_kept,
             moved: BTreeMap::new(),
             inserted: HashMap::new(),
             forked: HashMap::new(),
+            signer_rows: HashMap::new(),
+            blocked: HashMap::new(),
         })
     }
 
@@ -102,10 +129,18 @@ impl<'t> Tables<'t> {
     ) -> Result<AppendReport, StoreError> {
         let mut report = AppendReport::default();
         for v in entries {
+            let (author, seq) = (v.entry().author(), v.entry().seq());
             match self.apply(v)? {
-                Outcome::Accepted => report.accepted += 1,
+                Outcome::Accepted => {
+                    report.accepted += 1;
+                    self.not_signed_here(author, seq, &mut report)?;
+                }
                 Outcome::Duplicate => report.duplicates += 1,
-                Outcome::Fork => report.forks.push((v.entry().author(), v.entry().seq())),
+                Outcome::Fork => {
+                    report.forks.push((author, seq));
+                    self.not_signed_here(author, seq, &mut report)?;
+                }
+                Outcome::Blocked => report.refused_blocked += 1,
                 Outcome::Refused(Invalid::AuthorForked(_)) => report.refused_forked += 1,
                 Outcome::Refused(reason) => {
                     report.rejected = Some(BadEntry {
@@ -176,6 +211,17 @@ impl<'t> Tables<'t> {
             return Err(StoreError::OwnLogForked(at));
         }
         let head = self.head(&author)?;
+        match self.signing(&author)? {
+            Signing::Ready => {}
+            refused => return Err(StoreError::NotSigning(refused)),
+        }
+        if self.signer_row(&author)?.is_none() {
+            // A store older than the marks, holding the log: it began here.
+            self.set_signer(
+                author,
+                SignerRow::now(BEGAN_HERE, head.map_or(0, |h| h.seq)),
+            )?;
+        }
         let tip = match head {
             None => None,
             Some(head) => {
@@ -208,7 +254,7 @@ impl<'t> Tables<'t> {
                 seq: entry.seq(),
                 reason,
             })),
-            Outcome::Duplicate | Outcome::Fork => Err(StoreError::Corrupt(
+            Outcome::Duplicate | Outcome::Fork | Outcome::Blocked => Err(StoreError::Corrupt(
                 "a freshly signed entry collided with a stored one".into(),
             )),
         }
@@ -218,6 +264,9 @@ impl<'t> Tables<'t> {
         let entry = v.entry();
         let author = entry.author();
         let seq = entry.seq();
+        if self.is_blocked(&author)? {
+            return Ok(Outcome::Blocked);
+        }
         if let Some(at) = self.fork_seq(&author)? {
             return Ok(Outcome::Refused(Invalid::AuthorForked(at)));
         }
@@ -321,6 +370,99 @@ impl<'t> Tables<'t> {
             self.tombstone(&author, target, seq)?;
         }
         Ok(())
+    }
+
+    fn signer_row(&mut self, author: &AuthorKey) -> Result<Option<SignerRow>, StoreError> {
+        if let Some(row) = self.signer_rows.get(author) {
+            return Ok(*row);
+        }
+        let row = self
+            .signers
+            .get(&author.0)?
+            .map(|v| SignerRow::decode(v.value()));
+        self.signer_rows.insert(*author, row);
+        Ok(row)
+    }
+
+    fn set_signer(&mut self, author: AuthorKey, row: SignerRow) -> Result<(), StoreError> {
+        self.signers.insert(&author.0, &row.encode()[..])?;
+        self.signer_rows.insert(author, Some(row));
+        Ok(())
+    }
+
+    /// Whether this store may sign `author`'s next entry.
+    pub(super) fn signing(&mut self, author: &AuthorKey) -> Result<Signing, StoreError> {
+        let holds_log = self.head(author)?.is_some();
+        Ok(signer::standing(
+            self.signer_row(author)?,
+            self.marks_kept,
+            holds_log,
+        ))
+    }
+
+    /// Applies the owner's `change` to `author`'s mark; where it stands after.
+    pub(super) fn change_signer(
+        &mut self,
+        author: AuthorKey,
+        change: SignerChange,
+    ) -> Result<Signing, StoreError> {
+        let head = self.head(&author)?.map(|h| h.seq);
+        let row = self.signer_row(&author)?;
+        let legacy_log = !self.marks_kept && head.is_some();
+        if let Some(row) = signer::change(change, row, head, legacy_log) {
+            self.set_signer(author, row)?;
+        }
+        self.signing(&author)
+    }
+
+    /// An entry of `author` at `seq` came from outside: if this node signs
+    /// for `author`, someone else holds the key too, and signing stops.
+    fn not_signed_here(
+        &mut self,
+        author: AuthorKey,
+        seq: u64,
+        report: &mut AppendReport,
+    ) -> Result<(), StoreError> {
+        if self
+            .signer_row(&author)?
+            .is_some_and(|r| r.state == BEGAN_HERE)
+        {
+            self.set_signer(author, SignerRow::now(SIGNED_ELSEWHERE, seq))?;
+            report.signed_elsewhere = Some((author, seq));
+        }
+        Ok(())
+    }
+
+    fn is_blocked(&mut self, author: &AuthorKey) -> Result<bool, StoreError> {
+        if let Some(blocked) = self.blocked.get(author) {
+            return Ok(*blocked);
+        }
+        let blocked = self
+            .blocks
+            .get(&author.0)?
+            .is_some_and(|v| BlockRow::decode(v.value()).kind == Block::Blocked);
+        self.blocked.insert(*author, blocked);
+        Ok(blocked)
+    }
+
+    /// Applies the owner's block or mute `change` for `author`; whether
+    /// anything changed.
+    pub(super) fn change_block(
+        &mut self,
+        author: AuthorKey,
+        change: BlockChange,
+    ) -> Result<bool, StoreError> {
+        let now = self
+            .blocks
+            .get(&author.0)?
+            .map(|v| BlockRow::decode(v.value()));
+        let next = blocks::after(change, now, crate::clock::now_us());
+        match next {
+            Some(row) => self.blocks.insert(&author.0, &row.encode()[..])?,
+            None => self.blocks.remove(&author.0)?,
+        };
+        self.blocked.remove(&author);
+        Ok(next != now)
     }
 
     /// Drops the payload of entry `target` (unless another live entry holds

@@ -138,6 +138,29 @@ pub fn profile(
     publish(store, identity, &record)
 }
 
+/// Blocks, mutes, unblocks or unmutes `author` (`change` names which);
+/// whether anything changed. Nothing is published: blocks are the owner's
+/// own business, kept in this node's store.
+pub fn block(
+    store: &Store,
+    identity: &Arc<Identity>,
+    author: AuthorKey,
+    change: &str,
+) -> Result<bool, ComposeError> {
+    use crate::store::blocks::BlockChange;
+    let change = match change {
+        "block" => BlockChange::Block,
+        "mute" => BlockChange::Mute,
+        "unblock" => BlockChange::Unblock,
+        "unmute" => BlockChange::Unmute,
+        other => return refused(format!("{other:?} is not block, mute, unblock or unmute")),
+    };
+    if author == identity.author() {
+        return refused("that is your own key");
+    }
+    Ok(store.change_block(author, change)?)
+}
+
 /// Follows `author`: a Follow record in the owner's log, and the author's
 /// log mirrored from now on. `address`, if known, is where the author's
 /// node listens (`HOST:PORT`): the mesh dials it; `web`, its gateway's

@@ -31,6 +31,10 @@ pub enum StoreError {
         "your log is forked at seq {0}: two different entries were signed for it (was this identity used on two nodes, or a data dir restored from an old backup?). The node refuses to post until this is resolved"
     )]
     OwnLogForked(u64),
+    /// This node may not sign the owner's next entry (see
+    /// [`super::signer`]).
+    #[error("{}", .0.refusal().unwrap_or_default())]
+    NotSigning(super::signer::Signing),
     /// The record to post is too large.
     #[error("the post is {0} bytes encoded, over the limit of {max} bytes", max = crate::log::entry::MAX_PAYLOAD)]
     TooLarge(usize),

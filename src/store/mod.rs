@@ -9,6 +9,10 @@
 //! - `error`: [`StoreError`], what can go wrong, in words that say what to do.
 //! - `read`: the read queries (heads, entries, scans, replies, certificates,
 //!   forks, the changelog), each on its own read transaction.
+//! - [`signer`]: whether this node may sign its owner's next entry (the
+//!   log began or was restored here, is being restored, or is signed
+//!   elsewhere).
+//! - [`blocks`]: the authors the owner blocks or mutes.
 //! - [`compose`]: what the owner publishes (posts, replies, deletions,
 //!   profile, follows), checked, then signed by the writer.
 //!
@@ -17,10 +21,12 @@
 //! Async code reaches the store through `spawn_blocking`, never directly.
 
 mod apply;
+pub mod blocks;
 pub mod compose;
 mod error;
 mod file;
 mod read;
+pub mod signer;
 pub mod tables;
 pub mod writer;
 
@@ -204,6 +210,7 @@ impl Store {
             durable: true,
             reply,
         })
+        .inspect(said_if_signed_elsewhere)
     }
 
     /// Appends entries mirrored from a peer, like [`Store::append`], but
@@ -214,6 +221,35 @@ impl Store {
         self.request(|reply| writer::Request::Append {
             entries,
             durable: false,
+            reply,
+        })
+        .inspect(said_if_signed_elsewhere)
+    }
+
+    /// Changes whether this store may sign `author`'s next entry; where it
+    /// stands after (durably).
+    pub fn change_signer(
+        &self,
+        author: AuthorKey,
+        change: signer::SignerChange,
+    ) -> Result<signer::Signing, StoreError> {
+        self.request(|reply| writer::Request::Signer {
+            author,
+            change,
+            reply,
+        })
+    }
+
+    /// Blocks, mutes, or lifts either for `author`; whether anything
+    /// changed (durably).
+    pub fn change_block(
+        &self,
+        author: AuthorKey,
+        change: blocks::BlockChange,
+    ) -> Result<bool, StoreError> {
+        self.request(|reply| writer::Request::Block {
+            author,
+            change,
             reply,
         })
     }
@@ -303,6 +339,15 @@ impl Store {
         for row in interest.iter()? {
             out.push(AuthorKey(*row?.0.value()));
         }
+        Ok(out)
+    }
+
+    /// The authors this node asks peers for: the mirror set without the
+    /// authors the owner blocks.
+    pub fn wanted(&self) -> Result<Vec<AuthorKey>, StoreError> {
+        let blocked = self.blocked()?;
+        let mut out = self.mirrors()?;
+        out.retain(|a| !blocked.contains(a));
         Ok(out)
     }
 
@@ -406,6 +451,21 @@ impl Drop for Store {
     }
 }
 
+/// The node's log says so when a peer brought an entry of the owner's that
+/// this node did not sign: it has stopped signing.
+fn said_if_signed_elsewhere(report: &AppendReport) {
+    if let Some((author, seq)) = report.signed_elsewhere {
+        tracing::error!(
+            %author,
+            seq,
+            "{}",
+            signer::Signing::Elsewhere { seq, since_us: 0 }
+                .refusal()
+                .unwrap_or_default()
+        );
+    }
+}
+
 fn decode_stored(bytes: &[u8; ENTRY_LEN]) -> Result<Entry, StoreError> {
     Entry::decode(bytes)
         .map_err(|e| StoreError::Corrupt(format!("a stored entry does not decode: {e}")))
@@ -415,6 +475,55 @@ fn decode_stored(bytes: &[u8; ENTRY_LEN]) -> Result<Entry, StoreError> {
 mod tests {
     use super::*;
     use redb::ReadableTableMetadata;
+    use signer::{SignerChange, Signing};
+
+    #[test]
+    fn a_key_signs_only_where_its_log_began_or_was_restored() {
+        let (_dir, store, alice, _bob) = two_authors();
+        store.publish(&alice, post("one"), 1).unwrap();
+        // The same key beside another store: restoring, nothing signed.
+        let other = Store::open_in_memory().unwrap();
+        let err = other.publish(&alice, post("again"), 2).unwrap_err();
+        assert!(matches!(err, StoreError::NotSigning(Signing::Restoring)));
+        assert!(err.to_string().contains("capsule restore"));
+        assert_eq!(other.head(&alice.author()).unwrap(), None);
+        // init's mark is never written over a log the store holds.
+        let first = store.entry(&alice.author(), 1).unwrap().unwrap();
+        other
+            .append(vec![
+                crate::log::verify::verify_one(first, Some(post("one"))).unwrap(),
+            ])
+            .unwrap();
+        assert_eq!(
+            other
+                .change_signer(alice.author(), SignerChange::Begin)
+                .unwrap(),
+            Signing::Restoring
+        );
+        // Restored: signs at head + 1.
+        assert_eq!(
+            other
+                .change_signer(alice.author(), SignerChange::Restored)
+                .unwrap(),
+            Signing::Ready
+        );
+        let second = other.publish(&alice, post("two"), 2).unwrap();
+        assert_eq!(second.seq(), 2);
+        // The first store meets that entry: the key signs elsewhere, and it
+        // stops signing rather than fork.
+        let report = store
+            .append(vec![
+                crate::log::verify::verify_one(second, Some(post("two"))).unwrap(),
+            ])
+            .unwrap();
+        assert_eq!(report.signed_elsewhere, Some((alice.author(), 2)));
+        let err = store.publish(&alice, post("three"), 3).unwrap_err();
+        assert!(matches!(
+            err,
+            StoreError::NotSigning(Signing::Elsewhere { seq: 2, .. })
+        ));
+        assert_eq!(store.head(&alice.author()).unwrap().unwrap().seq, 2);
+    }
 
     #[test]
     fn a_store_from_a_newer_capsule_is_refused() {
@@ -441,6 +550,11 @@ mod tests {
         let store = Store::open(&dir.path().join("s.redb")).unwrap();
         let alice = Arc::new(Identity::from_seed([1; 32]));
         let bob = Arc::new(Identity::from_seed([2; 32]));
+        for id in [&alice, &bob] {
+            store
+                .change_signer(id.author(), SignerChange::Begin)
+                .unwrap();
+        }
         (dir, store, alice, bob)
     }
 
@@ -493,6 +607,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb")).unwrap();
         let identity = Arc::new(Identity::from_seed([4; 32]));
+        store
+            .change_signer(identity.author(), SignerChange::Begin)
+            .unwrap();
         std::thread::scope(|scope| {
             for t in 0..8 {
                 let (store, identity) = (&store, &identity);

@@ -205,6 +205,56 @@ impl Store {
             .map(|row| split_payload_row(row.value()).1.to_vec()))
     }
 
+    /// Whether this store may sign `author`'s next entry.
+    pub fn signing(&self, author: &AuthorKey) -> Result<super::signer::Signing, StoreError> {
+        use super::signer::{MARKS_KEY, SignerRow, standing};
+        let txn = self.db()?.begin_read()?;
+        let marks_kept = txn
+            .open_table(META)?
+            .get(MARKS_KEY)?
+            .is_none_or(|v| v.value() != [0]);
+        let row = txn
+            .open_table(SIGNERS)?
+            .get(&author.0)?
+            .map(|v| SignerRow::decode(v.value()));
+        let holds_log = txn.open_table(HEADS)?.get(&author.0)?.is_some();
+        Ok(standing(row, marks_kept, holds_log))
+    }
+
+    /// The authors the owner blocks or mutes, in key order.
+    pub fn blocks(&self) -> Result<Vec<(AuthorKey, super::blocks::BlockRow)>, StoreError> {
+        let txn = self.db()?.begin_read()?;
+        let blocks = txn.open_table(BLOCKS)?;
+        let mut out = Vec::new();
+        for row in blocks.iter()? {
+            let (k, v) = row?;
+            out.push((
+                AuthorKey(*k.value()),
+                super::blocks::BlockRow::decode(v.value()),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The authors the owner blocks.
+    pub fn blocked(&self) -> Result<std::collections::HashSet<AuthorKey>, StoreError> {
+        Ok(self
+            .blocks()?
+            .into_iter()
+            .filter(|(_, r)| r.kind == super::blocks::Block::Blocked)
+            .map(|(a, _)| a)
+            .collect())
+    }
+
+    /// Whether the owner blocks `author`.
+    pub fn is_blocked(&self, author: &AuthorKey) -> Result<bool, StoreError> {
+        let txn = self.db()?.begin_read()?;
+        let blocks = txn.open_table(BLOCKS)?;
+        Ok(blocks.get(&author.0)?.is_some_and(|v| {
+            super::blocks::BlockRow::decode(v.value()).kind == super::blocks::Block::Blocked
+        }))
+    }
+
     /// Every fork proof held.
     pub fn forks(&self) -> Result<Vec<ForkProof>, StoreError> {
         let txn = self.db()?.begin_read()?;

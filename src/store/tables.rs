@@ -72,6 +72,14 @@ pub const PEERS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("peers
 /// peer node key → how to reach it and how dialling it went, a versioned
 /// row (see [`AddressRow`]).
 pub const ADDRESSES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("addresses-1");
+/// identity → whether this store may sign its next entry: a versioned row
+/// (see [`super::signer::SignerRow`]) written when the identity's log began
+/// here or was restored, and changed when a peer brings an entry of it this
+/// node did not sign. An identity without a row is restoring.
+pub const SIGNERS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("signers-1");
+/// author → the owner's block or mute of them, a versioned row (see
+/// [`super::blocks::BlockRow`]).
+pub const BLOCKS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("blocks-1");
 /// Store-wide facts, such as the schema version.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta-1");
 

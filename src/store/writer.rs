@@ -15,7 +15,9 @@ use tokio::sync::oneshot;
 
 use super::StoreError;
 use super::apply::{AppendReport, Tables};
+use super::blocks::BlockChange;
 use super::file::File;
+use super::signer::{SignerChange, Signing};
 use super::tables::*;
 use crate::identity::{AuthorKey, Identity};
 use crate::log::entry::Entry;
@@ -89,6 +91,24 @@ pub enum Request {
         /// Done.
         reply: Reply<()>,
     },
+    /// Change whether this store may sign an identity's next entry.
+    Signer {
+        /// The identity.
+        author: AuthorKey,
+        /// What to do.
+        change: SignerChange,
+        /// Where the identity stands after.
+        reply: Reply<Signing>,
+    },
+    /// Block, mute, or lift either for an author.
+    Block {
+        /// The author.
+        author: AuthorKey,
+        /// What to do.
+        change: BlockChange,
+        /// Whether anything changed.
+        reply: Reply<bool>,
+    },
     /// Make every earlier commit durable.
     Flush {
         /// Done.
@@ -120,6 +140,7 @@ pub fn prepare(db: &Database, path: &Path) -> Result<(), StoreError> {
         match found {
             None => {
                 meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes()[..])?;
+                meta.insert(super::signer::MARKS_KEY, &[1][..])?;
             }
             Some(v) => {
                 let found = <[u8; 4]>::try_from(&v[..])
@@ -133,11 +154,16 @@ pub fn prepare(db: &Database, path: &Path) -> Result<(), StoreError> {
                 }
             }
         }
+        if meta.get(super::signer::MARKS_KEY)?.is_none() {
+            // Made before marks were kept: a log it holds began in it.
+            meta.insert(super::signer::MARKS_KEY, &[0][..])?;
+        }
         if meta.get(STORE_ID_KEY)?.is_none() {
             let mut id = [0u8; 16];
             rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut id);
             meta.insert(STORE_ID_KEY, &id[..])?;
         }
+        drop(meta);
         drop(Tables::open(&txn)?);
         drop(txn.open_table(INTEREST)?);
         drop(txn.open_table(PEERS)?);
@@ -262,6 +288,7 @@ enum Answer {
     Report(Reply<AppendReport>, AppendReport),
     Entry(Reply<Entry>, Result<Entry, StoreError>),
     Changed(Reply<bool>, bool),
+    Signing(Reply<Signing>, Signing),
     Done(Reply<()>),
 }
 
@@ -368,7 +395,10 @@ fn fail(request: Request, cause: &Arc<StoreError>) {
         Request::Publish { reply, .. } => {
             let _ = reply.send(Err(err()));
         }
-        Request::Mirror { reply, .. } => {
+        Request::Mirror { reply, .. } | Request::Block { reply, .. } => {
+            let _ = reply.send(Err(err()));
+        }
+        Request::Signer { reply, .. } => {
             let _ = reply.send(Err(err()));
         }
         Request::Address { reply, .. }
@@ -464,6 +494,22 @@ fn serve_group(
                         answers.push(Answer::Done(reply));
                     }
                     Request::Flush { reply } => answers.push(Answer::Done(reply)),
+                    Request::Signer {
+                        author,
+                        change,
+                        reply,
+                    } => {
+                        let standing = tables.change_signer(author, change)?;
+                        answers.push(Answer::Signing(reply, standing));
+                    }
+                    Request::Block {
+                        author,
+                        change,
+                        reply,
+                    } => {
+                        let changed = tables.change_block(author, change)?;
+                        answers.push(Answer::Changed(reply, changed));
+                    }
                     Request::Publish {
                         identity,
                         payload,
@@ -513,6 +559,9 @@ fn serve_group(
                     Answer::Changed(reply, changed) => {
                         let _ = reply.send(Ok(changed));
                     }
+                    Answer::Signing(reply, standing) => {
+                        let _ = reply.send(Ok(standing));
+                    }
                     Answer::Done(reply) => {
                         let _ = reply.send(Ok(()));
                     }
@@ -537,6 +586,9 @@ fn serve_group(
                         let _ = reply.send(Err(err()));
                     }
                     Answer::Changed(reply, _) => {
+                        let _ = reply.send(Err(err()));
+                    }
+                    Answer::Signing(reply, _) => {
                         let _ = reply.send(Err(err()));
                     }
                     Answer::Done(reply) => {

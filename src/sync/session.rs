@@ -154,7 +154,7 @@ pub fn apply(
 /// change counter handed to the peer can never be rolled back by a crash.
 pub fn snapshot(store: &Store, own: Option<AuthorKey>) -> Result<Snapshot, StoreError> {
     store.flush()?;
-    let mut wanted = store.mirrors()?;
+    let mut wanted = store.wanted()?;
     wanted.extend(own);
     wanted.sort();
     wanted.dedup();
