@@ -10,6 +10,7 @@ mod damaged_store;
 mod fork;
 mod hostile_http;
 mod https_acme;
+mod identity;
 mod import;
 mod mesh;
 mod node;

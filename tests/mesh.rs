@@ -12,15 +12,15 @@ use std::time::{Duration, Instant};
 use crate::common::{Proc, capsule_bin, capsule_ok, free_port, init};
 
 /// A running node and where it listens.
-struct Node {
-    proc: Proc,
-    web: String,
+pub(crate) struct Node {
+    pub(crate) proc: Proc,
+    pub(crate) web: String,
     /// `KEY@127.0.0.1:PORT`.
-    sync: String,
+    pub(crate) sync: String,
 }
 
 impl Node {
-    fn start(dir: &Path, sync_port: u16, peers: &[&str]) -> Node {
+    pub(crate) fn start(dir: &Path, sync_port: u16, peers: &[&str]) -> Node {
         Node::start_every(dir, sync_port, peers, "0.2")
     }
 
@@ -49,7 +49,7 @@ impl Node {
         Node { proc, web, sync }
     }
 
-    fn get(&self, path: &str) -> String {
+    pub(crate) fn get(&self, path: &str) -> String {
         let mut stream = TcpStream::connect(&self.web).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
@@ -66,7 +66,7 @@ impl Node {
     }
 
     /// The seq this node holds of `author`, from its API.
-    fn head_of(&self, author: &str) -> u64 {
+    pub(crate) fn head_of(&self, author: &str) -> u64 {
         let text = self.get("/api/v1/authors");
         let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
         let json: serde_json::Value = serde_json::from_str(body).unwrap();
@@ -79,7 +79,7 @@ impl Node {
     }
 
     /// Waits until this node holds `author` up to `seq`; how long it took.
-    fn wait_for(&self, author: &str, seq: u64, what: &str) -> Duration {
+    pub(crate) fn wait_for(&self, author: &str, seq: u64, what: &str) -> Duration {
         let started = Instant::now();
         while self.head_of(author) < seq {
             assert!(

@@ -62,7 +62,7 @@ pub(super) async fn author_log(
             None => Err(Error::Blocked(key)),
         };
     }
-    let (posts, next, profile, held, origin, fork, (followed, muted)) = state
+    let (posts, next, profile, held, origin, fork, (followed, muted, stopped)) = state
         .read(move |s| {
             let head = s.head(&key)?;
             let (p, n) = posts(s, &key, page.before, PAGE_SIZE)?;
@@ -83,6 +83,11 @@ pub(super) async fn author_log(
                 (
                     s.followed()?.contains(&key),
                     s.blocks()?.iter().any(|(a, _)| *a == key),
+                    if mirrored {
+                        None
+                    } else {
+                        super::views::signing_stopped(s, &key)?
+                    },
                 ),
             ))
         })
@@ -102,6 +107,7 @@ pub(super) async fn author_log(
         origin,
         fork,
         (followed, muted),
+        stopped,
         &posts,
         next,
         &base,
@@ -130,8 +136,9 @@ pub(super) async fn home(
     until: Option<u64>,
 ) -> Result<Markup, Error> {
     let owner = state.owner;
-    let (posts, next, profile, following) = state
+    let (posts, next, profile, following, stopped) = state
         .read(move |s| {
+            let stopped = super::views::signing_stopped(s, &owner)?;
             let mut authors = s.followed()?;
             let following = authors.len();
             // Blocked and muted authors are left out of the home timeline.
@@ -140,7 +147,7 @@ pub(super) async fn home(
             authors.retain(|a| !hidden.contains(a));
             authors.insert(0, owner);
             let (p, n) = merged(s, &authors, until, PAGE_SIZE)?;
-            Ok((p, n, profile(s, &owner)?, following))
+            Ok((p, n, profile(s, &owner)?, following, stopped))
         })
         .await?;
     let body = html! {
@@ -154,6 +161,7 @@ pub(super) async fn home(
                 a href=(format!("/@{owner}")) { "Only your posts" }
             }
         }
+        @if let Some(why) = &stopped { (super::views::stopped_html(why)) }
         (compose_form(viewer, None))
         form.follow method="post" action="/follow" {
             input type="hidden" name="csrf" value=(viewer.csrf);

@@ -159,6 +159,26 @@ pub(super) fn origin_html(origin: &Origin) -> Markup {
     }
 }
 
+/// The owner's node has stopped signing: why, and what to do.
+pub(super) fn stopped_html(why: &str) -> Markup {
+    html! {
+        p.fork { strong { "This node has stopped signing new posts. " } (why) "." }
+    }
+}
+
+/// Why the owner's node refuses to sign, if it does.
+pub(super) fn signing_stopped(
+    store: &crate::store::Store,
+    owner: &AuthorKey,
+) -> Result<Option<String>, crate::store::StoreError> {
+    if let Some(proof) = store.fork_of(owner)? {
+        return Ok(Some(
+            crate::store::StoreError::OwnLogForked(proof.first.seq()).to_string(),
+        ));
+    }
+    Ok(store.signing(owner)?.refusal())
+}
+
 /// The owner's block and mute buttons for `author`.
 pub(super) fn block_buttons(v: &Viewer, author: &AuthorKey, blocked: bool, muted: bool) -> Markup {
     let button = |action: &str, label: &str| {
@@ -189,6 +209,7 @@ pub(super) fn log_page(
     origin: Option<Origin>,
     fork: Option<crate::store::ForkProof>,
     (followed, muted): (bool, bool),
+    stopped: Option<String>,
     posts: &[Post],
     next: Option<u64>,
     base: &str,
@@ -204,6 +225,7 @@ pub(super) fn log_page(
             }
             @if let Some(origin) = &origin { (origin_html(origin)) }
             @if let Some(proof) = &fork { (fork_html(proof)) }
+            @if let Some(why) = &stopped { (stopped_html(why)) }
             @if let (false, Some(v)) = (owner, viewer) {
                 @if followed {
                     form.inline method="post" action="/unfollow" {

@@ -584,6 +584,44 @@ mod tests {
     }
 
     #[test]
+    fn a_blocked_authors_entries_are_refused_and_change_nothing() {
+        let (_dir, store, alice, bob) = two_authors();
+        let entry = store.publish(&bob, post("hi"), 1).unwrap();
+        let other = Store::open_in_memory().unwrap();
+        other
+            .change_signer(alice.author(), SignerChange::Begin)
+            .unwrap();
+        assert!(
+            other
+                .change_block(bob.author(), blocks::BlockChange::Block)
+                .unwrap()
+        );
+        let counter = other.change_counter().unwrap();
+        let report = other
+            .append(vec![
+                crate::log::verify::verify_one(entry, Some(post("hi"))).unwrap(),
+            ])
+            .unwrap();
+        assert_eq!((report.accepted, report.refused_blocked), (0, 1));
+        assert_eq!(other.head(&bob.author()).unwrap(), None);
+        assert_eq!(other.change_counter().unwrap(), counter);
+        assert!(other.wanted().unwrap().is_empty());
+        // A mute hides nothing from the store.
+        other
+            .change_block(bob.author(), blocks::BlockChange::Unblock)
+            .unwrap();
+        other
+            .change_block(bob.author(), blocks::BlockChange::Mute)
+            .unwrap();
+        let report = other
+            .append(vec![
+                crate::log::verify::verify_one(entry, Some(post("hi"))).unwrap(),
+            ])
+            .unwrap();
+        assert_eq!(report.accepted, 1);
+    }
+
+    #[test]
     fn a_deletion_keeps_another_authors_identical_payload() {
         let (_dir, store, alice, bob) = two_authors();
         let a = store.publish(&alice, post("hello"), 1).unwrap();

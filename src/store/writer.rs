@@ -614,6 +614,8 @@ fn serve_import(db: &Database, batches: Receiver<ImportMsg>) -> Result<AppendRep
                     report.duplicates += part.duplicates;
                     report.forks.extend(part.forks);
                     report.refused_forked += part.refused_forked;
+                    report.refused_blocked += part.refused_blocked;
+                    report.signed_elsewhere = report.signed_elsewhere.or(part.signed_elsewhere);
                     if part.rejected.is_some() {
                         report.rejected = part.rejected;
                         break false;
