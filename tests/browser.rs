@@ -47,7 +47,7 @@ fn http(
         if let Some(p) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
             break p;
         }
-        let n = stream.read(&mut buf).unwrap();
+        let n = read_some(&mut stream, &mut buf);
         assert!(n > 0, "connection closed before the response head");
         raw.extend_from_slice(&buf[..n]);
     };
@@ -62,7 +62,7 @@ fn http(
     match length {
         Some(length) => {
             while body.len() < length {
-                let n = stream.read(&mut buf).unwrap();
+                let n = read_some(&mut stream, &mut buf);
                 assert!(n > 0, "connection closed inside the body");
                 body.extend_from_slice(&buf[..n]);
             }
@@ -408,4 +408,15 @@ fn the_owner_writes_from_a_real_browser() {
     let log = capsule_ok(&data, &["log"]);
     assert!(log.contains("And a reply to it"), "{log}");
     eprintln!("screenshots: {}", shots.display());
+}
+
+/// One `read`, again when a signal interrupted it (the crash tests stop and
+/// resume their children, and each stop tells this process).
+fn read_some(stream: &mut impl Read, buf: &mut [u8]) -> usize {
+    loop {
+        match stream.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other.unwrap(),
+        }
+    }
 }

@@ -417,6 +417,22 @@ fn a_fork_served_by_a_peer_is_kept_as_proof_and_shown() {
         "{page}"
     );
 
+    // The proof travels: A holds the true log and never meets the forged
+    // branch, but C hands it the proof; A's node, whose log is now proven
+    // forked, stops signing and says so on its home page.
+    let started = Instant::now();
+    loop {
+        let page = a.get("/");
+        if page.contains("This log is forked") {
+            assert!(page.contains("This node has stopped signing"), "{page}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{page}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let refused = crate::common::capsule(&dir("a"), &["post", "after the fork"]);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("forked"));
+
     // Honest sync goes on: B's own posts still reach C.
     capsule_ok(&dir("b"), &["post", "B carries on"]);
     c.wait_for(&b_key, 2, "C gets B's post after the fork");

@@ -348,20 +348,28 @@ fn the_api_conforms_to_its_openapi_description() {
     assert!(node.stop().success());
 }
 
+/// The session cookie a successful login answer sets.
+fn session_in(answer: &str) -> String {
+    let after = answer
+        .split("capsule_session=")
+        .nth(1)
+        .expect("a session cookie");
+    after.split(';').next().unwrap().to_string()
+}
+
+/// The CSRF token of the first form on `page`.
+fn csrf_in(page: &str) -> String {
+    let after = page.split("name=\"csrf\" value=\"").nth(1).expect("a form");
+    after.split('"').next().unwrap().to_string()
+}
+
 /// POSTs a login form with a fresh login cookie and token; the status.
 fn try_login(web: &str, passphrase: &str) -> (u16, String) {
     let page = raw_request(
         web,
         &format!("GET /login HTTP/1.1\r\nHost: {web}\r\nConnection: close\r\n\r\n"),
     );
-    let token = page
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_string();
+    let token = csrf_in(&page);
     assert!(
         page.contains(&format!("capsule_login={token};")),
         "the login cookie carries the form's token"
@@ -491,28 +499,14 @@ fn a_form_from_another_site_is_refused() {
     let web = node.web.clone();
     let (status, answer) = try_login(&web, "the right passphrase");
     assert_eq!(status, 303, "{answer}");
-    let session = answer
-        .split("capsule_session=")
-        .nth(1)
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let session = session_in(&answer);
     let home = raw_request(
         &web,
         &format!(
             "GET / HTTP/1.1\r\nHost: {web}\r\nConnection: close\r\nCookie: capsule_session={session}\r\n\r\n"
         ),
     );
-    let csrf = home
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_string();
+    let csrf = csrf_in(&home);
     let post = |extra: &str, text: &str| {
         let body = format!("text={text}&csrf={csrf}");
         let answer = raw_request(
@@ -747,5 +741,98 @@ fn api_errors_are_json_everywhere() {
             "{json}"
         );
     }
+    assert!(node.stop().success());
+}
+
+/// The owner mutes and blocks from an author's page: a muted author's
+/// posts leave the home timeline (and come back when unmuted); a blocked
+/// author's page shows the owner only the Unblock button, and everyone
+/// else a 403.
+#[test]
+fn the_owner_mutes_and_blocks_from_the_web() {
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path());
+    crate::common::set_passphrase(dir.path(), "the right passphrase");
+    let x = crate::common::test_identity(5);
+    let x_key = x.author().to_string();
+    let mut w = capsule::archive::ArchiveWriter::new(Vec::new()).unwrap();
+    let payload = capsule::log::record::Record::post("a post by X")
+        .encode()
+        .unwrap();
+    let entry = capsule::log::builder::LogBuilder::new(&x).next(1_764_000_000_000_000, &payload);
+    w.write_entry(&entry, Some(&payload)).unwrap();
+    let archive = dir.path().join("x.capsule");
+    std::fs::write(&archive, w.finish().unwrap()).unwrap();
+    capsule_ok(dir.path(), &["import", archive.to_str().unwrap()]);
+    capsule_ok(dir.path(), &["follow", &x_key]);
+    let node = Up::start(dir.path());
+    let web = node.web.clone();
+    let (status, answer) = try_login(&web, "the right passphrase");
+    assert_eq!(status, 303, "{answer}");
+    let session = session_in(&answer);
+    let get = |path: &str, cookie: bool| {
+        let cookie = if cookie {
+            format!("Cookie: capsule_session={session}\r\n")
+        } else {
+            String::new()
+        };
+        raw_request(
+            &web,
+            &format!("GET {path} HTTP/1.1\r\nHost: {web}\r\nConnection: close\r\n{cookie}\r\n"),
+        )
+    };
+    let page = get(&format!("/@{x_key}"), true);
+    assert!(
+        page.contains("value=\"mute\"") && page.contains("value=\"block\""),
+        "{page}"
+    );
+    let csrf = csrf_in(&page);
+    let act = |action: &str| {
+        let body = format!("author={x_key}&action={action}&csrf={csrf}");
+        let answer = raw_request(
+            &web,
+            &format!(
+                "POST /block HTTP/1.1\r\nHost: {web}\r\nConnection: close\r\n\
+                 Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
+                 Cookie: capsule_session={session}\r\n\r\n{body}",
+                body.len()
+            ),
+        );
+        answer
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u16>()
+            .unwrap()
+    };
+    assert!(
+        get("/", true).contains("a post by X"),
+        "followed: on the home timeline"
+    );
+    assert_eq!(act("mute"), 303);
+    assert!(
+        !get("/", true).contains("a post by X"),
+        "muted: off the home timeline"
+    );
+    assert!(
+        get(&format!("/@{x_key}"), false).contains("a post by X"),
+        "a mute hides nothing else"
+    );
+    assert_eq!(act("unmute"), 303);
+    assert!(get("/", true).contains("a post by X"));
+    assert_eq!(act("block"), 303);
+    let page = get(&format!("/@{x_key}"), true);
+    assert!(
+        page.contains("its owner blocks them") && page.contains("value=\"unblock\""),
+        "{page}"
+    );
+    assert!(!page.contains("a post by X"));
+    assert!(get(&format!("/@{x_key}"), false).starts_with("HTTP/1.1 403"));
+    assert!(!get("/", true).contains("a post by X"));
+    let status = capsule_ok(dir.path(), &["status"]);
+    assert!(
+        status.contains("blocked 1:") && status.contains(&x_key),
+        "{status}"
+    );
     assert!(node.stop().success());
 }

@@ -164,6 +164,9 @@ fn sync_doc_example_is_real() {
                 store.counter,
                 if cursor.is_some() { "some" } else { "none" }
             ),
+            Message::Proofs { format, proofs } => {
+                format!("Proofs {{ format {format}, {} proofs }}", proofs.len())
+            }
             Message::Interest { authors, last } => format!(
                 "Interest {{ [{}], last {last} }}",
                 authors.iter().map(key).collect::<Vec<_>>().join(", ")

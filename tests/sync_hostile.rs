@@ -75,7 +75,7 @@ fn hostile(node: &Node, mut tamper: Tamper) -> (SocketAddr, Arc<std::sync::atomi
                     }),
                     Action::Store(_) => queue.extend(session.on_stored(&Stored::nothing(1))),
                     Action::Done => outgoing.push(Message::Done { counter: None }),
-                    Action::Finished => {}
+                    Action::Finished | Action::KeepProofs(_) => {}
                 }
             }
             for m in outgoing {

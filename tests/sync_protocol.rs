@@ -136,6 +136,175 @@ proptest! {
     }
 }
 
+/// The author's true log (`variant` 0) and the forger's branch: the same
+/// entries before seq `diverge`, other posts from it on.
+fn branch(identity: &Identity, n: u64, diverge: u64, variant: u8) -> Vec<Unverified> {
+    let mut builder = LogBuilder::new(identity);
+    (1..=n)
+        .map(|seq| {
+            let v = if seq < diverge { 0 } else { variant };
+            let payload = Record::post(format!("post {seq} v{v}")).encode().unwrap();
+            (builder.next(1_000 + seq * 7, &payload), Some(payload))
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Honest nodes that mirror one author, one of them holding the true
+    /// log and one or more relays the forger's branch (shorter, longer or
+    /// as long, from any seq), meet over a random connected graph in any
+    /// order: every one of them ends holding the proof, those with the
+    /// true, longer log too, though they never ask for the shorter branch.
+    #[test]
+    fn a_fork_proof_reaches_every_node_that_shares_the_author(
+        nodes in 3usize..7,
+        true_len in 1u64..6,
+        forged_len in 1u64..6,
+        diverge_at in any::<prop::sample::Index>(),
+        relays in prop::collection::vec(any::<prop::sample::Index>(), 1..3),
+        tree in prop::collection::vec(any::<prop::sample::Index>(), 6),
+        extra in prop::collection::vec((any::<prop::sample::Index>(), any::<prop::sample::Index>()), 0..4),
+        orders in prop::collection::vec(any::<prop::sample::Index>(), 64),
+    ) {
+        let author = Identity::from_seed([0x77; 32]);
+        let diverge = 1 + diverge_at.index(true_len.min(forged_len) as usize) as u64;
+        let honest = branch(&author, true_len, diverge, 0);
+        let forged = branch(&author, forged_len, diverge, 1);
+        let stores: Vec<Store> = (0..nodes).map(|_| Store::open_in_memory().unwrap()).collect();
+        for s in &stores {
+            s.mirror(author.author()).unwrap();
+        }
+        put(&stores[0], &honest);
+        for r in &relays {
+            let r = 1 + r.index(nodes - 1);
+            if seqs(&stores[r], &author.author()) == 0 {
+                put(&stores[r], &forged);
+            }
+        }
+        // A random spanning tree, plus a few more links.
+        let mut edges: Vec<(usize, usize)> =
+            (1..nodes).map(|i| (tree[i - 1].index(i), i)).collect();
+        for (a, b) in &extra {
+            let (a, b) = (a.index(nodes), b.index(nodes));
+            if a != b {
+                edges.push((a, b));
+            }
+        }
+        let node_key = |i: usize| [i as u8 + 1; 32];
+        // Rounds of every link, in an order drawn afresh each round; as
+        // many rounds as the graph can be wide, and one more.
+        for round in 0..=nodes {
+            let mut order = edges.clone();
+            for i in (1..order.len()).rev() {
+                order.swap(i, orders[(round * 7 + i) % orders.len()].index(i + 1));
+            }
+            for (a, b) in order {
+                let (a, b) = if round % 2 == 0 { (a, b) } else { (b, a) };
+                run_lockstep(
+                    (&stores[a], None, node_key(a)),
+                    (&stores[b], None, node_key(b)),
+                )
+                .expect("honest sessions succeed");
+            }
+        }
+        for (i, s) in stores.iter().enumerate() {
+            let proof = s.fork_of(&author.author()).unwrap();
+            prop_assert!(proof.is_some(), "node {} of {} ended without the proof", i, nodes);
+            let proof = proof.unwrap();
+            prop_assert_eq!(proof.first.seq(), proof.second.seq());
+            prop_assert!(proof.first.id() != proof.second.id());
+        }
+    }
+}
+
+#[test]
+fn a_proof_that_does_not_hold_ends_the_session_and_is_not_kept() {
+    use capsule::sync::protocol::{Action, Role, Session, Snapshot};
+    use capsule::sync::wire::{Message, PROOFS_FORMAT};
+    let author = Identity::from_seed([0x78; 32]);
+    let entries = log(&author, 2, 0);
+    let other = log(&author, 2, 1);
+    let snapshot = Snapshot {
+        store: [1; 16],
+        counter: 0,
+        wanted: vec![author.author()],
+        heads: Default::default(),
+        proofs: Vec::new(),
+    };
+    // The responder of a version-2 hello, interest settled.
+    let hello = |s: &mut Session| {
+        s.on_message(Message::Hello {
+            version: capsule::sync::wire::PROTOCOL_VERSION,
+            interest: capsule::sync::protocol::interest_digest(&[author.author()]),
+            interest_len: 1,
+            store: capsule::sync::wire::Cursor {
+                store: [2; 16],
+                counter: 0,
+            },
+            cursor: None,
+            optimistic: false,
+        })
+        .unwrap()
+    };
+    let proof =
+        |a: &Unverified, b: &Unverified| [a.0.as_bytes().as_slice(), b.0.as_bytes()].concat();
+    // A real proof is handed to the driver to check and keep.
+    let mut s = Session::new(Role::Responder, snapshot.clone(), None);
+    hello(&mut s);
+    let actions = s
+        .on_message(Message::Proofs {
+            format: PROOFS_FORMAT,
+            proofs: vec![proof(&entries[1], &other[1])],
+        })
+        .unwrap();
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::KeepProofs(p) if p.len() == 1))
+    );
+    // Malformed ones end the session: wrong length, two of one author, a
+    // second proofs message.
+    let mut s = Session::new(Role::Responder, snapshot.clone(), None);
+    hello(&mut s);
+    assert!(
+        s.on_message(Message::Proofs {
+            format: PROOFS_FORMAT,
+            proofs: vec![vec![0; 100]]
+        })
+        .is_err()
+    );
+    let mut s = Session::new(Role::Responder, snapshot.clone(), None);
+    hello(&mut s);
+    assert!(
+        s.on_message(Message::Proofs {
+            format: PROOFS_FORMAT,
+            proofs: vec![proof(&entries[1], &other[1]), proof(&entries[0], &other[0])],
+        })
+        .is_err()
+    );
+    // A pair that is no fork (the same entry twice, or two seqs) is refused
+    // by the store's check, and nothing is kept.
+    let store = Store::open_in_memory().unwrap();
+    let same = capsule::store::ForkProof {
+        first: entries[1].0,
+        second: entries[1].0,
+    };
+    assert!(store.keep_proofs(vec![same]).is_err());
+    let seqs_differ = capsule::store::ForkProof {
+        first: entries[0].0,
+        second: other[1].0,
+    };
+    assert!(store.keep_proofs(vec![seqs_differ]).is_err());
+    assert!(store.forks().unwrap().is_empty());
+    let good = capsule::store::ForkProof {
+        first: entries[1].0,
+        second: other[1].0,
+    };
+    assert_eq!(store.keep_proofs(vec![good]).unwrap().forks.len(), 1);
+}
+
 #[test]
 fn new_entries_after_a_session_travel_by_cursor() {
     let a = Store::open_in_memory().unwrap();
@@ -288,6 +457,11 @@ fn arb_message() -> impl Strategy<Value = capsule::sync::wire::Message> {
         .prop_map(Message::Want),
         prop::collection::vec(any::<u8>(), 0..300).prop_map(Message::Entries),
         prop::option::of(any::<u64>()).prop_map(|counter| Message::Done { counter }),
+        (
+            any::<u8>(),
+            prop::collection::vec(prop::collection::vec(any::<u8>(), 0..440), 0..3)
+        )
+            .prop_map(|(format, proofs)| Message::Proofs { format, proofs }),
     ]
 }
 

@@ -32,6 +32,7 @@ fn snapshot() -> Snapshot {
         counter: 64,
         wanted,
         heads,
+        proofs: Vec::new(),
     }
 }
 

@@ -73,6 +73,10 @@ pub enum Invalid {
         "the author's log is forked at seq {0}; this node keeps the proof and refuses the author's further entries"
     )]
     AuthorForked(u64),
+    /// Two entries offered as a fork proof are of different authors or
+    /// seqs.
+    #[error("a fork proof's two entries are of different authors or seqs")]
+    NotAProof,
     /// An author's entries are not contiguous in the stream.
     #[error("the author's entries are not together: the author appeared earlier")]
     AuthorRepeated,
@@ -236,6 +240,24 @@ fn verify_each(items: &[Unverified]) -> Vec<Verdicts> {
                 .collect()
         })
         .collect()
+}
+
+/// Checks that `first` and `second` prove a fork: both validly signed, by
+/// one author, for one seq, with different ids. Only then is a fork proof
+/// believed, whoever hands it over.
+pub fn verify_fork_proof(first: &Entry, second: &Entry) -> Result<(), BadEntry> {
+    for e in [first, second] {
+        if !signature_valid(e) {
+            return Err(BadEntry::of(e, Invalid::BadSignature));
+        }
+    }
+    if first.author() != second.author() || first.seq() != second.seq() {
+        return Err(BadEntry::of(second, Invalid::NotAProof));
+    }
+    if first.id() == second.id() {
+        return Err(BadEntry::of(second, Invalid::Duplicate));
+    }
+    Ok(())
 }
 
 /// Checks an entry's links against the ids of entries seq-1 and lipmaa(seq).

@@ -372,6 +372,27 @@ impl<'t> Tables<'t> {
         Ok(())
     }
 
+    /// Keeps a fork proof a peer handed over (verified by the caller): the
+    /// entry this store holds at that seq, if any, goes first. Whether it
+    /// was new: an author already proven forked, or blocked, keeps what it
+    /// has.
+    pub(super) fn keep_proof(&mut self, a: &Entry, b: &Entry) -> Result<bool, StoreError> {
+        let author = a.author();
+        if self.is_blocked(&author)? || self.fork_seq(&author)?.is_some() {
+            return Ok(false);
+        }
+        let (first, second) = match self.stored_id(&author, a.seq())? {
+            Some((id, _)) if id == b.id() => (b, a),
+            _ => (a, b),
+        };
+        let mut proof = [0u8; 2 * ENTRY_LEN];
+        proof[..ENTRY_LEN].copy_from_slice(first.as_bytes());
+        proof[ENTRY_LEN..].copy_from_slice(second.as_bytes());
+        self.forks.insert(&author.0, &proof)?;
+        self.forked.insert(author, Some(a.seq()));
+        Ok(true)
+    }
+
     fn signer_row(&mut self, author: &AuthorKey) -> Result<Option<SignerRow>, StoreError> {
         if let Some(row) = self.signer_rows.get(author) {
             return Ok(*row);

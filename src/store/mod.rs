@@ -226,6 +226,17 @@ impl Store {
         .inspect(said_if_signed_elsewhere)
     }
 
+    /// Keeps fork proofs handed over by a peer, each checked first with
+    /// [`crate::log::verify::verify_fork_proof`]; the report's `forks` are
+    /// the ones newly kept (durably).
+    pub fn keep_proofs(&self, proofs: Vec<ForkProof>) -> Result<AppendReport, StoreError> {
+        for p in &proofs {
+            crate::log::verify::verify_fork_proof(&p.first, &p.second)
+                .map_err(StoreError::Rejected)?;
+        }
+        self.request(|reply| writer::Request::Proofs { proofs, reply })
+    }
+
     /// Changes whether this store may sign `author`'s next entry; where it
     /// stands after (durably).
     pub fn change_signer(

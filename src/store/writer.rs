@@ -91,6 +91,13 @@ pub enum Request {
         /// Done.
         reply: Reply<()>,
     },
+    /// Keep fork proofs a peer handed over, verified.
+    Proofs {
+        /// The proofs.
+        proofs: Vec<super::ForkProof>,
+        /// The proofs newly kept, as forks found.
+        reply: Reply<AppendReport>,
+    },
     /// Change whether this store may sign an identity's next entry.
     Signer {
         /// The identity.
@@ -389,7 +396,9 @@ impl AddressUpdate {
 fn fail(request: Request, cause: &Arc<StoreError>) {
     let err = || StoreError::NotWritten(Arc::clone(cause));
     match request {
-        Request::Append { reply, .. } | Request::Import { reply, .. } => {
+        Request::Append { reply, .. }
+        | Request::Import { reply, .. }
+        | Request::Proofs { reply, .. } => {
             let _ = reply.send(Err(err()));
         }
         Request::Publish { reply, .. } => {
@@ -494,6 +503,15 @@ fn serve_group(
                         answers.push(Answer::Done(reply));
                     }
                     Request::Flush { reply } => answers.push(Answer::Done(reply)),
+                    Request::Proofs { proofs, reply } => {
+                        let mut report = AppendReport::default();
+                        for p in &proofs {
+                            if tables.keep_proof(&p.first, &p.second)? {
+                                report.forks.push((p.first.author(), p.first.seq()));
+                            }
+                        }
+                        answers.push(Answer::Report(reply, report));
+                    }
                     Request::Signer {
                         author,
                         change,

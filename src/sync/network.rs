@@ -313,6 +313,8 @@ struct Quic {
     in_flight: usize,
     received_bytes: u64,
     done_pending: bool,
+    /// Fork proofs the peer handed over, kept after the step.
+    proofs_pending: Vec<(crate::log::entry::Entry, crate::log::entry::Entry)>,
 }
 
 fn closed() -> SessionError {
@@ -342,6 +344,14 @@ impl Effects for Quic {
 
     fn done(&mut self, _: &Session) -> Result<Option<Message>, SessionError> {
         self.done_pending = true;
+        Ok(None)
+    }
+
+    fn keep_proofs(
+        &mut self,
+        proofs: Vec<(crate::log::entry::Entry, crate::log::entry::Entry)>,
+    ) -> Result<Option<Vec<(AuthorKey, u64)>>, SessionError> {
+        self.proofs_pending.extend(proofs);
         Ok(None)
     }
 }
@@ -467,6 +477,7 @@ async fn drive(d: Drive) -> Result<(Stats, u64, u64), SessionError> {
         in_flight: 0,
         received_bytes: 0,
         done_pending: false,
+        proofs_pending: Vec::new(),
     };
     let mut inbound = d.inbound;
     let mut actions = match d.role {
@@ -479,6 +490,18 @@ async fn drive(d: Drive) -> Result<(Stats, u64, u64), SessionError> {
             Ok(finished) => finished,
             Err(e) => break Err(e),
         };
+        let proofs = std::mem::take(&mut effects.proofs_pending);
+        if !proofs.is_empty() {
+            match blocking(&d.store, move |s| super::session::keep_proofs(s, proofs)).await {
+                Ok(kept) => {
+                    for (author, seq) in &kept {
+                        tracing::warn!(%author, seq, "a peer proved this author's log forked; the proof is kept");
+                    }
+                    session.note_forks(&kept);
+                }
+                Err(e) => break Err(e),
+            }
+        }
         if std::mem::take(&mut effects.done_pending) {
             let counter = session.snapshot_counter();
             let changed = blocking(&d.store, move |s| {

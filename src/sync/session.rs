@@ -8,6 +8,7 @@
 //! `capsule bench sync`); the QUIC driver ([`super::network`]) runs the
 //! same steps over a connection.
 
+use crate::log::entry::Entry;
 use std::collections::{HashSet, VecDeque};
 
 use super::protocol::{
@@ -102,6 +103,31 @@ pub trait Effects {
     /// The done message for `session` (see [`done_message`]), when it can
     /// be made at once; None when the driver sends it after the step.
     fn done(&mut self, session: &Session) -> Result<Option<Message>, SessionError>;
+    /// Checks and keeps fork proofs the peer handed over (see
+    /// [`keep_proofs`]): the forks newly kept, when done at once; None when
+    /// the driver keeps them after the step.
+    fn keep_proofs(
+        &mut self,
+        proofs: Vec<(Entry, Entry)>,
+    ) -> Result<Option<Vec<(AuthorKey, u64)>>, SessionError>;
+}
+
+/// Checks each proof (a proof that does not hold is the peer's fault and
+/// ends the session) and keeps those of authors not yet known to be
+/// forked; the forks newly kept.
+pub fn keep_proofs(
+    store: &Store,
+    proofs: Vec<(Entry, Entry)>,
+) -> Result<Vec<(AuthorKey, u64)>, SessionError> {
+    let proofs = proofs
+        .into_iter()
+        .map(|(first, second)| crate::store::ForkProof { first, second })
+        .collect();
+    match store.keep_proofs(proofs) {
+        Ok(report) => Ok(report.forks),
+        Err(StoreError::Rejected(bad)) => Err(SessionError::BadEntry(bad)),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Carries out `actions` of `session`, and the actions that stores done at
@@ -142,6 +168,11 @@ pub fn apply(
                         effects.send(m)?;
                     }
                 }
+                Action::KeepProofs(proofs) => {
+                    if let Some(kept) = effects.keep_proofs(proofs)? {
+                        session.note_forks(&kept);
+                    }
+                }
                 Action::Finished => finished = true,
             }
         }
@@ -159,7 +190,14 @@ pub fn snapshot(store: &Store, own: Option<AuthorKey>) -> Result<Snapshot, Store
     wanted.sort();
     wanted.dedup();
     let (heads, counter) = store.head_entries(&wanted)?;
+    let proofs = store
+        .forks()?
+        .into_iter()
+        .filter(|p| wanted.binary_search(&p.first.author()).is_ok())
+        .map(|p| (p.first, p.second))
+        .collect();
     Ok(Snapshot {
+        proofs,
         store: store.id(),
         counter,
         wanted,
@@ -424,6 +462,13 @@ impl Effects for Inline<'_> {
 
     fn done(&mut self, session: &Session) -> Result<Option<Message>, SessionError> {
         done_message(self.store, session).map(Some)
+    }
+
+    fn keep_proofs(
+        &mut self,
+        proofs: Vec<(Entry, Entry)>,
+    ) -> Result<Option<Vec<(AuthorKey, u64)>>, SessionError> {
+        keep_proofs(self.store, proofs).map(Some)
     }
 }
 

@@ -20,8 +20,25 @@ use crate::log::verify::Unverified;
 /// a node allocate, and is large enough for ~4,000 entries without payloads.
 pub const MAX_MESSAGE: usize = 1024 * 1024;
 
-/// The protocol version carried by [`Message::Hello`].
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The protocol version carried by [`Message::Hello`]. Version 2 adds
+/// [`Message::Proofs`]; a responder answers a version-1 hello as before,
+/// without it.
+pub const PROTOCOL_VERSION: u16 = 2;
+
+/// The oldest version a responder still serves.
+pub const OLDEST_VERSION: u16 = 1;
+
+/// The layout of the proofs in [`Message::Proofs`]: 1 = the two entries of
+/// a fork proof, 217 bytes each, one after the other.
+pub const PROOFS_FORMAT: u8 = 1;
+
+/// Bytes of one fork proof in [`Message::Proofs`].
+pub const PROOF_LEN: usize = 2 * crate::log::entry::ENTRY_LEN;
+
+/// Most fork proofs one [`Message::Proofs`] carries (868 KB, under
+/// [`MAX_MESSAGE`]); more forked authors than that in one interest wait for
+/// the next session.
+pub const MAX_PROOFS: usize = 2_000;
 
 /// A changelog cursor: "I hold every head your store `store` had at change
 /// counter `counter`".
@@ -118,6 +135,16 @@ pub enum Message {
         /// receiver's next cursor starts there. Sent only after a durable
         /// commit, so a crash cannot roll it back.
         counter: Option<u64>,
+    },
+    /// The fork proofs the sender holds for authors of the shared interest
+    /// (version 2): so a fork found anywhere reaches every node that
+    /// shares the author, not only those that meet both branches.
+    Proofs {
+        /// [`PROOFS_FORMAT`].
+        format: u8,
+        /// Each [`PROOF_LEN`] bytes: the entry the sender held first, then
+        /// the conflicting one.
+        proofs: Vec<Vec<u8>>,
     },
 }
 

@@ -3,6 +3,17 @@
 //! entries, done. schema/sync.md describes the flow.
 
 use super::*;
+use crate::log::entry::ENTRY_LEN;
+
+/// The two entries of one proof of a [`Message::Proofs`], if it is
+/// [`PROOF_LEN`] bytes of two entries that decode.
+fn decode_proof(p: &[u8]) -> Option<(Entry, Entry)> {
+    if p.len() != PROOF_LEN {
+        return None;
+    }
+    let (a, b) = p.split_at(ENTRY_LEN);
+    Some((Entry::decode(a).ok()?, Entry::decode(b).ok()?))
+}
 
 impl Session {
     /// Handles one message from the peer.
@@ -23,9 +34,10 @@ impl Session {
                 if self.role != Role::Responder || self.phase != Phase::Start {
                     return Err(Violation::Unexpected("hello"));
                 }
-                if version != PROTOCOL_VERSION {
+                if !(OLDEST_VERSION..=PROTOCOL_VERSION).contains(&version) {
                     return Err(Violation::Version(version));
                 }
+                self.peer_version = version;
                 self.their_store = Some(store);
                 let list_coming = cursor.is_none() && interest_len as usize <= INLINE_INTEREST;
                 if interest == self.digest {
@@ -119,6 +131,8 @@ impl Session {
                     }
                 }
                 self.phase = Phase::Running;
+                // The responder welcomed a version-2 hello: it reads proofs.
+                self.send_proofs(&mut out);
                 if cursor_ok {
                     self.by_cursor = true;
                     self.stats.by_cursor = true;
@@ -252,6 +266,40 @@ impl Session {
                     out.push(Action::Store(entries));
                 }
             }
+            Message::Proofs { format, proofs } => {
+                // Once the interest is settled, from a peer that speaks 2
+                // (a responder that welcomed a version-2 hello does).
+                let speaks_2 = self.role == Role::Initiator || self.peer_version >= 2;
+                if self.phase != Phase::Running || !speaks_2 || self.proofs_received {
+                    return Err(Violation::Unexpected("proofs"));
+                }
+                self.proofs_received = true;
+                if format != PROOFS_FORMAT {
+                    return Err(Violation::BadProofs("unknown format"));
+                }
+                if proofs.len() > MAX_PROOFS.min(self.universe.len()) {
+                    return Err(Violation::BadProofs("more proofs than shared authors"));
+                }
+                let mut kept = Vec::with_capacity(proofs.len());
+                let mut seen = HashSet::new();
+                for p in &proofs {
+                    let Some((a, b)) = decode_proof(p) else {
+                        return Err(Violation::BadProofs("a proof is not two entries"));
+                    };
+                    if !self.index.contains_key(&a.author()) {
+                        return Err(Violation::BadProofs(
+                            "a proof of an author outside the shared interest",
+                        ));
+                    }
+                    if !seen.insert(a.author()) {
+                        return Err(Violation::BadProofs("two proofs of one author"));
+                    }
+                    kept.push((a, b));
+                }
+                if !kept.is_empty() {
+                    out.push(Action::KeepProofs(kept));
+                }
+            }
             Message::Done { counter } => {
                 if self.phase != Phase::Running || self.done_received {
                     return Err(Violation::Unexpected("done"));
@@ -262,6 +310,29 @@ impl Session {
         }
         self.progress(&mut out);
         Ok(out)
+    }
+
+    /// Sends the fork proofs this node holds for authors of the shared
+    /// interest, if any (once per session).
+    pub(super) fn send_proofs(&mut self, out: &mut Vec<Action>) {
+        if std::mem::replace(&mut self.proofs_sent, true) {
+            return;
+        }
+        let proofs: Vec<Vec<u8>> = self
+            .snap
+            .proofs
+            .iter()
+            .filter(|(a, _)| self.index.contains_key(&a.author()))
+            .take(MAX_PROOFS)
+            .map(|(a, b)| [a.as_bytes().as_slice(), b.as_bytes().as_slice()].concat())
+            .collect();
+        if proofs.is_empty() {
+            return;
+        }
+        out.push(Action::Send(Message::Proofs {
+            format: PROOFS_FORMAT,
+            proofs,
+        }));
     }
 
     /// Sends the welcome, and then either the heads changed since the
@@ -288,6 +359,9 @@ impl Session {
             cursor_ok,
             cursor: if cursor_ok { mine } else { None },
         }));
+        if self.peer_version >= 2 {
+            self.send_proofs(out);
+        }
         if cursor_ok {
             self.by_cursor = true;
             self.stats.by_cursor = true;

@@ -30,9 +30,12 @@ mod messages;
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use super::range::{self, Item, ItemRef, RangeError, Reconciler};
-use super::wire::{Cursor, MAX_MESSAGE, Message, PROTOCOL_VERSION, Shared, Wanted};
+use super::wire::{
+    Cursor, MAX_MESSAGE, MAX_PROOFS, Message, OLDEST_VERSION, PROOF_LEN, PROOFS_FORMAT,
+    PROTOCOL_VERSION, Shared, Wanted,
+};
 use crate::identity::AuthorKey;
-use crate::log::entry::EntryId;
+use crate::log::entry::{Entry, EntryId};
 use crate::log::verify::Unverified;
 
 /// Wanted lists up to this many authors go out with the hello (32 KB), so a
@@ -95,6 +98,9 @@ pub struct Snapshot {
     pub wanted: Vec<AuthorKey>,
     /// The heads of the wanted authors it holds.
     pub heads: HashMap<AuthorKey, HeadInfo>,
+    /// The fork proofs it holds for wanted authors: (the entry held first,
+    /// the conflicting one).
+    pub proofs: Vec<(Entry, Entry)>,
 }
 
 /// What the store did with one or more [`Action::Store`] batches, as the
@@ -183,6 +189,10 @@ pub enum Action {
     /// Verify these entries and store them, then call
     /// [`Session::on_stored`] with what the store did.
     Store(Vec<Unverified>),
+    /// Check these fork proofs (both entries valid, one author and seq,
+    /// different ids) and keep them; a proof that does not hold ends the
+    /// session.
+    KeepProofs(Vec<(Entry, Entry)>),
     /// Send [`Message::Done`]: first make the store durable, then read the
     /// heads changed since the snapshot and offer the counter now if
     /// [`Session::peer_holds`] all of them.
@@ -230,6 +240,9 @@ pub enum Violation {
     /// Too many heads.
     #[error("more heads than authors in the shared interest")]
     TooManyHeads,
+    /// A proofs message that breaks its rules.
+    #[error("bad fork proofs: {0}")]
+    BadProofs(&'static str),
 }
 
 /// What a session did, for the person watching and for the benchmark.
@@ -305,12 +318,22 @@ pub struct Session {
     settled: bool,
     done_sent: bool,
     done_received: bool,
+    /// The version the peer speaks (the responder learns it from the hello;
+    /// the initiator knows the responder speaks 2 once its proofs come).
+    peer_version: u16,
+    proofs_sent: bool,
+    proofs_received: bool,
     awaiting: bool,
     their_end: Option<u64>,
     stats: Stats,
 }
 
 impl Session {
+    /// Counts forks the driver kept from the peer's proofs.
+    pub fn note_forks(&mut self, forks: &[(AuthorKey, u64)]) {
+        self.stats.forks.extend_from_slice(forks);
+    }
+
     /// A session over `snap`, with what this node remembers of the peer.
     pub fn new(role: Role, snap: Snapshot, remembered: Option<Checkpoint>) -> Session {
         let digest = interest_digest(&snap.wanted);
@@ -330,6 +353,9 @@ impl Session {
             pending_cursor: None,
             by_cursor: false,
             heads_in: 0,
+            peer_version: 0,
+            proofs_sent: false,
+            proofs_received: false,
             decided: HashSet::new(),
             learned: HashMap::new(),
             expect: HashMap::new(),
