@@ -61,7 +61,7 @@ pub(super) fn restore(dir: &DataDir, args: RestoreArgs) -> Result<ExitCode> {
         sources += 1;
     }
     if !args.from.is_empty() {
-        sources += fetch_from_peers(&store, &identity, &args.from, args.timeout)?;
+        sources += fetch_from_peers(&store, &identity, &args.from, args.timeout, true)?;
         if sources == 0 {
             bail!(
                 "no peer could be reached, so this node still cannot know your newest entry; it signs nothing until a restore reaches one (try again, or name another with --from)"
@@ -142,26 +142,29 @@ fn open_or_create(dir: &DataDir) -> Result<Store> {
     }
 }
 
-/// Syncs with each peer in turn, remembering its address for `capsule up`;
-/// how many were reached.
+/// Syncs with each peer in turn (remembering its address for `capsule up`
+/// when `remember`); how many were reached.
 pub(super) fn fetch_from_peers(
     store: &Arc<Store>,
     identity: &Identity,
     peers: &[PeerAddr],
     timeout: Duration,
+    remember: bool,
 ) -> Result<usize> {
     let author = identity.author();
     let runtime = runtime()?;
     let mut reached = 0;
-    for peer in peers {
-        store.update_address(
-            peer.key,
-            AddressUpdate::Learn {
-                host_port: peer.host_port.clone(),
-                web: None,
-                source: AddressSource::Bootstrap,
-            },
-        )?;
+    for peer in peers.iter() {
+        if remember {
+            store.update_address(
+                peer.key,
+                AddressUpdate::Learn {
+                    host_port: peer.host_port.clone(),
+                    web: None,
+                    source: AddressSource::Bootstrap,
+                },
+            )?;
+        }
         let session = runtime.block_on(async {
             let addr = peer.resolve().await?;
             let config = SyncConfig { idle: timeout };

@@ -149,6 +149,7 @@ fn restore_before_signing(
         identity,
         &peers,
         std::time::Duration::from_secs(10),
+        false,
     )?;
     match store.head(&author)? {
         Some(head) if reached > 0 => {
