@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 use super::StoreError;
 use super::apply::{AppendReport, Tables};
 use super::blocks::BlockChange;
+pub use super::changes::{AddressUpdate, InterestChange};
 use super::file::File;
 use super::signer::{SignerChange, Signing};
 use super::tables::*;
@@ -299,99 +300,6 @@ enum Answer {
     Done(Reply<()>),
 }
 
-/// A change to the mirror set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InterestChange {
-    /// Mirror the author (a followed author stays followed).
-    Mirror,
-    /// Stop mirroring (and following) the author.
-    Unmirror,
-    /// Follow (and so mirror) the author.
-    Follow,
-    /// Stop following; the mirror stays.
-    Unfollow,
-}
-
-/// A change to a peer's address row.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AddressUpdate {
-    /// Learn (or replace) the address; a known peer keeps its history.
-    Learn {
-        /// `HOST:PORT`.
-        host_port: String,
-        /// Its gateway's origin, if known (a known one is kept otherwise).
-        web: Option<String>,
-        /// Where it came from.
-        source: AddressSource,
-    },
-    /// A dial happened at `at_us`; `next_us` is when to dial again.
-    Attempt {
-        /// Whether the session succeeded.
-        ok: bool,
-        /// When.
-        at_us: u64,
-        /// When to try next.
-        next_us: u64,
-    },
-    /// Forget the peer.
-    Forget,
-}
-
-impl AddressUpdate {
-    /// The row after this update; None to delete it (or leave it absent).
-    fn apply(self, row: Option<AddressRow>) -> Option<AddressRow> {
-        match (self, row) {
-            (
-                AddressUpdate::Learn {
-                    host_port,
-                    web,
-                    source,
-                },
-                Some(mut row),
-            ) => {
-                if row.host_port != host_port {
-                    row.host_port = host_port;
-                    row.failures = 0;
-                    row.next_attempt_us = 0;
-                }
-                if web.is_some() {
-                    row.web = web;
-                }
-                row.source = row.source.min(source as u8);
-                Some(row)
-            }
-            (
-                AddressUpdate::Learn {
-                    host_port,
-                    web,
-                    source,
-                },
-                None,
-            ) => Some(AddressRow {
-                source: source as u8,
-                failures: 0,
-                last_attempt_us: 0,
-                last_success_us: 0,
-                next_attempt_us: 0,
-                host_port,
-                web,
-            }),
-            (AddressUpdate::Attempt { ok, at_us, next_us }, Some(mut row)) => {
-                row.last_attempt_us = at_us;
-                row.next_attempt_us = next_us;
-                if ok {
-                    row.last_success_us = at_us;
-                    row.failures = 0;
-                } else {
-                    row.failures = row.failures.saturating_add(1);
-                }
-                Some(row)
-            }
-            (AddressUpdate::Attempt { .. }, None) | (AddressUpdate::Forget, _) => None,
-        }
-    }
-}
-
 /// Fails `request` because of `cause`: nothing of it was written.
 fn fail(request: Request, cause: &Arc<StoreError>) {
     let err = || StoreError::NotWritten(Arc::clone(cause));
@@ -469,14 +377,7 @@ fn serve_group(
                         let now = interest
                             .get(&author.0)?
                             .map(|v| MirrorReason::from_byte(v.value()));
-                        let next = match (change, now) {
-                            (InterestChange::Mirror, None) => Some(MirrorReason::Mirror),
-                            (InterestChange::Mirror, Some(r)) => Some(r),
-                            (InterestChange::Unmirror, _) => None,
-                            (InterestChange::Follow, _) => Some(MirrorReason::Follow),
-                            (InterestChange::Unfollow, Some(_)) => Some(MirrorReason::Mirror),
-                            (InterestChange::Unfollow, None) => None,
-                        };
+                        let next = change.apply(now);
                         match next {
                             Some(r) => interest.insert(&author.0, r as u8)?,
                             None => interest.remove(&author.0)?,
