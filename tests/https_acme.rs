@@ -318,3 +318,136 @@ fn a_node_gets_its_certificate_from_acme_and_keeps_it_across_restarts() {
     assert!(!node.seen.iter().any(|l| l.contains("newly issued")));
     assert!(node.terminate().success());
 }
+
+/// The sync port a node with a domain takes by default.
+const PUBLIC_SYNC_PORT: u16 = 4433;
+
+/// `capsule up --domain` with no sync setting is public: sync listens on
+/// every address at 4433, the well-known advertises the domain there, and
+/// a second node that follows by domain keeps a live QUIC connection to
+/// it: a new post arrives in under a second, long before its next session
+/// (a minute away) or any pull over HTTPS.
+#[test]
+fn a_domain_node_is_public_and_pushes_posts_live_over_quic() {
+    if !crate::common::tools_present(&["pebble", "pebble-challtestsrv"], "pebble") {
+        return;
+    }
+    if std::net::UdpSocket::bind(("::", PUBLIC_SYNC_PORT)).is_err() {
+        // Another node holds the port: outside CI, say so and stop.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "UDP port {PUBLIC_SYNC_PORT} is taken: the default sync port cannot be tested"
+        );
+        eprintln!("SKIPPED: UDP port {PUBLIC_SYNC_PORT} is taken by another program");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("node");
+    let (https, http) = (free_port(), free_port());
+    let pebble = Pebble::start(tmp.path(), https);
+    let mut node = Proc::spawn(
+        Command::new(capsule_bin())
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["up", "--domain", DOMAIN])
+            .args(["--https-listen", &format!("127.0.0.1:{https}")])
+            .args(["--listen", &format!("127.0.0.1:{http}")])
+            .args(["--acme-directory", &pebble.directory])
+            .arg("--acme-root")
+            .arg(&pebble.listener_pem)
+            .stderr(Stdio::null()),
+    );
+    let listening = node.wait_line(20, |l| l.starts_with("sync: listening on UDP "));
+    assert_eq!(
+        listening,
+        format!("sync: listening on UDP [::]:{PUBLIC_SYNC_PORT}"),
+        "every address, IPv6 and IPv4"
+    );
+    let dial = node.wait_line(20, |l| l.starts_with("sync: peers dial "));
+    assert!(
+        dial.ends_with(&format!("@{DOMAIN}:{PUBLIC_SYNC_PORT}")),
+        "{dial}"
+    );
+    node.wait_line(60, |l| {
+        l == format!("certificate for {DOMAIN}: newly issued by the CA")
+    });
+    let root_pem = tmp.path().join("pebble-root.pem");
+    std::fs::write(
+        &root_pem,
+        format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            data_encoding::BASE64.encode(&pebble.root())
+        ),
+    )
+    .unwrap();
+    crate::common::capsule_ok(&data, &["post", "first, before the follow"]);
+
+    // The follower syncs on the default interval (a minute): only a live
+    // connection brings a post within a second.
+    let follower = tmp.path().join("follower");
+    let mut b = Proc::spawn(
+        Command::new(capsule_bin())
+            .arg("--data-dir")
+            .arg(&follower)
+            .args([
+                "up",
+                "--listen",
+                "127.0.0.1:0",
+                "--sync-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--ca-root")
+            .arg(&root_pem)
+            .stderr(Stdio::null()),
+    );
+    b.wait_line(20, |l| l.starts_with("Capsule is up"));
+    crate::common::capsule_ok(
+        &follower,
+        &[
+            "follow",
+            &format!("{DOMAIN}:{https}"),
+            "--ca-root",
+            root_pem.to_str().unwrap(),
+        ],
+    );
+    let followed_seq = || {
+        let status: serde_json::Value =
+            serde_json::from_str(&crate::common::capsule_ok(&follower, &["status", "--json"]))
+                .unwrap();
+        status["followed"][0]["seq"].as_u64().unwrap_or(0)
+    };
+    let started = std::time::Instant::now();
+    while followed_seq() < 1 {
+        assert!(started.elapsed() < Duration::from_secs(30), "no first sync");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The session that brought the first post dialled the domain over QUIC.
+    let peers: serde_json::Value =
+        serde_json::from_str(&crate::common::capsule_ok(&follower, &["peers", "--json"])).unwrap();
+    let dialled = peers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| {
+            p["peer"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("@{DOMAIN}:{PUBLIC_SYNC_PORT}"))
+        })
+        .unwrap_or_else(|| panic!("the follower never dialled the domain: {peers}"));
+    assert!(!dialled["last_success"].is_null(), "{peers}");
+
+    for i in 0..3 {
+        crate::common::capsule_ok(&data, &["post", &format!("live {i}")]);
+        let posted = std::time::Instant::now();
+        while followed_seq() < 2 + i {
+            assert!(
+                posted.elapsed() < Duration::from_secs(1),
+                "post {i} took over a second: no live connection over QUIC"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    assert!(b.terminate().success());
+    assert!(node.terminate().success());
+}

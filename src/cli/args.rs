@@ -52,7 +52,8 @@ pub struct UpArgs {
     #[arg(long, env = "CAPSULE_LISTEN")]
     pub listen: Option<std::net::SocketAddr>,
     /// Where the sync listener listens (QUIC, UDP). Default:
-    /// 127.0.0.1:4433.
+    /// 127.0.0.1:4433, or [::]:4433 (every address, IPv6 and IPv4) with
+    /// --domain, so that the peers told to dial DOMAIN:4433 reach it.
     #[arg(long, env = "CAPSULE_SYNC_LISTEN")]
     pub sync_listen: Option<std::net::SocketAddr>,
     /// Serve HTTPS for this domain, with a certificate from an ACME CA

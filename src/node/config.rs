@@ -8,7 +8,6 @@
 //! ```toml
 //! domain = "alice.example"
 //! email = "alice@example.com"
-//! sync_listen = "0.0.0.0:4433"
 //! peers = ["KEY@bob.example:4433"]
 //! sync_interval = 60
 //! ```
@@ -42,9 +41,15 @@ pub const LISTEN_WITH_DOMAIN: SocketAddr =
 pub const HTTPS_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 443);
 
-/// The sync listener (QUIC, UDP): loopback unless told otherwise.
+/// The sync listener (QUIC, UDP) without a domain: loopback, like the web.
 pub const SYNC_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 4433);
+
+/// The sync listener with a domain: UDP 4433 on every address, IPv6 and
+/// IPv4 alike (one dual-stack socket), since `/.well-known/capsule` tells
+/// the world to dial the domain there.
+pub const SYNC_LISTEN_WITH_DOMAIN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 4433);
 
 /// The shortest sync interval accepted: below it a node would spend its
 /// time dialling.
@@ -178,6 +183,18 @@ pub enum ConfigError {
     /// The advertised sync address is not `HOST:PORT`.
     #[error("--public-sync {0:?} is not HOST:PORT")]
     PublicSync(String),
+    /// Peers would be told an address the sync listener does not answer on.
+    #[error(
+        "sync would listen on {listen} only, but /.well-known/capsule would tell peers to dial {advertised}, where no other machine reaches it: {hint}"
+    )]
+    Unreachable {
+        /// Where sync listens.
+        listen: SocketAddr,
+        /// What peers would be told (`HOST:PORT`).
+        advertised: String,
+        /// What to do.
+        hint: &'static str,
+    },
 }
 
 /// Reads `<dir>/config.toml`; no file is an empty layer.
@@ -222,6 +239,17 @@ impl NodeConfig {
         if let Some(given) = &settings.public_sync {
             check_host_port(given).map_err(|_| ConfigError::PublicSync(given.clone()))?;
         }
+        let sync_listen = settings.sync_listen.unwrap_or(match settings.domain {
+            Some(_) => SYNC_LISTEN_WITH_DOMAIN,
+            None => SYNC_LISTEN,
+        });
+        if let Some(domain) = &settings.domain {
+            let advertised = settings
+                .public_sync
+                .clone()
+                .unwrap_or_else(|| format!("{domain}:{}", sync_listen.port()));
+            check_reachable(sync_listen, &advertised)?;
+        }
         let https = settings.domain.map(|domain| HttpsConfig {
             listen: settings.https_listen.unwrap_or(HTTPS_LISTEN),
             acme: https::Acme {
@@ -239,7 +267,7 @@ impl NodeConfig {
                 Some(_) => LISTEN_WITH_DOMAIN,
                 None => LISTEN,
             }),
-            sync_listen: settings.sync_listen.unwrap_or(SYNC_LISTEN),
+            sync_listen,
             https,
             passphrase: root.join(passphrase::FILE),
             metrics_listen: settings.metrics_listen,
@@ -253,6 +281,42 @@ impl NodeConfig {
             admin_socket: root.join(admin::SOCKET_FILE),
         })
     }
+}
+
+/// Refuses to advertise `advertised` (`HOST:PORT`) when the sync listener
+/// on `listen` cannot be reached there: a loopback listener behind a name
+/// or address other machines dial, or a listener on one address behind
+/// another address. A port that differs is allowed (a router may forward
+/// it); a name is taken at its word (DNS is `capsule doctor`'s to check).
+pub fn check_reachable(listen: SocketAddr, advertised: &str) -> Result<(), ConfigError> {
+    let host = advertised
+        .rsplit_once(':')
+        .map_or(advertised, |(host, _)| host)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let literal: Option<std::net::IpAddr> = host.parse().ok();
+    let advertised_loopback = literal.map_or(host.eq_ignore_ascii_case("localhost"), |ip| {
+        ip.is_loopback()
+    });
+    let unreachable = |hint| ConfigError::Unreachable {
+        listen,
+        advertised: advertised.to_string(),
+        hint,
+    };
+    if listen.ip().is_loopback() && !advertised_loopback {
+        return Err(unreachable(
+            "leave out --sync-listen (with --domain, sync listens on every address) or give one that peers reach, such as [::]:4433",
+        ));
+    }
+    if let Some(ip) = literal
+        && !listen.ip().is_unspecified()
+        && ip != listen.ip()
+    {
+        return Err(unreachable(
+            "listen where the address points (or on [::]), or advertise the listening address with --public-sync",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -301,6 +365,10 @@ mod tests {
         };
         let c = NodeConfig::new(root, flags.over(file)).unwrap();
         assert_eq!(c.listen, LISTEN_WITH_DOMAIN);
+        assert_eq!(
+            c.sync_listen, SYNC_LISTEN_WITH_DOMAIN,
+            "public with a domain"
+        );
         assert_eq!(c.https.as_ref().unwrap().listen, HTTPS_LISTEN);
         assert_eq!(c.mesh.interval, Duration::from_secs(5), "the flag wins");
         assert_eq!(c.peers.len(), 2, "peers add up");
@@ -334,5 +402,35 @@ mod tests {
             })
             .contains("HOST:PORT")
         );
+        // A domain with sync on loopback would advertise an address
+        // nobody reaches.
+        let on_loopback = refused(Settings {
+            domain: Some("alice.example".into()),
+            sync_listen: Some("127.0.0.1:4433".parse().unwrap()),
+            ..Settings::default()
+        });
+        assert!(
+            on_loopback.contains("127.0.0.1:4433 only")
+                && on_loopback.contains("alice.example:4433"),
+            "{on_loopback}"
+        );
+    }
+
+    #[test]
+    fn only_addresses_the_listener_answers_on_are_advertised() {
+        let ok = |listen: &str, advertised: &str| {
+            check_reachable(listen.parse().unwrap(), advertised).is_ok()
+        };
+        assert!(ok("[::]:4433", "alice.example:4433"));
+        assert!(ok("0.0.0.0:4433", "203.0.113.5:4433"));
+        assert!(ok("203.0.113.5:4433", "203.0.113.5:4433"));
+        assert!(ok("[::]:4433", "alice.example:443"), "a forwarded port");
+        assert!(ok("127.0.0.1:0", "localhost:4433"));
+        assert!(ok("127.0.0.1:0", "127.0.0.1:9"));
+        assert!(ok("[::1]:4433", "[::1]:4433"));
+        assert!(!ok("127.0.0.1:4433", "alice.example:4433"));
+        assert!(!ok("[::1]:4433", "203.0.113.5:4433"));
+        assert!(!ok("192.0.2.1:4433", "203.0.113.5:4433"));
+        assert!(!ok("192.0.2.1:4433", "[2001:db8::1]:4433"));
     }
 }

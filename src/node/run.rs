@@ -229,6 +229,7 @@ pub async fn run(
             ));
         }
     }
+    println!("sync: listening on UDP {sync_addr}");
     println!("sync: peers dial {public_sync}");
     println!("Ctrl-C stops it.");
     tokio::select! {
