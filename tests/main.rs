@@ -16,6 +16,7 @@ mod mesh;
 mod node;
 mod roundtrip;
 mod schema_doc;
+mod service;
 mod sync_cli;
 mod sync_hostile;
 mod sync_negentropy;

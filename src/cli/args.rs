@@ -320,6 +320,9 @@ pub enum Command {
         #[command(flatten)]
         session: SessionArgs,
     },
+    /// Run the node as a system service (systemd).
+    #[command(subcommand)]
+    Service(Service),
     /// Measure this machine.
     Bench(BenchArgs),
 }
@@ -344,6 +347,37 @@ impl SessionArgs {
             idle: std::time::Duration::from_secs(self.timeout.max(1)),
         }
     }
+}
+
+/// `capsule service`.
+#[derive(Debug, Subcommand)]
+pub enum Service {
+    /// Write a systemd unit that runs `capsule up` at boot as a user of its
+    /// own (made if missing), allowed to write the data directory and
+    /// nothing else, binding ports 80 and 443 without root, restarted when
+    /// it fails; then print how to enable it. The data directory is
+    /// /var/lib/capsule unless --data-dir says otherwise; settings go in its
+    /// config.toml. The binary must be outside home directories (the unit
+    /// protects them): `cargo install --path . --root /usr/local` first.
+    ///
+    ///   sudo /usr/local/bin/capsule service install
+    ///   sudo systemctl daemon-reload && sudo systemctl enable --now capsule
+    #[command(verbatim_doc_comment)]
+    Install {
+        /// The user the node runs as.
+        #[arg(long, default_value = "capsule")]
+        user: String,
+        /// Write the unit here instead of /etc/systemd/system, and make no
+        /// user or directory (for a package or a look before installing).
+        #[arg(long, value_name = "DIR")]
+        unit_dir: Option<PathBuf>,
+        /// The capsule binary the unit runs. Default: this one.
+        #[arg(long, value_name = "PATH")]
+        binary: Option<PathBuf>,
+        /// Write over an existing unit.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// `capsule bench`.
@@ -383,6 +417,23 @@ pub enum Bench {
         /// How many of those are one entry ahead.
         #[arg(long, default_value_t = 1)]
         diff: u64,
+        /// Also sync through a relay on loopback that adds this round-trip
+        /// time (half each way), beside the direct run: e.g. 50 for a link
+        /// across a continent.
+        #[arg(long, value_name = "MS")]
+        rtt_ms: Option<f64>,
+        /// With --rtt-ms: the share of datagrams the relay drops each way
+        /// (0.01 is 1 %), measured beside a loss-free run at the same
+        /// round-trip time, and printed as their ratio.
+        #[arg(long, value_name = "P", default_value_t = 0.0)]
+        loss: f64,
+        /// Seed of the relay's drops: the same seed, the same drops.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// The congestion controller of both nodes: bbr, cubic or newreno.
+        /// Default: the one every node uses (see `sync/transport.rs`).
+        #[arg(long, value_parser = crate::sync::transport::Congestion::parse)]
+        congestion: Option<crate::sync::transport::Congestion>,
     },
     /// The web gateway under load (wrk, 64 connections) beside nginx serving
     /// files of the same sizes, in the same run: home page and entries.bin

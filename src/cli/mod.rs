@@ -7,8 +7,11 @@
 //!   `peers`, `log`: through the running node, else on the store.
 //! - [`archive`]: `export`, `import`, `verify`.
 //! - [`sync`]: `sync`, `serve-sync`.
-//! - [`mod@bench`]: `capsule bench`: verify, sync and http, each beside its
-//!   bound measured in the same run. Like every command here it prints its
+//! - [`mod@restore`]: `restore`: your log back from peers or an export.
+//! - [`service`]: `service install`, the systemd unit.
+//! - [`mod@bench`]: `capsule bench`: verify, sync (also through a relay
+//!   making a real link's delay and loss) and http, each beside its bound
+//!   measured in the same run. Like every command here it prints its
 //!   report and meets its failures as `anyhow` errors.
 
 pub mod archive;
@@ -16,6 +19,7 @@ pub mod args;
 pub mod bench;
 pub mod owner;
 pub mod restore;
+pub mod service;
 pub mod setup;
 pub mod sync;
 
@@ -61,6 +65,8 @@ pub fn main() -> ExitCode {
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode> {
+    // A service's data directory has its own default, not the caller's.
+    let explicit_dir = cli.data_dir.clone();
     let root = match cli.data_dir {
         Some(dir) => dir,
         None => DataDir::default_root().context(
@@ -131,6 +137,18 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             json,
         } => sync::sync(&dir, peer, session.config(), json),
         Command::ServeSync { listen, session } => sync::serve_sync(&dir, listen, session.config()),
+        Command::Service(args::Service::Install {
+            user,
+            unit_dir,
+            binary,
+            force,
+        }) => service::install(service::InstallArgs {
+            data_dir: explicit_dir,
+            user,
+            unit_dir,
+            binary,
+            force,
+        }),
         Command::Bench(BenchArgs {
             what: Bench::Verify { entries },
         }) => {
@@ -144,9 +162,20 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     entries_per_author,
                     diff_authors,
                     diff,
+                    rtt_ms,
+                    loss,
+                    seed,
+                    congestion,
                 },
         }) => {
-            crate::cli::bench::sync(authors, entries_per_author, diff_authors, diff)?;
+            crate::cli::bench::sync(
+                authors,
+                entries_per_author,
+                diff_authors,
+                diff,
+                crate::cli::bench::sync::LinkArgs { rtt_ms, loss, seed },
+                congestion.unwrap_or_else(crate::sync::transport::Congestion::chosen),
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(BenchArgs {

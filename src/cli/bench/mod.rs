@@ -3,6 +3,10 @@
 //! only ratios within one run mean much).
 
 pub mod http;
+pub mod relay;
+pub mod sync;
+
+pub use sync::sync;
 
 use std::time::Instant;
 
@@ -17,7 +21,6 @@ use crate::log::record::Record;
 use crate::log::verify::Unverified;
 use crate::log::verify::{SIGNATURE_BATCH, batch_rng, verify_batch};
 use crate::store::Store;
-use crate::sync::network::MERGE_LIMIT;
 
 /// Entries per store append while building: big enough that one commit
 /// serves many entries.
@@ -29,7 +32,7 @@ const ROUNDS: usize = 5;
 
 /// Entries of the log kept in memory for the raw rate: per-entry cost is
 /// flat past a few batches, and a million entries would hold 217 MB.
-const RAW_SAMPLE: usize = 1 << 18;
+pub(super) const RAW_SAMPLE: usize = 1 << 18;
 
 /// Figures of `capsule bench verify`, in entries per second.
 #[derive(Debug, Clone, Copy)]
@@ -47,7 +50,7 @@ pub struct VerifyFigures {
     pub raw: f64,
 }
 
-fn rate(n: u64, since: Instant) -> f64 {
+pub(super) fn rate(n: u64, since: Instant) -> f64 {
     n as f64 / since.elapsed().as_secs_f64().max(1e-9)
 }
 
@@ -168,32 +171,6 @@ pub fn verify(n: u64) -> Result<()> {
     Ok(())
 }
 
-/// Figures of the full-sync part of `capsule bench sync`.
-#[derive(Debug, Clone, Copy)]
-pub struct SyncFigures {
-    /// Entries synced.
-    pub entries: u64,
-    /// Over QUIC on loopback, entries per second.
-    pub sync: f64,
-    /// Decode, verify and store the same entries in process, entries per
-    /// second: the bound.
-    pub bound: f64,
-    /// Raw batch signature verification on every core, entries per second.
-    pub raw: f64,
-    /// Round trips of the session.
-    pub round_trips: u64,
-    /// Frame bytes initiator → responder.
-    pub bytes_up: u64,
-    /// Frame bytes responder → initiator.
-    pub bytes_down: u64,
-    /// Bytes besides entries and payloads, both ways.
-    pub overhead: u64,
-    /// Peak resident memory of the serving node's process, bytes.
-    pub peak_rss_serving: u64,
-    /// Peak resident memory of the syncing node's process, bytes.
-    pub peak_rss_syncing: u64,
-}
-
 /// Fills `store` with `authors` logs of `per_author` posts each, signed in
 /// parallel, and mirrors every author. Returns the authors.
 pub fn fill(
@@ -242,64 +219,8 @@ pub fn fill(
     Ok(identities.iter().map(Identity::author).collect())
 }
 
-/// The in-process bound: read every entry of `authors` from `from`, encode
-/// it as on the wire, decode, verify and store it in `to`, pipelined like a
-/// session (decode, then signature batches on every core, then the store
-/// thread). Entries per second.
-pub fn in_process_bound(
-    from: &Store,
-    to: &Store,
-    authors: &[crate::identity::AuthorKey],
-) -> Result<f64> {
-    use crate::sync::wire;
-    let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
-    let (verified_tx, verified_rx) =
-        std::sync::mpsc::sync_channel::<Vec<crate::log::verify::VerifiedEntry>>(8);
-    let start = Instant::now();
-    let total = std::thread::scope(|scope| -> Result<u64> {
-        let reader = scope.spawn(move || -> Result<()> {
-            for author in authors {
-                crate::sync::session::serve(from, &[(*author, 1, u64::MAX)], &mut |m| {
-                    if let wire::Message::Entries(body) = m {
-                        let _ = raw_tx.send(body);
-                    }
-                    Ok(())
-                })?;
-            }
-            Ok(())
-        });
-        let verifier = scope.spawn(move || -> Result<()> {
-            for body in raw_rx {
-                let entries = wire::decode_entries(&body)?;
-                let verified = verify_batch(entries).map_err(|(_, bad)| bad)?;
-                if verified_tx.send(verified).is_err() {
-                    break;
-                }
-            }
-            Ok(())
-        });
-        let mut total = 0;
-        while let Ok(mut batch) = verified_rx.recv() {
-            // Batches that queued up while the store was busy share a commit,
-            // as in a session.
-            while batch.len() < MERGE_LIMIT {
-                match verified_rx.try_recv() {
-                    Ok(more) => batch.extend(more),
-                    Err(_) => break,
-                }
-            }
-            total += to.append_mirrored(batch)?.accepted;
-        }
-        reader.join().expect("reader")?;
-        verifier.join().expect("verifier")?;
-        Ok(total)
-    })?;
-    to.flush()?;
-    Ok(rate(total, start))
-}
-
 /// A node's data directory for the benchmark: a new identity and a store.
-fn bench_node(root: &std::path::Path) -> Result<(crate::data_dir::DataDir, Identity)> {
+pub(super) fn bench_node(root: &std::path::Path) -> Result<(crate::data_dir::DataDir, Identity)> {
     let dir = crate::data_dir::DataDir::new(root);
     std::fs::create_dir_all(dir.root())?;
     let identity = Identity::generate();
@@ -323,226 +244,6 @@ pub(crate) fn memory_of(pid: u32, field: &str) -> Option<u64> {
 }
 
 /// Peak resident memory of process `pid` so far (its VmHWM), if it runs.
-fn peak_rss_of(pid: u32) -> Option<u64> {
+pub(super) fn peak_rss_of(pid: u32) -> Option<u64> {
     memory_of(pid, "VmHWM")
-}
-
-/// Full sync of `authors` × `per_author` entries over QUIC on 127.0.0.1
-/// between two nodes, each its own `capsule` process (`serve-sync` and
-/// `sync`) with its own data directory, as on two machines.
-pub fn measure_sync(authors: u64, per_author: u64) -> Result<SyncFigures> {
-    use std::io::BufRead;
-    use std::process::{Command, Stdio};
-    anyhow::ensure!(
-        authors > 0 && per_author > 0,
-        "--authors and --entries-per-author must be at least 1"
-    );
-    let n = authors * per_author;
-    let tmp = tempfile::tempdir().context("cannot make a temporary directory")?;
-    let (source_dir, source_id) = bench_node(&tmp.path().join("source"))?;
-    let (target_dir, _) = bench_node(&tmp.path().join("target"))?;
-    let exe = std::env::current_exe().context("cannot find the capsule binary")?;
-
-    let source = Store::open(&source_dir.store())?;
-    let bar = crate::progress::bar(n, "building");
-    let keys = fill(&source, authors, per_author, &bar)?;
-    bar.finish_and_clear();
-    let mut sample = Vec::with_capacity(RAW_SAMPLE.min(n as usize));
-    for key in keys.iter() {
-        source.scan(key, 1, |s| {
-            sample.push(s.entry);
-            sample.len() < RAW_SAMPLE
-        })?;
-        if sample.len() >= RAW_SAMPLE {
-            break;
-        }
-    }
-    let raw = raw_batch_rate(&sample)?;
-    drop(sample);
-    let bound_path = tmp.path().join("bound.redb");
-    let bound_store = Store::open(&bound_path)?;
-    let bound = in_process_bound(&source, &bound_store, &keys)?;
-    bound_store.close()?;
-    std::fs::remove_file(&bound_path).ok();
-    source.close()?;
-    let target = Store::open(&target_dir.store())?;
-    for key in &keys {
-        target.mirror(*key)?;
-    }
-    target.close()?;
-
-    let mut server = Command::new(&exe)
-        .arg("--data-dir")
-        .arg(source_dir.root())
-        .args(["serve-sync", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("cannot start the serving node")?;
-    let mut first = String::new();
-    // Kept open while the node runs: it may print more.
-    let mut server_out = std::io::BufReader::new(server.stdout.take().expect("piped"));
-    server_out
-        .read_line(&mut first)
-        .context("the serving node said nothing")?;
-    let port = first
-        .split_whitespace()
-        .find_map(|w| w.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()))
-        .with_context(|| format!("no port in {first:?}"))?;
-    let client = Command::new(&exe)
-        .arg("--data-dir")
-        .arg(target_dir.root())
-        .args(["sync", "--json"])
-        .arg(format!("{}@127.0.0.1:{port}", source_id.author()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("cannot start the syncing node")?;
-    let (server_pid, client_pid) = (server.id(), client.id());
-    let watch = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let sampler = {
-        let watch = std::sync::Arc::clone(&watch);
-        std::thread::spawn(move || {
-            let (mut s, mut c) = (0, 0);
-            while watch.load(std::sync::atomic::Ordering::Relaxed) {
-                s = peak_rss_of(server_pid).unwrap_or(0).max(s);
-                c = peak_rss_of(client_pid).unwrap_or(0).max(c);
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            (s, c)
-        })
-    };
-    let output = client.wait_with_output()?;
-    watch.store(false, std::sync::atomic::Ordering::Relaxed);
-    let (server_rss, client_rss) = sampler.join().expect("sampler");
-    let _ = server.kill();
-    let _ = server.wait();
-    drop(server_out);
-    anyhow::ensure!(output.status.success(), "the sync failed");
-    let report: serde_json::Value =
-        serde_json::from_slice(&output.stdout).context("the syncing node printed no report")?;
-    let field = |k: &str| report[k].as_u64().unwrap_or(0);
-    anyhow::ensure!(
-        field("entries_stored") == n,
-        "the sync stored {} of {n} entries",
-        field("entries_stored")
-    );
-    let seconds = report["seconds"].as_f64().unwrap_or(f64::INFINITY);
-    Ok(SyncFigures {
-        entries: n,
-        sync: n as f64 / seconds.max(1e-9),
-        bound,
-        raw,
-        round_trips: field("round_trips"),
-        bytes_up: field("bytes_sent"),
-        bytes_down: field("bytes_received"),
-        overhead: field("overhead"),
-        peak_rss_serving: server_rss,
-        peak_rss_syncing: client_rss,
-    })
-}
-
-/// What reconciliation cost in one scenario.
-#[derive(Debug, Clone, Copy)]
-pub struct ReconcileFigures {
-    /// Round trips until the initiator knew every differing head.
-    pub reconcile_round_trips: u64,
-    /// Round trips of the whole session (entries and done included).
-    pub round_trips: u64,
-    /// Bytes besides entries and payloads, both ways.
-    pub overhead: u64,
-    /// Entries that crossed.
-    pub entries: u64,
-}
-
-/// Two in-memory stores holding the same `authors` one-entry logs, the
-/// responder `ahead` of them one entry further (the newest timestamps);
-/// returns the first contact and, after `ahead` more new entries, the
-/// returning peer's session.
-pub fn measure_reconcile(authors: u64, ahead: u64) -> Result<(ReconcileFigures, ReconcileFigures)> {
-    use crate::sync::session::run_lockstep;
-    anyhow::ensure!(ahead <= authors, "--diff must not exceed --diff-authors");
-    let a = Store::open_in_memory()?;
-    let b = Store::open_in_memory()?;
-    let identities: Vec<Identity> = (0..authors).map(|_| Identity::generate()).collect();
-    let mut builders: Vec<LogBuilder> = identities.iter().map(LogBuilder::new).collect();
-    let post = |seq: u64| {
-        Record::post(format!("post {seq}"))
-            .encode()
-            .expect("short post")
-    };
-    let sign = |builders: &mut [LogBuilder], seq: u64, ts: u64| -> Vec<Unverified> {
-        builders
-            .par_iter_mut()
-            .enumerate()
-            .map(|(i, b)| (b.next(ts + i as u64, &post(seq)), Some(post(seq))))
-            .collect()
-    };
-    let base = 1_764_000_000_000_000;
-    let first = sign(&mut builders, 1, base);
-    for s in [&a, &b] {
-        for id in &identities {
-            s.mirror(id.author())?;
-        }
-        s.append_mirrored(verify_batch(first.clone()).map_err(|(_, bad)| bad)?)?;
-    }
-    let figures = |run: crate::sync::session::Lockstep| ReconcileFigures {
-        reconcile_round_trips: run.reconcile_round_trips,
-        round_trips: run.initiator.round_trips,
-        overhead: run.traffic.overhead(),
-        entries: run.initiator.entries_received + run.responder.entries_received,
-    };
-    let advance = |builders: &mut [LogBuilder], seq: u64, ts: u64| -> Result<()> {
-        let next = sign(&mut builders[..ahead as usize], seq, ts);
-        b.append_mirrored(verify_batch(next).map_err(|(_, bad)| bad)?)?;
-        Ok(())
-    };
-    advance(&mut builders, 2, base + 1_000_000_000)?;
-    let (node_a, node_b) = ([1u8; 32], [2u8; 32]);
-    let first_contact = figures(run_lockstep((&a, None, node_a), (&b, None, node_b))?);
-    advance(&mut builders, 3, base + 2_000_000_000)?;
-    let returning = figures(run_lockstep((&a, None, node_a), (&b, None, node_b))?);
-    Ok((first_contact, returning))
-}
-
-/// `capsule bench sync`.
-pub fn sync(authors: u64, per_author: u64, diff_authors: u64, diff: u64) -> Result<()> {
-    let threads = rayon::current_num_threads();
-    println!(
-        "capsule bench sync: {authors} authors x {per_author} entries over QUIC on 127.0.0.1 between two capsule processes, {threads} verification threads"
-    );
-    let f = measure_sync(authors, per_author)?;
-    println!("sync over QUIC:                {:>10.0} entries/s", f.sync);
-    println!(
-        "in-process bound:              {:>10.0} entries/s  (decode, verify on {threads} threads, store; no network)",
-        f.bound
-    );
-    println!(
-        "raw batch verify:              {:>10.0} entries/s  (ed25519-consensus, {threads} threads)",
-        f.raw
-    );
-    println!("sync / in-process bound:       {:>10.3}", f.sync / f.bound);
-    println!("sync / raw verify:             {:>10.3}", f.sync / f.raw);
-    println!("round trips:                   {:>10}", f.round_trips);
-    println!(
-        "bytes:                         {:>10} up, {} down, {} besides entries and payloads",
-        f.bytes_up, f.bytes_down, f.overhead
-    );
-    println!(
-        "peak memory:                   {:>10.1} MB serving node, {:.1} MB syncing node (separate processes)",
-        f.peak_rss_serving as f64 / 1e6,
-        f.peak_rss_syncing as f64 / 1e6
-    );
-    println!();
-    println!(
-        "reconciliation: {diff_authors} authors held by both, {diff} of them one entry ahead on one side (lockstep: the same messages as over QUIC)"
-    );
-    let (first, returning) = measure_reconcile(diff_authors, diff)?;
-    for (what, r) in [("first contact", first), ("returning peer", returning)] {
-        println!(
-            "{what:<16} heads settled in {} round trip(s), session {} round trips, {} bytes besides the {} entries",
-            r.reconcile_round_trips, r.round_trips, r.overhead, r.entries
-        );
-    }
-    Ok(())
 }
