@@ -50,6 +50,21 @@ fn a_lost_data_directory_comes_back_without_forking() {
     let b = Node::start(&dir("b"), free_port(), &[]);
     capsule_ok(&dir("b"), &["follow", &a.sync]);
     b.wait_for(&a_key, 3, "B mirrors A");
+    // A knows its log is safe with B.
+    let started = Instant::now();
+    while status(&dir("a"))["held_by"]["up_to_date"] != 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "A never learnt that B holds its log: {}",
+            status(&dir("a"))
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = capsule_ok(&dir("a"), &["status"]);
+    assert!(
+        text.contains("your log is held by 1 peer, 1 of them up to date"),
+        "{text}"
+    );
     assert!(a.proc.terminate().success());
 
     // The store without its key: nothing starts, nothing is made anew.

@@ -501,3 +501,51 @@ proptest! {
         prop_assert_eq!(wire::decode_entries(&body).unwrap(), expected);
     }
 }
+
+/// A session that ends with both sides done tells the owner's node that
+/// the peer holds its log up to its head; a post made after it is not
+/// held until the next session, and a node that only mirrors an author
+/// keeps no holders of that log.
+#[test]
+fn the_owner_learns_who_holds_its_log() {
+    use capsule::store::signer::SignerChange;
+    let alice = std::sync::Arc::new(Identity::from_seed([0x51; 32]));
+    let owner = Store::open_in_memory().unwrap();
+    owner
+        .change_signer(alice.author(), SignerChange::Begin)
+        .unwrap();
+    let post = |text: &str| Record::post(text).encode().unwrap();
+    for (i, text) in ["one", "two", "three"].iter().enumerate() {
+        owner.publish(&alice, post(text), 1 + i as u64).unwrap();
+    }
+    let said = owner.held_by(&alice.author()).unwrap();
+    assert!(said.peers.is_empty());
+    assert!(said.describe(true).contains("held by no peer yet"));
+    let follower = Store::open_in_memory().unwrap();
+    follower.mirror(alice.author()).unwrap();
+    let session = || {
+        run_lockstep(
+            (&follower, None, NODE_B),
+            (&owner, Some(alice.author()), NODE_A),
+        )
+        .unwrap()
+    };
+    session();
+    let held = owner.held_by(&alice.author()).unwrap();
+    assert_eq!(held.peers.len(), 1);
+    assert_eq!(held.peers[0].0, AuthorKey(NODE_B));
+    assert_eq!(held.peers[0].1.seq, 3);
+    assert_eq!(held.up_to_date, 1);
+    assert_eq!(
+        held.describe(true),
+        "your log is held by 1 peer, 1 of them up to date"
+    );
+    owner.publish(&alice, post("four"), 4).unwrap();
+    let held = owner.held_by(&alice.author()).unwrap();
+    assert_eq!((held.peers.len(), held.up_to_date), (1, 0));
+    session();
+    let held = owner.held_by(&alice.author()).unwrap();
+    assert_eq!((held.peers[0].1.seq, held.up_to_date), (4, 1));
+    // The follower mirrors alice without following her: no holders kept.
+    assert!(follower.held_by(&alice.author()).unwrap().peers.is_empty());
+}

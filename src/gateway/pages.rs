@@ -70,6 +70,7 @@ pub(super) async fn author_log(
                 (true, Some(h)) => Some(Origin {
                     entries: h.seq,
                     address: s.address(&key)?,
+                    held: s.held_by(&key)?,
                 }),
                 _ => None,
             };
@@ -136,9 +137,10 @@ pub(super) async fn home(
     until: Option<u64>,
 ) -> Result<Markup, Error> {
     let owner = state.owner;
-    let (posts, next, profile, following, stopped) = state
+    let (posts, next, profile, following, (stopped, held)) = state
         .read(move |s| {
             let stopped = super::views::signing_stopped(s, &owner)?;
+            let held = s.held_by(&owner)?;
             let mut authors = s.followed()?;
             let following = authors.len();
             // Blocked and muted authors are left out of the home timeline.
@@ -147,7 +149,7 @@ pub(super) async fn home(
             authors.retain(|a| !hidden.contains(a));
             authors.insert(0, owner);
             let (p, n) = merged(s, &authors, until, PAGE_SIZE)?;
-            Ok((p, n, profile(s, &owner)?, following, stopped))
+            Ok((p, n, profile(s, &owner)?, following, (stopped, held)))
         })
         .await?;
     let body = html! {
@@ -162,6 +164,7 @@ pub(super) async fn home(
             }
         }
         @if let Some(why) = &stopped { (super::views::stopped_html(why)) }
+        (super::views::held_by_html(&held, true))
         (compose_form(viewer, None))
         form.follow method="post" action="/follow" {
             input type="hidden" name="csrf" value=(viewer.csrf);

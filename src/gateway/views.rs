@@ -126,6 +126,9 @@ pub struct Origin {
     pub entries: u64,
     /// The origin node's address row, if this node dials it.
     pub address: Option<crate::store::tables::AddressRow>,
+    /// The peers known to hold it too (kept for the logs the owner
+    /// follows).
+    pub held: crate::store::holders::HeldBy,
 }
 
 pub(super) fn fork_html(proof: &crate::store::ForkProof) -> Markup {
@@ -157,6 +160,16 @@ pub(super) fn origin_html(origin: &Origin) -> Markup {
             }
         }
     }
+}
+
+/// Who else holds a log: for the owner's own log, whether losing this
+/// machine would lose it.
+pub(super) fn held_by_html(held: &crate::store::holders::HeldBy, own: bool) -> Markup {
+    let mut said = held.describe(own);
+    if let Some(first) = said.get_mut(..1) {
+        first.make_ascii_uppercase();
+    }
+    html! { p.held { (said) "." } }
 }
 
 /// The owner's node has stopped signing: why, and what to do.
@@ -223,7 +236,10 @@ pub(super) fn log_page(
             @if !owner {
                 span.badge { "verified copy: every entry checked against its author's signature" }
             }
-            @if let Some(origin) = &origin { (origin_html(origin)) }
+            @if let Some(origin) = &origin {
+                (origin_html(origin))
+                @if !origin.held.peers.is_empty() { (held_by_html(&origin.held, false)) }
+            }
             @if let Some(proof) = &fork { (fork_html(proof)) }
             @if let Some(why) = &stopped { (stopped_html(why)) }
             @if let (false, Some(v)) = (owner, viewer) {

@@ -83,6 +83,7 @@ pub fn status(store: &Store, owner: AuthorKey) -> Result<Value, StoreError> {
         }
     }
     let forked_here = store.fork_of(&owner)?.map(|p| p.first.seq());
+    let held = store.held_by(&owner)?;
     Ok(json!({
         "author": owner.to_string(),
         "signing": signing.word(),
@@ -95,6 +96,16 @@ pub fn status(store: &Store, owner: AuthorKey) -> Result<Value, StoreError> {
         "logs_held": heads.len(),
         "entries_held": heads.iter().map(|(_, h)| h.seq).sum::<u64>(),
         "forks": store.forks()?.len(),
+        "held_by": {
+            "peers": held.peers.len(),
+            "up_to_date": held.up_to_date,
+            "said": held.describe(true),
+            "holders": held.peers.iter().map(|(peer, row)| json!({
+                "peer": peer.to_string(),
+                "seq": row.seq,
+                "seen": time(row.seen_us),
+            })).collect::<Vec<_>>(),
+        },
         "followed": logs(store, &followed)?,
         "mirrored": logs(store, &mirrored)?,
         "peers": peers(store)?,
@@ -113,6 +124,20 @@ pub fn render(status: &Value, peers_only: bool) -> String {
             "your log: {} entries; holding {} logs, {} entries; {} forks seen",
             status["own_seq"], status["logs_held"], status["entries_held"], status["forks"]
         );
+        let _ = writeln!(out, "{}", text(&status["held_by"]["said"]));
+        for h in status["held_by"]["holders"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
+            let _ = writeln!(
+                out,
+                "  {}  up to seq {}  seen {}",
+                text(&h["peer"]),
+                h["seq"],
+                text(&h["seen"])
+            );
+        }
         match status["signing_refused"].as_str() {
             None => {
                 let _ = writeln!(

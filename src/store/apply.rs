@@ -103,6 +103,26 @@ impl<'t> Tables<'t> {
         })
     }
 
+    /// The seq of `author`'s head, this transaction's appends included.
+    pub(super) fn head_seq(&self, author: &AuthorKey) -> Result<u64, StoreError> {
+        if let Some(head) = self.moved.get(author) {
+            return Ok(head.seq);
+        }
+        Ok(self
+            .heads
+            .get(&author.0)?
+            .map_or(0, |v| HeadRow::decode(v.value()).head.seq))
+    }
+
+    /// The identities whose logs this store signs (`signers-1`).
+    pub(super) fn own_keys(&self) -> Result<Vec<AuthorKey>, StoreError> {
+        let mut out = Vec::new();
+        for row in self.signers.iter()? {
+            out.push(AuthorKey(*row?.0.value()));
+        }
+        Ok(out)
+    }
+
     /// Writes the heads this transaction moved, and one changelog row for
     /// each of their authors in place of the author's previous one.
     pub(super) fn finish(mut self) -> Result<(), StoreError> {

@@ -27,6 +27,7 @@ mod changes;
 pub mod compose;
 mod error;
 mod file;
+pub mod holders;
 mod read;
 pub mod signer;
 pub mod tables;
@@ -371,9 +372,23 @@ impl Store {
         Ok(peers.get(peer)?.and_then(|v| PeerRow::decode(v.value())))
     }
 
-    /// Remembers what a sync session with `peer` established (durably).
-    pub fn set_peer(&self, peer: [u8; 32], row: PeerRow) -> Result<(), StoreError> {
-        self.request(|reply| writer::Request::SetPeer { peer, row, reply })
+    /// Remembers what a sync session with `peer` over the `shared` authors
+    /// (sorted) established (durably): the checkpoint, and that the peer
+    /// now holds those of the node's own and followed logs up to its heads.
+    pub fn set_peer(
+        &self,
+        peer: [u8; 32],
+        row: PeerRow,
+        shared: Vec<AuthorKey>,
+    ) -> Result<(), StoreError> {
+        let seen_us = crate::clock::now_us();
+        self.request(|reply| writer::Request::SetPeer {
+            peer,
+            row,
+            shared,
+            seen_us,
+            reply,
+        })
     }
 
     /// The heads of `authors` (those held), each with its head entry and the

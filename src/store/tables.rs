@@ -80,6 +80,11 @@ pub const SIGNERS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("sig
 /// author → the owner's block or mute of them, a versioned row (see
 /// [`super::blocks::BlockRow`]).
 pub const BLOCKS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("blocks-1");
+/// author ‖ peer node key → up to which seq the peer held the author's log
+/// when a session with it last ended, and when: a versioned row (see
+/// [`super::holders::HolderRow`]), kept for the node's own logs and the
+/// logs it follows.
+pub const HOLDERS: TableDefinition<&[u8; 64], &[u8]> = TableDefinition::new("holders-1");
 /// Store-wide facts, such as the schema version.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta-1");
 

@@ -83,12 +83,17 @@ pub enum Request {
         /// Done.
         reply: Reply<()>,
     },
-    /// Remember what a sync session with a peer established.
+    /// Remember what a sync session with a peer established: its
+    /// checkpoint, and that it holds the shared logs the node cares about.
     SetPeer {
         /// The peer's node key.
         peer: [u8; 32],
         /// The row.
         row: PeerRow,
+        /// The session's shared interest, sorted.
+        shared: Vec<AuthorKey>,
+        /// When the session ended.
+        seen_us: u64,
         /// Done.
         reply: Reply<()>,
     },
@@ -179,6 +184,7 @@ pub fn prepare(db: &Database, path: &Path) -> Result<(), StoreError> {
         drop(txn.open_table(PROFILES)?);
         drop(txn.open_table(ADDRESSES)?);
         drop(txn.open_table(POST_REQUESTS)?);
+        drop(txn.open_table(HOLDERS)?);
     }
     txn.commit()?;
     Ok(())
@@ -399,8 +405,15 @@ fn serve_group(
                         };
                         answers.push(Answer::Done(reply));
                     }
-                    Request::SetPeer { peer, row, reply } => {
+                    Request::SetPeer {
+                        peer,
+                        row,
+                        shared,
+                        seen_us,
+                        reply,
+                    } => {
                         txn.open_table(PEERS)?.insert(&peer, &row.encode()[..])?;
+                        super::holders::note(&txn, &tables, peer, &shared, seen_us)?;
                         answers.push(Answer::Done(reply));
                     }
                     Request::Flush { reply } => answers.push(Answer::Done(reply)),

@@ -581,7 +581,11 @@ async fn drive(d: Drive) -> Result<(Stats, u64, u64), SessionError> {
         .map_err(|e| SessionError::from(LinkError::from(e)))??;
     if let Some(checkpoint) = session.checkpoint() {
         let peer = d.peer.0;
-        blocking(&d.store, move |s| Ok(s.set_peer(peer, checkpoint.into())?)).await?;
+        let shared = session.take_shared();
+        blocking(&d.store, move |s| {
+            Ok(s.set_peer(peer, checkpoint.into(), shared)?)
+        })
+        .await?;
     }
     Ok((session.stats().clone(), sent_bytes, received_bytes))
 }

@@ -402,9 +402,10 @@ pub fn run_lockstep(
     if !(a.session.finished() && b.session.finished()) {
         return Err(LinkError::Stalled.into());
     }
-    for side in [&a, &b] {
+    for side in [&mut a, &mut b] {
         if let Some(checkpoint) = side.session.checkpoint() {
-            side.store.set_peer(side.peer, checkpoint.into())?;
+            let shared = side.session.take_shared();
+            side.store.set_peer(side.peer, checkpoint.into(), shared)?;
         }
     }
     result.initiator = a.session.stats().clone();

@@ -380,6 +380,13 @@ impl Session {
         &self.stats
     }
 
+    /// The shared interest, sorted by key, taken at the session's end
+    /// (the session answers nothing about authors after it).
+    pub fn take_shared(&mut self) -> Vec<AuthorKey> {
+        self.index.clear();
+        std::mem::take(&mut self.universe)
+    }
+
     /// What to remember of the peer after the session finished: cursors
     /// into each other's changelogs as of the session's snapshots.
     pub fn checkpoint(&self) -> Option<Checkpoint> {
