@@ -181,3 +181,27 @@ pub fn tools_present(tools: &[&str], package: &str) -> bool {
     eprintln!("SKIPPED: {package} is not installed (`bash .ci/test` installs it)");
     false
 }
+
+/// Whether the tests run as root, which `what` needs; outside CI a test
+/// that needs it prints SKIPPED (CI runs as root, so there it must be).
+pub fn is_root(what: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(std::env::var_os("CI").is_none(), "CI runs as root: {what}");
+    eprintln!("SKIPPED: {what} needs root");
+    false
+}
+
+/// Unmounts a file system the test mounted, when dropped.
+pub struct Unmount(pub std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}

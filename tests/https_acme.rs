@@ -381,6 +381,27 @@ fn a_domain_node_is_public_and_pushes_posts_live_over_quic() {
     )
     .unwrap();
     crate::common::capsule_ok(&data, &["post", "first, before the follow"]);
+    // The doctor, through the running node: the domain resolves to this
+    // machine, and the certificate is the CA's.
+    let report: serde_json::Value =
+        serde_json::from_str(&crate::common::capsule_ok(&data, &["doctor", "--json"]))
+            .unwrap_or_else(|e| panic!("{e}"));
+    let line = |name: &str| {
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} line: {report}"))
+    };
+    assert_eq!(line("dns")["state"], "ok", "{report:#}");
+    let certificate = line("certificate");
+    assert_eq!(certificate["state"], "ok", "{report:#}");
+    assert!(
+        certificate["said"].as_str().unwrap().contains("Pebble"),
+        "{certificate}"
+    );
 
     // The follower syncs on the default interval (a minute): only a live
     // connection brings a post within a second.

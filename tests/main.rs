@@ -7,6 +7,7 @@ mod certificate;
 mod cli;
 mod crash;
 mod damaged_store;
+mod doctor;
 mod fork;
 mod hostile_http;
 mod https_acme;

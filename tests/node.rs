@@ -594,10 +594,7 @@ fn the_admin_socket_survives_running_out_of_file_descriptors() {
 /// verifies. Needs root for mount (CI runs as root).
 #[test]
 fn a_full_disk_is_a_recoverable_error() {
-    let root = Command::new("id").arg("-u").output().unwrap();
-    if String::from_utf8_lossy(&root.stdout).trim() != "0" {
-        assert!(std::env::var_os("CI").is_none(), "CI runs as root");
-        eprintln!("SKIPPED: mounting a tmpfs needs root");
+    if !crate::common::is_root("mounting a tmpfs") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -609,13 +606,7 @@ fn a_full_disk_is_a_recoverable_error() {
         .status()
         .unwrap();
     assert!(mounted.success());
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-    let _unmount = Unmount(mount.clone());
+    let _unmount = crate::common::Unmount(mount.clone());
     let dir = mount.join("data");
     init(&dir);
     let node = Up::start(&dir);

@@ -26,6 +26,7 @@ pub(super) fn export_identity(dir: &DataDir, output: &Path) -> Result<ExitCode> 
         );
     }
     identity.save_new(output)?;
+    super::owner::mark_backed_up(dir);
     println!(
         "wrote a backup of identity {} to {} (readable only by you).",
         identity.author(),

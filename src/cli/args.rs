@@ -320,6 +320,16 @@ pub enum Command {
         #[command(flatten)]
         session: SessionArgs,
     },
+    /// Check what can go wrong on a real server, one line each (ok, warning
+    /// or failing, and what to do): the key backup, the store's integrity,
+    /// free disk, the domain's DNS records, the certificate, and who holds
+    /// your log. Asks the running node, else looks at the data directory.
+    /// Exits 1 when a check fails.
+    Doctor {
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the node as a system service (systemd).
     #[command(subcommand)]
     Service(Service),

@@ -80,6 +80,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Passwd => setup::passwd(&dir),
         Command::Follow { target, ca_root } => owner::follow(&dir, &target, ca_root.as_deref()),
         Command::Status { json } => owner::status(&dir, json, false),
+        Command::Doctor { json } => owner::doctor(&dir, json),
         Command::Peers { json } => owner::status(&dir, json, true),
         Command::Unfollow { author } => {
             owner::publish(&dir, admin::Request::Unfollow(author.to_string()))

@@ -73,7 +73,10 @@ pub(super) fn publish(dir: &DataDir, request: admin::Request) -> Result<()> {
             println!("{message}");
             Ok(())
         }
-        admin::Answer::Status(_) | admin::Answer::Stream | admin::Answer::Changed(_) => {
+        admin::Answer::Status(_)
+        | admin::Answer::Doctor(_)
+        | admin::Answer::Stream
+        | admin::Answer::Changed(_) => {
             bail!("unexpected answer from the node")
         }
         admin::Answer::Error(e) => Err(Refused(e).into()),
@@ -259,4 +262,65 @@ pub(super) fn mirror(dir: &DataDir, author: AuthorKey, add: bool) -> Result<Exit
         (false, false) => println!("{author} was not mirrored"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `capsule doctor`: through the running node, else on the data directory
+/// (with the store's full integrity check). Exit 1 when a check fails.
+pub(super) fn doctor(dir: &DataDir, as_json: bool) -> Result<ExitCode> {
+    use crate::node::doctor;
+    let report = match admin::call(&super::admin_socket(dir), &admin::Request::Doctor) {
+        Some(answer) => {
+            match anyhow::Context::context(answer, "the running node did not answer")? {
+                admin::Answer::Doctor(report) => report,
+                admin::Answer::Error(e) => bail!("{e}"),
+                other => bail!("unexpected answer from the node: {other:?}"),
+            }
+        }
+        None => {
+            let owner = load_identity(dir)?.author();
+            let integrity = if dir.store().exists() {
+                match crate::store::check_integrity(&dir.store()) {
+                    Ok(i) => Ok(i == crate::store::Integrity::Sound),
+                    Err(e) => Err(e.to_string()),
+                }
+            } else {
+                Err("there is no store yet: run `capsule init`".to_string())
+            };
+            let config = crate::node::config::load(dir.root())?;
+            let facts = doctor::Facts {
+                root: dir.root().to_path_buf(),
+                owner,
+                domain: config.domain.map(|d| (d, dir.root().join("acme"), None)),
+                integrity: integrity.clone(),
+            };
+            let store = match integrity {
+                Ok(_) => Some(super::open_store_without_node(dir)?),
+                Err(_) => None,
+            };
+            let report = doctor::to_json(&doctor::run(store.as_ref(), &facts));
+            if let Some(store) = store {
+                store.close()?;
+            }
+            report
+        }
+    };
+    if as_json {
+        println!("{report}");
+    } else {
+        print!("{}", doctor::render(&report));
+    }
+    Ok(if report["failing"].as_u64().unwrap_or(0) > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Leaves the mark `capsule doctor` looks for: the key has a copy elsewhere.
+pub(super) fn mark_backed_up(dir: &DataDir) {
+    let path = dir.root().join(crate::node::doctor::BACKUP_MARK);
+    let now = crate::log::present::rfc3339(crate::clock::now_us());
+    if let Err(e) = std::fs::write(&path, format!("{now}\n")) {
+        tracing::warn!(error = %e, path = %path.display(), "cannot leave the backup mark");
+    }
 }

@@ -39,6 +39,10 @@ pub(super) fn restore(dir: &DataDir, args: RestoreArgs) -> Result<ExitCode> {
         );
     }
     let identity = put_key_in_place(dir, args.keyfile.as_deref())?;
+    if args.keyfile.is_some() {
+        // Restored from a backup: there is a copy of the key elsewhere.
+        super::owner::mark_backed_up(dir);
+    }
     let author = identity.author();
     let store = Arc::new(open_or_create(dir)?);
     if let Some(proof) = store.fork_of(&author)? {

@@ -117,10 +117,17 @@ pub(super) fn serve_sync(
     runtime.block_on(async {
         // The owner's commands (post, status, log…) reach the store through
         // this process while it holds it, as with `capsule up`.
+        let facts = crate::node::doctor::Facts {
+            root: dir.root().to_path_buf(),
+            owner: identity.author(),
+            domain: None,
+            integrity: Ok(true),
+        };
         let admin = tokio::spawn(crate::node::admin::serve(
             socket.clone(),
             Arc::clone(&store),
             Arc::clone(&identity),
+            Arc::new(facts),
         ));
         let endpoint = transport::listen(&identity, listen)?;
         let local = endpoint.local_addr().context("the listening address")?;

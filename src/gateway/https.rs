@@ -67,11 +67,56 @@ pub enum HttpsError {
     Tls(#[from] rustls::Error),
 }
 
+/// How certificate management went, for `capsule doctor`: the last
+/// certificate deployed and the last failure, each with its time (µs since
+/// the epoch, 0 = never).
+#[derive(Debug, Default)]
+pub struct Renewals {
+    inner: std::sync::Mutex<RenewalState>,
+}
+
+/// What [`Renewals`] holds.
+#[derive(Debug, Default, Clone)]
+pub struct RenewalState {
+    /// When a certificate was last deployed (from the cache or new).
+    pub deployed_us: u64,
+    /// When the last attempt failed, and why.
+    pub failed: Option<(u64, String)>,
+}
+
+impl Renewals {
+    /// What happened so far.
+    pub fn state(&self) -> RenewalState {
+        self.inner.lock().expect("not poisoned").clone()
+    }
+
+    fn deployed(&self) {
+        self.inner.lock().expect("not poisoned").deployed_us = crate::clock::now_us();
+    }
+
+    fn failed(&self, why: String) {
+        self.inner.lock().expect("not poisoned").failed = Some((crate::clock::now_us(), why));
+    }
+}
+
+/// The certificate cached for the domain (PEM: key and chain), if any.
+pub fn cached_certificate(cache: &Path) -> Option<Vec<u8>> {
+    let entries = std::fs::read_dir(cache).ok()?;
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("cached_cert_"))
+        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+        .and_then(|e| std::fs::read(e.path()).ok())
+}
+
 /// Starts certificate management for `acme` and returns the TLS config of
 /// ordinary connections and of TLS-ALPN-01 validation connections. The
 /// certificate is loaded from the cache or ordered in the background; until
-/// it is there, handshakes fail.
-pub fn start(acme: &Acme) -> Result<(Arc<ServerConfig>, Arc<ServerConfig>), HttpsError> {
+/// it is there, handshakes fail. `renewals` hears how it goes.
+pub fn start(
+    acme: &Acme,
+    renewals: Arc<Renewals>,
+) -> Result<(Arc<ServerConfig>, Arc<ServerConfig>), HttpsError> {
     create_private_dir(&acme.cache)?;
     let mut config = AcmeConfig::new_with_client_config(
         [&acme.domain],
@@ -95,15 +140,18 @@ pub fn start(acme: &Acme) -> Result<(Arc<ServerConfig>, Arc<ServerConfig>), Http
         while let Some(event) = state.next().await {
             match event {
                 Ok(EventOk::DeployedCachedCert) => {
+                    renewals.deployed();
                     tracing::info!(%domain, "certificate deployed from the cache");
                     println!("certificate for {domain}: from the cache");
                 }
                 Ok(EventOk::DeployedNewCert) => {
+                    renewals.deployed();
                     tracing::info!(%domain, "new certificate deployed");
                     println!("certificate for {domain}: newly issued by the CA");
                 }
                 Ok(other) => tracing::debug!(%domain, event = ?other, "acme"),
                 Err(e) => {
+                    renewals.failed(e.to_string());
                     tracing::warn!(%domain, error = ?e, "certificate management failed; retrying")
                 }
             }

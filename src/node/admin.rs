@@ -10,9 +10,9 @@
 //! `{"follow": {"author": "KEY", "address": "HOST:PORT or null", "web": "https://... or null"}}`,
 //! `{"unfollow": "KEY"}`, `{"peer": "KEY@HOST:PORT"}`, `"status"`,
 //! `{"mirror": {"author": "KEY", "add": true}}`,
-//! `{"log": {"author": "KEY", "json": false}}`.
+//! `{"log": {"author": "KEY", "json": false}}`, `"doctor"`.
 //! Answers ([`Answer`]): `{"published": {"seq": N, "id": "..."}}`,
-//! `{"done": "..."}`, `{"status": {...}}`, `{"changed": true}`, `"stream"`
+//! `{"done": "..."}`, `{"status": {...}}`, `{"doctor": {...}}`, `{"changed": true}`, `"stream"`
 //! (the log's lines follow until the socket closes), or `{"error": "..."}`.
 
 use std::io::{BufRead, BufReader, Write};
@@ -101,6 +101,8 @@ pub enum Request {
         /// Biography.
         bio: String,
     },
+    /// The checks of `capsule doctor` (see [`crate::node::doctor`]).
+    Doctor,
 }
 
 /// An answer.
@@ -122,6 +124,8 @@ pub enum Answer {
     Stream,
     /// Whether the mirror set changed.
     Changed(bool),
+    /// The report of `capsule doctor`.
+    Doctor(serde_json::Value),
     /// What went wrong.
     Error(String),
 }
@@ -227,6 +231,9 @@ pub fn handle(store: &Store, identity: &Arc<Identity>, line: &str) -> Answer {
                 Ok(v) => Answer::Status(v),
                 Err(e) => Answer::Error(e.to_string()),
             };
+        }
+        Request::Doctor => {
+            return Answer::Error("the doctor runs in the node, through its socket".into());
         }
         Request::Peer(peer) => {
             let peer: crate::mesh::address::PeerAddr = match peer.parse() {
@@ -373,6 +380,7 @@ pub async fn serve(
     path: std::path::PathBuf,
     store: Arc<Store>,
     identity: Arc<Identity>,
+    facts: Arc<super::doctor::Facts>,
 ) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
@@ -390,7 +398,11 @@ pub async fn serve(
                 continue;
             }
         };
-        let (store, identity) = (Arc::clone(&store), Arc::clone(&identity));
+        let (store, identity, facts) = (
+            Arc::clone(&store),
+            Arc::clone(&identity),
+            Arc::clone(&facts),
+        );
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
             let mut line = String::new();
@@ -402,9 +414,16 @@ pub async fn serve(
                 let _ = stream_log(store, &author, json, &mut write).await;
                 return;
             }
-            let answer = tokio::task::spawn_blocking(move || handle(&store, &identity, &line))
-                .await
-                .unwrap_or_else(|e| Answer::Error(e.to_string()));
+            let doctor = matches!(serde_json::from_str::<Request>(&line), Ok(Request::Doctor));
+            let answer = tokio::task::spawn_blocking(move || {
+                if doctor {
+                    let checks = super::doctor::run(Some(&store), &facts);
+                    return Answer::Doctor(super::doctor::to_json(&checks));
+                }
+                handle(&store, &identity, &line)
+            })
+            .await
+            .unwrap_or_else(|e| Answer::Error(e.to_string()));
             let mut out = serde_json::to_string(&answer).unwrap_or_default();
             out.push('\n');
             let _ = write.write_all(out.as_bytes()).await;

@@ -123,6 +123,8 @@ pub struct HttpsConfig {
 /// Everything a node runs with.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
+    /// The data directory.
+    pub root: PathBuf,
     /// Plain HTTP: the gateway itself, or with `https` only a redirect
     /// ([`LISTEN`], or [`LISTEN_WITH_DOMAIN`]).
     pub listen: SocketAddr,
@@ -263,6 +265,7 @@ impl NodeConfig {
             },
         });
         Ok(NodeConfig {
+            root: root.to_path_buf(),
             listen: settings.listen.unwrap_or(match https {
                 Some(_) => LISTEN_WITH_DOMAIN,
                 None => LISTEN,

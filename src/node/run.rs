@@ -120,10 +120,26 @@ pub async fn run(
     let store = Arc::new(store);
     let identity = Arc::new(identity);
     let owner = identity.author();
+    let renewals = Arc::new(https::Renewals::default());
+    let facts = crate::node::doctor::Facts {
+        root: config.root.clone(),
+        owner,
+        domain: config.https.as_ref().map(|h| {
+            (
+                h.acme.domain.clone(),
+                h.acme.cache.clone(),
+                Some(Arc::clone(&renewals)),
+            )
+        }),
+        // The store was checked before the node started (a damaged one
+        // is refused).
+        integrity: Ok(true),
+    };
     let admin = tokio::spawn(crate::node::admin::serve(
         admin_socket.clone(),
         Arc::clone(&store),
         Arc::clone(&identity),
+        Arc::new(facts),
     ));
     let sync_addr = endpoint.local_addr().map_err(|source| NodeError::Listen {
         addr: config.sync_listen,
@@ -214,7 +230,7 @@ pub async fn run(
         }
         (Some(h), Some(tcp)) => {
             let acme = &h.acme;
-            let (default, challenge) = https::start(acme)?;
+            let (default, challenge) = https::start(acme, Arc::clone(&renewals))?;
             let port = tcp.local_addr().map_err(NodeError::Gateway)?.port();
             let tls =
                 https::TlsListener::new(tcp, default, challenge).map_err(NodeError::Gateway)?;
