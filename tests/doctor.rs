@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::{capsule, capsule_ok, free_port, init};
+use crate::identity::copy_dir;
 use crate::mesh::Node;
 
 /// The report, and whether the command exited 0.
@@ -47,16 +48,6 @@ fn only_fault(report: &serde_json::Value) -> (String, String, String) {
         c["state"].as_str().unwrap().to_string(),
         c["said"].as_str().unwrap().to_string(),
     )
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_file() {
-            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
-    }
 }
 
 #[test]

@@ -93,6 +93,20 @@ impl Pebble {
     }
 
     /// Pebble's root CA (a new one at every pebble start).
+    /// The CA's root, written as PEM into `dir`; its path.
+    fn root_pem(&self, dir: &Path) -> std::path::PathBuf {
+        let path = dir.join("pebble-root.pem");
+        std::fs::write(
+            &path,
+            format!(
+                "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+                data_encoding::BASE64.encode(&self.root())
+            ),
+        )
+        .unwrap();
+        path
+    }
+
     fn root(&self) -> CertificateDer<'static> {
         use rustls::pki_types::pem::PemObject;
         let trust = roots_from_pem(&std::fs::read(&self.listener_pem).unwrap());
@@ -178,6 +192,22 @@ fn start_node(data: &Path, pebble: &Pebble, https: u16, http: u16, dead_sync: u1
     )
 }
 
+/// A node on loopback with no domain, trusting the CA's root for pulls
+/// and lookups, with `extra` flags.
+fn start_follower(data: &Path, root_pem: &Path, extra: &[&str]) -> Proc {
+    Proc::spawn(
+        Command::new(capsule_bin())
+            .arg("--data-dir")
+            .arg(data)
+            .args(["up", "--listen", "127.0.0.1:0"])
+            .args(["--sync-listen", "127.0.0.1:0"])
+            .args(extra)
+            .arg("--ca-root")
+            .arg(root_pem)
+            .stderr(Stdio::null()),
+    )
+}
+
 #[test]
 fn a_node_gets_its_certificate_from_acme_and_keeps_it_across_restarts() {
     if !crate::common::tools_present(&["pebble", "pebble-challtestsrv"], "pebble") {
@@ -245,33 +275,10 @@ fn a_node_gets_its_certificate_from_acme_and_keeps_it_across_restarts() {
     // verified against the CA's root, and gives the key and sync address.
     // That address is dead, so the follower falls back to pulling the log
     // over HTTPS, verified like any other.
-    let root_pem = tmp.path().join("pebble-root.pem");
-    std::fs::write(
-        &root_pem,
-        format!(
-            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-            data_encoding::BASE64.encode(&root)
-        ),
-    )
-    .unwrap();
+    let root_pem = pebble.root_pem(tmp.path());
     crate::common::capsule_ok(&data, &["post", "hello over https"]);
     let follower = tmp.path().join("follower");
-    let mut b = Proc::spawn(
-        Command::new(capsule_bin())
-            .arg("--data-dir")
-            .arg(&follower)
-            .args([
-                "up",
-                "--listen",
-                "127.0.0.1:0",
-                "--sync-listen",
-                "127.0.0.1:0",
-            ])
-            .args(["--sync-interval", "0.2"])
-            .arg("--ca-root")
-            .arg(&root_pem)
-            .stderr(Stdio::null()),
-    );
+    let mut b = start_follower(&follower, &root_pem, &["--sync-interval", "0.2"]);
     b.wait_line(20, |l| l.starts_with("Capsule is up"));
     let target = format!("{DOMAIN}:{https}");
     // Without the CA's root the lookup is refused.
@@ -371,15 +378,7 @@ fn a_domain_node_is_public_and_pushes_posts_live_over_quic() {
     node.wait_line(60, |l| {
         l == format!("certificate for {DOMAIN}: newly issued by the CA")
     });
-    let root_pem = tmp.path().join("pebble-root.pem");
-    std::fs::write(
-        &root_pem,
-        format!(
-            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-            data_encoding::BASE64.encode(&pebble.root())
-        ),
-    )
-    .unwrap();
+    let root_pem = pebble.root_pem(tmp.path());
     crate::common::capsule_ok(&data, &["post", "first, before the follow"]);
     // The doctor, through the running node: the domain resolves to this
     // machine, and the certificate is the CA's.
@@ -406,21 +405,7 @@ fn a_domain_node_is_public_and_pushes_posts_live_over_quic() {
     // The follower syncs on the default interval (a minute): only a live
     // connection brings a post within a second.
     let follower = tmp.path().join("follower");
-    let mut b = Proc::spawn(
-        Command::new(capsule_bin())
-            .arg("--data-dir")
-            .arg(&follower)
-            .args([
-                "up",
-                "--listen",
-                "127.0.0.1:0",
-                "--sync-listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--ca-root")
-            .arg(&root_pem)
-            .stderr(Stdio::null()),
-    );
+    let mut b = start_follower(&follower, &root_pem, &[]);
     b.wait_line(20, |l| l.starts_with("Capsule is up"));
     crate::common::capsule_ok(
         &follower,

@@ -244,7 +244,8 @@ fn a_blocked_author_is_neither_served_nor_taken() {
     assert!(peer.terminate().success());
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+/// Copies the files of a data directory (a copy made by hand).
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
