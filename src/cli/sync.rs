@@ -123,8 +123,10 @@ pub(super) fn serve_sync(
             domain: None,
             integrity: Ok(true),
         };
+        let admin_listener = crate::node::admin::bind(&socket)
+            .with_context(|| format!("cannot make the admin socket {}", socket.display()))?;
         let admin = tokio::spawn(crate::node::admin::serve(
-            socket.clone(),
+            admin_listener,
             Arc::clone(&store),
             Arc::clone(&identity),
             Arc::new(facts),

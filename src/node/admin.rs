@@ -374,19 +374,26 @@ async fn stream_log(
     producer.await.map_err(std::io::Error::other)?
 }
 
-/// Answers requests on `path` until the task is dropped. Removes a stale
-/// socket first (the caller holds the store, so no other node runs here).
+/// Binds the socket at `path`, mode 0600, removing a stale one first (the
+/// caller holds the store, so no other node runs here). Bound before the
+/// node says it is up, so a command run then finds it.
+pub fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::remove_file(path);
+    let listener = tokio::net::UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Answers requests on `listener` (from [`bind`]) until the task is
+/// dropped.
 pub async fn serve(
-    path: std::path::PathBuf,
+    listener: tokio::net::UnixListener,
     store: Arc<Store>,
     identity: Arc<Identity>,
     facts: Arc<super::doctor::Facts>,
 ) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-    let _ = std::fs::remove_file(&path);
-    let listener = tokio::net::UnixListener::bind(&path)?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,

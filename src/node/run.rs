@@ -48,6 +48,14 @@ pub enum NodeError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// The admin socket could not be made.
+    #[error("cannot make the admin socket {path}: {source}")]
+    Admin {
+        /// Where.
+        path: std::path::PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
     /// The web gateway failed while serving.
     #[error("the web gateway failed: {0}")]
     Gateway(std::io::Error),
@@ -135,8 +143,13 @@ pub async fn run(
         // is refused).
         integrity: Ok(true),
     };
+    let admin_listener =
+        crate::node::admin::bind(&admin_socket).map_err(|source| NodeError::Admin {
+            path: admin_socket.clone(),
+            source,
+        })?;
     let admin = tokio::spawn(crate::node::admin::serve(
-        admin_socket.clone(),
+        admin_listener,
         Arc::clone(&store),
         Arc::clone(&identity),
         Arc::new(facts),
