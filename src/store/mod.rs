@@ -13,6 +13,8 @@
 //!   log began or was restored here, is being restored, or is signed
 //!   elsewhere).
 //! - [`blocks`]: the authors the owner blocks or mutes.
+//! - [`holders`]: which peers hold the own and followed logs, as of the
+//!   last session each finished.
 //! - `changes`: what a request asks of the mirror set and the address book.
 //! - [`compose`]: what the owner publishes (posts, replies, deletions,
 //!   profile, follows), checked, then signed by the writer.
