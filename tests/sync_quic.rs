@@ -45,6 +45,13 @@ impl Node {
             Some(self.key()),
             SyncConfig::default(),
             Arc::new(|_| {}),
+            Arc::new(capsule::mesh::peers::LivePeers::new(
+                Arc::new(
+                    Identity::from_file_bytes(&self.identity.to_file_bytes(), "node".as_ref())
+                        .unwrap(),
+                ),
+                None,
+            )),
         ));
         (endpoint, addr)
     }

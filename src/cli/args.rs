@@ -322,9 +322,11 @@ pub enum Command {
     },
     /// Check what can go wrong on a real server, one line each (ok, warning
     /// or failing, and what to do): the key backup, the store's integrity,
-    /// free disk, the domain's DNS records, the certificate, and who holds
-    /// your log. Asks the running node, else looks at the data directory.
-    /// Exits 1 when a check fails.
+    /// free disk, the domain's DNS records, the certificate, who holds your
+    /// log, and, while the node runs, whether peers reach its sync port and
+    /// HTTPS port from outside (they dial back) and how far its clock is
+    /// from theirs. Asks the running node, else looks at the data
+    /// directory. Exits 1 when a check fails.
     Doctor {
         /// JSON instead of text.
         #[arg(long)]

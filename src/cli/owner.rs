@@ -292,6 +292,7 @@ pub(super) fn doctor(dir: &DataDir, as_json: bool) -> Result<ExitCode> {
                 owner,
                 domain: config.domain.map(|d| (d, dir.root().join("acme"), None)),
                 integrity: integrity.clone(),
+                reach: None,
             };
             let store = match integrity {
                 Ok(_) => Some(super::open_store_without_node(dir)?),

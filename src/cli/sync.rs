@@ -122,6 +122,7 @@ pub(super) fn serve_sync(
             owner: identity.author(),
             domain: None,
             integrity: Ok(true),
+            reach: None,
         };
         let admin_listener = crate::node::admin::bind(&socket)
             .with_context(|| format!("cannot make the admin socket {}", socket.display()))?;
@@ -151,6 +152,10 @@ pub(super) fn serve_sync(
             Some(identity.author()),
             config,
             on_session,
+            Arc::new(crate::mesh::peers::LivePeers::new(
+                Arc::clone(&identity),
+                None,
+            )),
         ));
         crate::node::shutdown_signal().await;
         eprintln!("stopping");

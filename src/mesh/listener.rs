@@ -31,13 +31,13 @@ pub async fn serve(
     own: Option<AuthorKey>,
     config: SyncConfig,
     on_session: Arc<dyn Fn(Result<Report, SessionError>) + Send + Sync>,
+    peers: Arc<super::peers::LivePeers>,
 ) {
     let sessions = Arc::new(tokio::sync::Semaphore::new(MAX_SESSIONS));
     let per_peer: Arc<Mutex<HashMap<AuthorKey, usize>>> = Arc::default();
     let live = Arc::new(tokio::sync::Semaphore::new(MAX_LIVE));
-    let live_peers: Arc<Mutex<HashMap<AuthorKey, quinn::Connection>>> = Arc::default();
     while let Some(incoming) = endpoint.accept().await {
-        let (live, live_peers) = (Arc::clone(&live), Arc::clone(&live_peers));
+        let (live, live_peers) = (Arc::clone(&live), Arc::clone(&peers));
         let Ok(permit) = Arc::clone(&sessions).try_acquire_owned() else {
             incoming.refuse();
             continue;
@@ -72,10 +72,7 @@ pub async fn serve(
                 // restarted, or its network changed) before we noticed:
                 // the new connection replaces the stale one. Only the
                 // holder of the peer's key can present it.
-                let stale = live_peers
-                    .lock()
-                    .expect("not poisoned")
-                    .insert(peer, connection.clone());
+                let stale = live_peers.insert(peer, connection.clone(), true);
                 if let Some(stale) = stale {
                     stale.close(
                         transport::close::DONE.into(),
@@ -91,12 +88,10 @@ pub async fn serve(
                     peer,
                     config,
                     Arc::new(move |r| on_live(r)),
+                    Arc::clone(&live_peers),
                 )
                 .await;
-                let mut live = live_peers.lock().expect("not poisoned");
-                if live.get(&peer).map(quinn::Connection::stable_id) == Some(id) {
-                    live.remove(&peer);
-                }
+                live_peers.remove(&peer, id, true);
                 return;
             }
             {

@@ -19,7 +19,9 @@ use tokio::sync::watch;
 use rand_core::OsRng;
 
 use super::backoff::jitter;
+use super::check::{self, STREAM_CHECK};
 use super::exchange::{self, STREAM_PEERS};
+use super::peers::LivePeers;
 use crate::identity::{AuthorKey, Identity};
 use crate::store::Store;
 use crate::sync::network::{self, Report, Streams, SyncConfig};
@@ -53,6 +55,7 @@ pub async fn serve(
     peer: AuthorKey,
     config: SyncConfig,
     on_session: Arc<dyn Fn(Result<Report, SessionError>) + Send + Sync>,
+    peers: Arc<LivePeers>,
 ) {
     let notices = {
         let (connection, store) = (connection.clone(), Arc::clone(&store));
@@ -75,6 +78,14 @@ pub async fn serve(
                     tracing::debug!(%peer, error = %e, "peer exchange failed");
                     break;
                 }
+                continue;
+            }
+            STREAM_CHECK => {
+                // Dialling back takes seconds: sessions go on meanwhile.
+                let (connection, peers) = (connection.clone(), Arc::clone(&peers));
+                tokio::spawn(async move {
+                    answer_check(&connection, &peers, peer, send, recv).await;
+                });
                 continue;
             }
             other => {
@@ -106,6 +117,45 @@ pub async fn serve(
         }
     }
     notices.abort();
+}
+
+/// Answers one check stream (its kind byte read).
+async fn answer_check(
+    connection: &quinn::Connection,
+    peers: &LivePeers,
+    peer: AuthorKey,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let answered = check::answer(
+        connection,
+        &peers.identity,
+        peer,
+        &peers.limiter,
+        peers.web_root.clone(),
+        &mut send,
+        &mut recv,
+    )
+    .await;
+    if let Err(e) = answered {
+        tracing::debug!(%peer, error = %e, "check not answered");
+    }
+}
+
+/// The dialler's side of checks: a peer we dialled may ask us to dial it
+/// back; any other stream it opens ends the connection.
+async fn answer_checks(connection: quinn::Connection, peers: Arc<LivePeers>, peer: AuthorKey) {
+    while let Ok((send, mut recv)) = connection.accept_bi().await {
+        let mut kind = [0u8; 1];
+        if recv.read_exact(&mut kind).await.is_err() || kind[0] != STREAM_CHECK {
+            connection.close(transport::close::FAILED.into(), b"unknown stream kind");
+            return;
+        }
+        let (connection, peers) = (connection.clone(), Arc::clone(&peers));
+        tokio::spawn(async move {
+            answer_check(&connection, &peers, peer, send, recv).await;
+        });
+    }
 }
 
 /// Writes the counter on a new notice stream, then again each time it grows.
@@ -167,11 +217,16 @@ pub async fn follow(
     resync: Duration,
     mut stop: watch::Receiver<bool>,
     on_session: &(dyn Fn(&Result<Report, SessionError>) + Send + Sync),
+    peers: Option<&Arc<LivePeers>>,
 ) -> Result<bool, SessionError> {
     let endpoint = transport::dialler(addr).map_err(transport_error)?;
     let connection = transport::connect_for(&endpoint, identity, peer, addr, ALPN_LIVE)
         .await
         .map_err(transport_error)?;
+    let checks = peers.map(|peers| {
+        peers.insert(peer, connection.clone(), false);
+        tokio::spawn(answer_checks(connection.clone(), Arc::clone(peers), peer))
+    });
     let (wake, mut woken) = watch::channel(0u64);
     let listener = {
         let connection = connection.clone();
@@ -268,6 +323,12 @@ pub async fn follow(
         }
     };
     listener.abort();
+    if let Some(checks) = checks {
+        checks.abort();
+    }
+    if let Some(peers) = peers {
+        peers.remove(&peer, connection.stable_id(), false);
+    }
     connection.close(transport::close::DONE.into(), b"done");
     let _ = tokio::time::timeout(CLOSE_GRACE, endpoint.wait_idle()).await;
     outcome.map(|_| any)

@@ -6,6 +6,9 @@
 //! - [`backoff`]: when to try a peer again (jitter, doubling per failure).
 //! - [`live`]: live connections: change notices and a session after each.
 //! - [`exchange`]: peer exchange, "where do these authors' logs come from".
+//! - [`check`]: "dial me back": a peer tries our addresses and tells its
+//!   clock, for `capsule doctor`.
+//! - [`peers`]: the live connections, both ways, that checks are asked on.
 //! - [`listener`]: accepts peers' connections and hands each to its
 //!   protocol (a session, or a live connection).
 //! - [`well_known`]: follow by domain, `/.well-known/capsule`.
@@ -14,9 +17,11 @@
 
 pub mod address;
 pub mod backoff;
+pub mod check;
 pub mod exchange;
 pub mod listener;
 pub mod live;
+pub mod peers;
 pub mod pull;
 pub mod scheduler;
 pub mod web_client;

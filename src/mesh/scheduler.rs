@@ -57,6 +57,8 @@ pub struct MeshConfig {
     /// An extra root (PEM) to trust when pulling over HTTPS: for a private
     /// or test CA.
     pub web_root: Option<std::path::PathBuf>,
+    /// Where the live connections it dials are kept, for checks.
+    pub peers: Option<Arc<super::peers::LivePeers>>,
 }
 
 impl Default for MeshConfig {
@@ -65,6 +67,7 @@ impl Default for MeshConfig {
             interval: SYNC_INTERVAL,
             session: SyncConfig::default(),
             web_root: None,
+            peers: None,
         }
     }
 }
@@ -196,6 +199,7 @@ async fn dial(
                 config.interval,
                 stop,
                 &heard,
+                config.peers.as_ref(),
             )
             .await
         }

@@ -422,9 +422,16 @@ pub async fn serve(
                 return;
             }
             let doctor = matches!(serde_json::from_str::<Request>(&line), Ok(Request::Doctor));
+            let answers = match (&facts.reach, doctor) {
+                (Some(reach), true) => super::doctor::ask_peers(reach).await,
+                _ => Vec::new(),
+            };
             let answer = tokio::task::spawn_blocking(move || {
                 if doctor {
-                    let checks = super::doctor::run(Some(&store), &facts);
+                    let mut checks = super::doctor::run(Some(&store), &facts);
+                    if let Some(reach) = &facts.reach {
+                        checks.extend(super::doctor::reach_checks(reach, &answers));
+                    }
                     return Answer::Doctor(super::doctor::to_json(&checks));
                 }
                 handle(&store, &identity, &line)

@@ -129,31 +129,15 @@ pub async fn run(
     let identity = Arc::new(identity);
     let owner = identity.author();
     let renewals = Arc::new(https::Renewals::default());
-    let facts = crate::node::doctor::Facts {
-        root: config.root.clone(),
-        owner,
-        domain: config.https.as_ref().map(|h| {
-            (
-                h.acme.domain.clone(),
-                h.acme.cache.clone(),
-                Some(Arc::clone(&renewals)),
-            )
-        }),
-        // The store was checked before the node started (a damaged one
-        // is refused).
-        integrity: Ok(true),
-    };
+    let live_peers = Arc::new(crate::mesh::peers::LivePeers::new(
+        Arc::clone(&identity),
+        config.mesh.web_root.clone(),
+    ));
     let admin_listener =
         crate::node::admin::bind(&admin_socket).map_err(|source| NodeError::Admin {
             path: admin_socket.clone(),
             source,
         })?;
-    let admin = tokio::spawn(crate::node::admin::serve(
-        admin_listener,
-        Arc::clone(&store),
-        Arc::clone(&identity),
-        Arc::new(facts),
-    ));
     let sync_addr = endpoint.local_addr().map_err(|source| NodeError::Listen {
         addr: config.sync_listen,
         hint: "the sync listener",
@@ -175,6 +159,7 @@ pub async fn run(
                 tracing::warn!(error = %e, "sync session failed");
             }
         }),
+        Arc::clone(&live_peers),
     ));
     let web = listener.local_addr().map_err(NodeError::Gateway)?;
     let public_sync = match (&config.public_sync, &config.https) {
@@ -182,6 +167,40 @@ pub async fn run(
         (None, Some(h)) => format!("{owner}@{}:{}", h.acme.domain, sync_addr.port()),
         (None, None) => format!("{owner}@{sync_addr}"),
     };
+    let web_origin = match (&config.https, &https_listener) {
+        (Some(h), Some(tcp)) => Some(https::origin(
+            &h.acme.domain,
+            tcp.local_addr().map_err(NodeError::Gateway)?.port(),
+        )),
+        _ => None,
+    };
+    let facts = crate::node::doctor::Facts {
+        root: config.root.clone(),
+        owner,
+        domain: config.https.as_ref().map(|h| {
+            (
+                h.acme.domain.clone(),
+                h.acme.cache.clone(),
+                Some(Arc::clone(&renewals)),
+            )
+        }),
+        // The store was checked before the node started (a damaged one
+        // is refused).
+        integrity: Ok(true),
+        reach: Some(crate::node::doctor::Reach {
+            peers: Arc::clone(&live_peers),
+            sync: public_sync
+                .split_once('@')
+                .map_or(public_sync.clone(), |(_, a)| a.to_string()),
+            web: web_origin,
+        }),
+    };
+    let admin = tokio::spawn(crate::node::admin::serve(
+        admin_listener,
+        Arc::clone(&store),
+        Arc::clone(&identity),
+        Arc::new(facts),
+    ));
     let state = gateway::State {
         store: Arc::clone(&store),
         owner,
@@ -223,7 +242,10 @@ pub async fn run(
     let mesh = tokio::spawn(crate::mesh::scheduler::run(
         Arc::clone(&store),
         Arc::clone(&identity),
-        config.mesh,
+        crate::mesh::scheduler::MeshConfig {
+            peers: Some(Arc::clone(&live_peers)),
+            ..config.mesh
+        },
         stop.subscribe(),
         Arc::new(|peer, outcome| match outcome {
             Ok(report) => tracing::info!(

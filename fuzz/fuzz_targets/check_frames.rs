@@ -1,0 +1,17 @@
+//! The check ("dial me back") decoders on arbitrary bytes: never panic,
+//! and what a request or answer decodes to encodes back to itself.
+#![no_main]
+
+use capsule::mesh::check::{decode_answer, decode_request};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Some(request) = decode_request(data) {
+        let again = postcard::to_allocvec(&request).unwrap();
+        assert_eq!(decode_request(&again), Some(request));
+    }
+    if let Some(answer) = decode_answer(data) {
+        let again = postcard::to_allocvec(&answer).unwrap();
+        assert_eq!(decode_answer(&again), Some(answer));
+    }
+});
