@@ -205,3 +205,22 @@ impl Drop for Unmount {
             .status();
     }
 }
+
+/// Debian's libfaketime (package faketime): preloaded, it moves the clock
+/// of the process itself (FAKETIME=+10m), which stays the process a test
+/// waits for.
+pub const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// Whether libfaketime is installed; outside CI a test without it prints
+/// SKIPPED.
+pub fn faketime_present() -> bool {
+    if Path::new(FAKETIME_LIB).exists() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "faketime is missing; .ci/test installs it"
+    );
+    eprintln!("SKIPPED: faketime is not installed (`bash .ci/test` installs it)");
+    false
+}

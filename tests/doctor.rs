@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use std::process::Stdio;
 
-use crate::common::{Proc, capsule, capsule_bin, capsule_ok, free_port, init};
+use crate::common::{FAKETIME_LIB, Proc, capsule, capsule_bin, capsule_ok, free_port, init};
 use crate::identity::copy_dir;
 use crate::mesh::Node;
 
@@ -101,9 +101,6 @@ fn up(dir: &Path, public_sync: Option<&str>, clock: Option<&str>) -> (Proc, Stri
     (proc, format!("{key}@127.0.0.1:{port}"))
 }
 
-/// Debian's libfaketime (package faketime).
-const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
-
 /// A node and a follower that dials it; the node was backed up.
 fn pair(
     tmp: &Path,
@@ -174,12 +171,7 @@ fn a_check_of_an_address_not_the_askers_own_is_refused() {
 /// only the clock fails.
 #[test]
 fn a_peer_ten_minutes_off_fails_the_clock_check() {
-    if !Path::new(FAKETIME_LIB).exists() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "faketime is missing; .ci/test installs it"
-        );
-        eprintln!("SKIPPED: faketime is not installed (`bash .ci/test` installs it)");
+    if !crate::common::faketime_present() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

@@ -456,4 +456,45 @@ fn a_domain_node_is_public_and_pushes_posts_live_over_quic() {
     }
     assert!(b.terminate().success());
     assert!(node.terminate().success());
+
+    // The same certificate seen a day into its renewal window (the doctor
+    // on the data directory, its clock moved by libfaketime): a warning
+    // that it is due and not renewed yet.
+    if !crate::common::faketime_present() {
+        return;
+    }
+    let said = certificate["said"].as_str().unwrap();
+    let renews_in: u64 = said
+        .rsplit("renewed in ")
+        .next()
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no renewal date in {said:?}"));
+    // Stopped, the doctor finds the domain where a service keeps it.
+    std::fs::write(data.join("config.toml"), format!("domain = \"{DOMAIN}\"\n")).unwrap();
+    let out = Command::new(capsule_bin())
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["doctor", "--json"])
+        .env("LD_PRELOAD", crate::common::FAKETIME_LIB)
+        .env("FAKETIME", format!("+{}d", renews_in + 1))
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let certificate = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "certificate")
+        .cloned()
+        .unwrap();
+    assert_eq!(certificate["state"], "warning", "{report:#}");
+    assert!(
+        certificate["said"]
+            .as_str()
+            .unwrap()
+            .contains("within its renewal window"),
+        "{certificate}"
+    );
 }
