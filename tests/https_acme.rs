@@ -454,6 +454,21 @@ fn a_domain_node_is_public_and_pushes_posts_live_over_quic() {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+    // With the follower's live connection up, the doctor asks it to dial
+    // back: the sync port, HTTPS and plain HTTP are reached from outside,
+    // and the clocks agree.
+    let report: serde_json::Value =
+        serde_json::from_str(&crate::common::capsule_ok(&data, &["doctor", "--json"])).unwrap();
+    for name in ["sync port", "https port", "http port", "clock"] {
+        let line = report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} line: {report:#}"));
+        assert_eq!(line["state"], "ok", "{report:#}");
+    }
     assert!(b.terminate().success());
     assert!(node.terminate().success());
 

@@ -53,6 +53,9 @@ pub struct CheckRequest {
     pub sync: Option<String>,
     /// Its HTTPS origin, `https://HOST[:PORT]`.
     pub web: Option<String>,
+    /// Its plain HTTP origin, `http://HOST[:PORT]` (port 80 redirects to
+    /// HTTPS, and the CA comes there first).
+    pub http: Option<String>,
 }
 
 /// What became of one address.
@@ -77,6 +80,8 @@ pub struct CheckAnswer {
     pub sync: Outcome,
     /// The HTTPS origin.
     pub web: Outcome,
+    /// The plain HTTP origin.
+    pub http: Outcome,
 }
 
 /// Why a check could not be made or answered.
@@ -205,6 +210,44 @@ async fn fetch_web(
     }
 }
 
+/// Opens `origin` (`http://HOST[:PORT]`) and demands an HTTP answer.
+async fn fetch_http(origin: &str, from: IpAddr) -> Outcome {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(target) = origin.strip_prefix("http://") else {
+        return Outcome::Refused(format!("{origin:?} is not an http:// origin"));
+    };
+    let target = target.trim_end_matches('/');
+    let (host, port) = host_port(target).unwrap_or((target, 80));
+    match resolves_to(host, port, from).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return Outcome::Refused(format!(
+                "{origin} is not your address: this check comes from {from}"
+            ));
+        }
+        Err(e) => return Outcome::Failed(e),
+    }
+    let tried = async {
+        let mut tcp = tokio::net::TcpStream::connect((from, port)).await?;
+        tcp.write_all(
+            format!(
+                "GET /.well-known/capsule HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await?;
+        let mut head = [0u8; 12];
+        tcp.read_exact(&mut head).await?;
+        Ok::<[u8; 12], std::io::Error>(head)
+    };
+    match tokio::time::timeout(DIAL_TIMEOUT, tried).await {
+        Ok(Ok(head)) if head.starts_with(b"HTTP/1.") => Outcome::Reached,
+        Ok(Ok(_)) => Outcome::Failed("the answer is not HTTP".into()),
+        Ok(Err(e)) => Outcome::Failed(e.to_string()),
+        Err(_) => Outcome::Failed(format!("no answer within {DIAL_TIMEOUT:?}")),
+    }
+}
+
 /// The peer's side, after [`STREAM_CHECK`]: reads the request, tries the
 /// asker's addresses if they are its own and it has not asked too often,
 /// and answers.
@@ -228,10 +271,10 @@ pub async fn answer(
     let request: CheckRequest =
         postcard::from_bytes(&body).map_err(|e| CheckError::Malformed(e.to_string()))?;
     let from = connection.remote_address().ip().to_canonical();
-    let (sync, web) = if !limiter.admit(peer, Instant::now()) {
+    let (sync, web, http) = if !limiter.admit(peer, Instant::now()) {
         let busy =
             || Outcome::Refused(format!("asked too often: once a {MIN_INTERVAL:?} per node"));
-        (busy(), busy())
+        (busy(), busy(), busy())
     } else {
         let sync = async {
             match &request.sync {
@@ -245,12 +288,19 @@ pub async fn answer(
                 None => Outcome::NotAsked,
             }
         };
-        tokio::join!(sync, web)
+        let http = async {
+            match &request.http {
+                Some(h) => fetch_http(h, from).await,
+                None => Outcome::NotAsked,
+            }
+        };
+        tokio::join!(sync, web, http)
     };
     let answer = CheckAnswer {
         now_us: crate::clock::now_us(),
         sync,
         web,
+        http,
     };
     let bytes = postcard::to_allocvec(&answer).map_err(|e| CheckError::Malformed(e.to_string()))?;
     write_frame(send, &bytes).await.map_err(stream)?;
@@ -336,6 +386,7 @@ mod tests {
         let request = CheckRequest {
             sync: Some("alice.example:4433".into()),
             web: Some("https://alice.example".into()),
+            http: Some("http://alice.example".into()),
         };
         let bytes = postcard::to_allocvec(&request).unwrap();
         assert_eq!(decode_request(&bytes), Some(request));
@@ -343,6 +394,7 @@ mod tests {
             now_us: 7,
             sync: Outcome::Reached,
             web: Outcome::Refused("no".into()),
+            http: Outcome::Failed("closed".into()),
         };
         let bytes = postcard::to_allocvec(&answer).unwrap();
         assert_eq!(decode_answer(&bytes), Some(answer));

@@ -92,6 +92,8 @@ pub struct Reach {
     pub sync: String,
     /// The HTTPS origin, with a domain.
     pub web: Option<String>,
+    /// The plain HTTP origin that redirects there, with a domain.
+    pub http: Option<String>,
 }
 
 /// Peers asked at most: enough to tell a firewall from one broken peer.
@@ -111,6 +113,7 @@ pub async fn ask_peers(reach: &Reach) -> Answers {
     let request = CheckRequest {
         sync: Some(reach.sync.clone()),
         web: reach.web.clone(),
+        http: reach.http.clone(),
     };
     let mut asked = tokio::task::JoinSet::new();
     for (peer, connection) in reach.peers.list().into_iter().take(PEERS_ASKED) {
@@ -206,9 +209,18 @@ pub fn reach_checks(reach: &Reach, answers: &Answers) -> Vec<Check> {
         out.push(reached(
             "https port",
             &format!("your site {web}"),
-            "open TCP port 443 (and 80) in the machine's and the provider's firewall",
+            "open TCP port 443 in the machine's and the provider's firewall",
             answers,
             |a| &a.web,
+        ));
+    }
+    if let Some(http) = &reach.http {
+        out.push(reached(
+            "http port",
+            &format!("{http} (it sends browsers and the CA to HTTPS)"),
+            "open TCP port 80 in the machine's and the provider's firewall",
+            answers,
+            |a| &a.http,
         ));
     }
     let mut offsets: Vec<i64> = answers

@@ -167,12 +167,18 @@ pub async fn run(
         (None, Some(h)) => format!("{owner}@{}:{}", h.acme.domain, sync_addr.port()),
         (None, None) => format!("{owner}@{sync_addr}"),
     };
-    let web_origin = match (&config.https, &https_listener) {
-        (Some(h), Some(tcp)) => Some(https::origin(
-            &h.acme.domain,
-            tcp.local_addr().map_err(NodeError::Gateway)?.port(),
-        )),
-        _ => None,
+    let (web_origin, http_origin) = match (&config.https, &https_listener) {
+        (Some(h), Some(tcp)) => (
+            Some(https::origin(
+                &h.acme.domain,
+                tcp.local_addr().map_err(NodeError::Gateway)?.port(),
+            )),
+            Some(match web.port() {
+                80 => format!("http://{}", h.acme.domain),
+                port => format!("http://{}:{port}", h.acme.domain),
+            }),
+        ),
+        _ => (None, None),
     };
     let facts = crate::node::doctor::Facts {
         root: config.root.clone(),
@@ -193,6 +199,7 @@ pub async fn run(
                 .split_once('@')
                 .map_or(public_sync.clone(), |(_, a)| a.to_string()),
             web: web_origin,
+            http: http_origin,
         }),
     };
     let admin = tokio::spawn(crate::node::admin::serve(
