@@ -485,7 +485,13 @@ fn a_domain_node_is_public_and_pushes_posts_live_over_quic() {
         .and_then(|rest| rest.split(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no renewal date in {said:?}"));
-    // Stopped, the doctor finds the domain where a service keeps it.
+    // Stopped, the doctor finds the domain where a service keeps it; the
+    // key is backed up, so the certificate is the one line not ok.
+    let backup = tmp.path().join("key.bak");
+    crate::common::capsule_ok(
+        &data,
+        &["export", "--identity", "-o", backup.to_str().unwrap()],
+    );
     std::fs::write(data.join("config.toml"), format!("domain = \"{DOMAIN}\"\n")).unwrap();
     let out = Command::new(capsule_bin())
         .arg("--data-dir")
@@ -512,4 +518,11 @@ fn a_domain_node_is_public_and_pushes_posts_live_over_quic() {
             .contains("within its renewal window"),
         "{certificate}"
     );
+    let not_ok: Vec<_> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["state"] != "ok")
+        .collect();
+    assert_eq!(not_ok.len(), 1, "{report:#}");
 }
