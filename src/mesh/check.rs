@@ -141,35 +141,46 @@ fn host_port(text: &str) -> Option<(&str, u16)> {
     Some((host, port.parse().ok()?))
 }
 
+/// Why `text` (naming `host`:`port`) may not be tried for a check that
+/// comes from `from`, if it may not: it must resolve to `from`.
+async fn not_own(text: &str, host: &str, port: u16, from: IpAddr) -> Option<Outcome> {
+    match resolves_to(host, port, from).await {
+        Ok(true) => None,
+        Ok(false) => Some(Outcome::Refused(format!(
+            "{text} is not your address: this check comes from {from}"
+        ))),
+        Err(e) => Some(Outcome::Failed(e)),
+    }
+}
+
+/// `tried`, given [`DIAL_TIMEOUT`], as an outcome.
+async fn within(tried: impl Future<Output = Result<(), String>>) -> Outcome {
+    match tokio::time::timeout(DIAL_TIMEOUT, tried).await {
+        Ok(Ok(())) => Outcome::Reached,
+        Ok(Err(e)) => Outcome::Failed(e),
+        Err(_) => Outcome::Failed(format!("no answer within {DIAL_TIMEOUT:?}")),
+    }
+}
+
 /// Tries `text` (`HOST:PORT`) over QUIC, demanding `peer`'s key.
 async fn dial_sync(identity: &Identity, peer: AuthorKey, text: &str, from: IpAddr) -> Outcome {
     let Some((host, port)) = host_port(text) else {
         return Outcome::Refused(format!("{text:?} is not HOST:PORT"));
     };
-    match resolves_to(host, port, from).await {
-        Ok(true) => {}
-        Ok(false) => {
-            return Outcome::Refused(format!(
-                "{text} is not your address: this check comes from {from}"
-            ));
-        }
-        Err(e) => return Outcome::Failed(e),
+    if let Some(refused) = not_own(text, host, port, from).await {
+        return refused;
     }
     let addr = std::net::SocketAddr::new(from, port);
-    let tried = async {
+    within(async {
         let endpoint = transport::dialler(addr).map_err(|e| e.to_string())?;
         let connection = transport::connect(&endpoint, identity, peer, addr)
             .await
             .map_err(|e| e.to_string())?;
         connection.close(transport::close::DONE.into(), b"checked");
         endpoint.wait_idle().await;
-        Ok::<(), String>(())
-    };
-    match tokio::time::timeout(DIAL_TIMEOUT, tried).await {
-        Ok(Ok(())) => Outcome::Reached,
-        Ok(Err(e)) => Outcome::Failed(e),
-        Err(_) => Outcome::Failed(format!("no answer within {DIAL_TIMEOUT:?}")),
-    }
+        Ok(())
+    })
+    .await
 }
 
 /// Fetches `origin`'s `/.well-known/capsule` and demands `peer`'s key.
@@ -186,28 +197,23 @@ async fn fetch_web(
         ));
     }
     let (host, port) = host_port(target).unwrap_or((target, 443));
-    match resolves_to(host, port, from).await {
-        Ok(true) => {}
-        Ok(false) => {
-            return Outcome::Refused(format!(
-                "{origin} is not your address: this check comes from {from}"
-            ));
-        }
-        Err(e) => return Outcome::Failed(e),
+    if let Some(refused) = not_own(origin, host, port, from).await {
+        return refused;
     }
     let target = target.to_string();
-    let looked = tokio::task::spawn_blocking(move || {
-        super::well_known::lookup(&target, web_root.as_deref())
-    });
-    match tokio::time::timeout(DIAL_TIMEOUT, looked).await {
-        Ok(Ok(Ok(found))) if found.author == peer => Outcome::Reached,
-        Ok(Ok(Ok(found))) => {
-            Outcome::Failed(format!("{origin} answers as {}, not as you", found.author))
+    within(async {
+        let found = tokio::task::spawn_blocking(move || {
+            super::well_known::lookup(&target, web_root.as_deref())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        if found.author != peer {
+            return Err(format!("{origin} answers as {}, not as you", found.author));
         }
-        Ok(Ok(Err(e))) => Outcome::Failed(e.to_string()),
-        Ok(Err(e)) => Outcome::Failed(e.to_string()),
-        Err(_) => Outcome::Failed(format!("no answer within {DIAL_TIMEOUT:?}")),
-    }
+        Ok(())
+    })
+    .await
 }
 
 /// Opens `origin` (`http://HOST[:PORT]`) and demands an HTTP answer.
@@ -218,34 +224,26 @@ async fn fetch_http(origin: &str, from: IpAddr) -> Outcome {
     };
     let target = target.trim_end_matches('/');
     let (host, port) = host_port(target).unwrap_or((target, 80));
-    match resolves_to(host, port, from).await {
-        Ok(true) => {}
-        Ok(false) => {
-            return Outcome::Refused(format!(
-                "{origin} is not your address: this check comes from {from}"
-            ));
-        }
-        Err(e) => return Outcome::Failed(e),
+    if let Some(refused) = not_own(origin, host, port, from).await {
+        return refused;
     }
-    let tried = async {
-        let mut tcp = tokio::net::TcpStream::connect((from, port)).await?;
-        tcp.write_all(
-            format!(
-                "GET /.well-known/capsule HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n"
-            )
-            .as_bytes(),
-        )
-        .await?;
+    within(async {
+        let failed = |e: std::io::Error| e.to_string();
+        let mut tcp = tokio::net::TcpStream::connect((from, port))
+            .await
+            .map_err(failed)?;
+        let request = format!(
+            "GET /.well-known/capsule HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n"
+        );
+        tcp.write_all(request.as_bytes()).await.map_err(failed)?;
         let mut head = [0u8; 12];
-        tcp.read_exact(&mut head).await?;
-        Ok::<[u8; 12], std::io::Error>(head)
-    };
-    match tokio::time::timeout(DIAL_TIMEOUT, tried).await {
-        Ok(Ok(head)) if head.starts_with(b"HTTP/1.") => Outcome::Reached,
-        Ok(Ok(_)) => Outcome::Failed("the answer is not HTTP".into()),
-        Ok(Err(e)) => Outcome::Failed(e.to_string()),
-        Err(_) => Outcome::Failed(format!("no answer within {DIAL_TIMEOUT:?}")),
-    }
+        tcp.read_exact(&mut head).await.map_err(failed)?;
+        match head.starts_with(b"HTTP/1.") {
+            true => Ok(()),
+            false => Err("the answer is not HTTP".to_string()),
+        }
+    })
+    .await
 }
 
 /// The peer's side, after [`STREAM_CHECK`]: reads the request, tries the
