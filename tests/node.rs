@@ -178,7 +178,7 @@ fn the_node_serves_its_timeline_feed_and_api_and_stops_cleanly() {
 
     let css = home
         .split("href=\"")
-        .find(|s| s.starts_with("/assets/"))
+        .find(|s| s.starts_with("/assets/") && s.contains("style.css"))
         .unwrap();
     let css = &css[..css.find('"').unwrap()];
     let (status, content_type, _) = node.get(css);
@@ -824,6 +824,57 @@ fn the_owner_mutes_and_blocks_from_the_web() {
     assert!(
         status.contains("blocked 1:") && status.contains(&x_key),
         "{status}"
+    );
+    assert!(node.stop().success());
+}
+
+/// What search engines and browsers look for besides the page: every page
+/// describes itself (a post by its own words), the site has an icon (no
+/// request for a missing /favicon.ico, an error in the browser's console),
+/// and /robots.txt says what may be indexed.
+#[test]
+fn pages_describe_themselves_and_the_site_has_an_icon_and_robots_txt() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node");
+    let key = init(&data);
+    capsule_ok(
+        &data,
+        &["profile", "--name", "Ada", "--bio", "Engines and poems."],
+    );
+    let long = "word ".repeat(60);
+    capsule_ok(
+        &data,
+        &["post", &format!("On the analytical engine: {long}")],
+    );
+    let node = Up::start(&data);
+    let description = |page: &str| {
+        let at = page.find("<meta name=\"description\" content=\"").unwrap();
+        let rest = &page[at + "<meta name=\"description\" content=\"".len()..];
+        rest[..rest.find('"').unwrap()].to_string()
+    };
+    let (status, home) = node.text("/");
+    assert_eq!(status, 200);
+    assert_eq!(description(&home), "Engines and poems.");
+    let (status, post) = node.text(&format!("/@{key}/2"));
+    assert_eq!(status, 200);
+    let said = description(&post);
+    assert!(said.starts_with("On the analytical engine: word"), "{said}");
+    assert!(said.ends_with('…') && said.chars().count() <= 155, "{said}");
+    let icon = home
+        .split("<link rel=\"icon\" type=\"image/svg+xml\" href=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap();
+    let (status, content_type, body) = node.get(icon);
+    assert_eq!((status, content_type.as_str()), (200, "image/svg+xml"));
+    assert!(body.starts_with(b"<svg"));
+    let (status, content_type, robots) = node.get("/robots.txt");
+    assert_eq!(status, 200);
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    let robots = String::from_utf8(robots).unwrap();
+    assert!(
+        robots.starts_with("User-agent: *\n") && robots.contains("Allow: /"),
+        "{robots}"
     );
     assert!(node.stop().success());
 }

@@ -163,6 +163,7 @@ pub fn router(state: State) -> Router {
             .route("/{author}", get(pages::author_page))
             .route("/{author}/{seq}", get(pages::permalink))
             .route("/feed.atom", get(feed::feed))
+            .route("/robots.txt", get(robots))
             .route("/login", get(forms::login_page).post(forms::login))
             .route("/logout", post(forms::logout))
             .route("/post", post(forms::post))
@@ -245,6 +246,18 @@ pub fn author_segment(segment: &str) -> Result<AuthorKey, Error> {
         .ok_or_else(|| Error::NotFound(format!("no page {segment}")))?;
     key.parse()
         .map_err(|e| Error::NotFound(format!("no author {key}: {e}")))
+}
+
+/// `/robots.txt`: everything public may be indexed; the login form and the
+/// owner's actions are not pages.
+async fn robots() -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        "User-agent: *\nDisallow: /login\nAllow: /\n",
+    )
 }
 
 #[cfg(test)]

@@ -126,7 +126,12 @@ fn blocked_page(viewer: &Viewer, author: AuthorKey) -> Markup {
         p.muted { "This node does not show or serve this author's log: its owner blocks them." }
         (super::views::block_buttons(viewer, &author, true, false))
     };
-    layout("Capsule: blocked", Some(viewer), body)
+    layout(
+        "Capsule: blocked",
+        "An author this node's owner blocks.",
+        Some(viewer),
+        body,
+    )
 }
 
 /// `/` for the logged-in owner: their posts and those of the authors they
@@ -182,7 +187,12 @@ pub(super) async fn home(
             }
         }
     };
-    Ok(layout("Capsule: home", Some(viewer), body))
+    Ok(layout(
+        "Capsule: home",
+        "Your posts and those of the authors you follow.",
+        Some(viewer),
+        body,
+    ))
 }
 
 /// `/@KEY/SEQ`: one post, the posts it answers above it, its replies below.
@@ -226,5 +236,9 @@ pub async fn permalink(
             }
         }
     };
-    Ok(layout("Capsule: a post", viewer, body))
+    let description = match post.as_ref().and_then(|p| p.text.as_deref()) {
+        Some(text) if !text.trim().is_empty() => super::views::summary(text),
+        _ => format!("Entry {seq} of {}, a signed Capsule log.", short(&author)),
+    };
+    Ok(layout("Capsule: a post", &description, viewer, body))
 }

@@ -10,7 +10,12 @@ use crate::identity::AuthorKey;
 use crate::log::present::format_time;
 
 /// A page in the site's frame: the header bar with log-in state, then `body`.
-pub(super) fn layout(title: &str, viewer: Option<&Viewer>, body: Markup) -> Markup {
+pub(super) fn layout(
+    title: &str,
+    description: &str,
+    viewer: Option<&Viewer>,
+    body: Markup,
+) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -18,6 +23,8 @@ pub(super) fn layout(title: &str, viewer: Option<&Viewer>, body: Markup) -> Mark
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) }
+                meta name="description" content=(description);
+                link rel="icon" type="image/svg+xml" href=(assets::url("icon.svg"));
                 link rel="stylesheet" href=(assets::url("style.css"));
                 link rel="alternate" type="application/atom+xml" href="/feed.atom";
             }
@@ -39,10 +46,25 @@ pub(super) fn layout(title: &str, viewer: Option<&Viewer>, body: Markup) -> Mark
     }
 }
 
+/// Longest meta description: what search engines show.
+const DESCRIPTION_CHARS: usize = 155;
+
+/// `text` cut to a meta description, on a word where it can be.
+pub(super) fn summary(text: &str) -> String {
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if text.chars().count() <= DESCRIPTION_CHARS {
+        return text;
+    }
+    let cut: String = text.chars().take(DESCRIPTION_CHARS - 1).collect();
+    let cut = cut.rsplit_once(' ').map_or(cut.as_str(), |(head, _)| head);
+    format!("{cut}…")
+}
+
 /// A short page saying one thing (form refusals and the like).
 pub fn message_page(title: &str, message: &str) -> Markup {
     layout(
         title,
+        message,
         None,
         html! {
             header.profile { h1 { (title) } }
@@ -56,6 +78,7 @@ pub fn message_page(title: &str, message: &str) -> Markup {
 pub fn login_page(csrf: &str, error: Option<&str>) -> Markup {
     layout(
         "Capsule: log in",
+        "The owner of this Capsule node logs in here to post.",
         None,
         html! {
             header.profile { h1 { "Log in" } }
@@ -270,12 +293,22 @@ pub(super) fn log_page(
             }
         }
     };
+    let name = match &profile {
+        Some((name, _)) if !name.is_empty() => name.clone(),
+        _ => short(&author),
+    };
+    let description = match &profile {
+        Some((_, bio)) if !bio.is_empty() => summary(bio),
+        _ if owner => format!("Posts by {name}, signed and verifiable, on their own Capsule node."),
+        _ => format!("A verified copy of the posts of {name}, mirrored by this Capsule node."),
+    };
     layout(
         if owner {
             "Capsule"
         } else {
             "Capsule: a mirrored log"
         },
+        &description,
         viewer,
         body,
     )
