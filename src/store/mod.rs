@@ -13,6 +13,8 @@
 //!   log began or was restored here, is being restored, or is signed
 //!   elsewhere).
 //! - [`blocks`]: the authors the owner blocks or mutes.
+//! - [`blobs`]: attachments' bytes, content-addressed files beside the
+//!   database, written whole or not at all.
 //! - [`holders`]: which peers hold the own and followed logs, as of the
 //!   last session each finished.
 //! - `changes`: what a request asks of the mirror set and the address book.
@@ -24,6 +26,7 @@
 //! Async code reaches the store through `spawn_blocking`, never directly.
 
 mod apply;
+pub mod blobs;
 pub mod blocks;
 mod changes;
 pub mod compose;
