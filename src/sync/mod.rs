@@ -10,8 +10,10 @@
 //! - [`transport`]: QUIC endpoints with mutual authentication by node key,
 //!   length-prefixed frames, close codes.
 //! - [`network`]: a session over a QUIC connection: dial once, or answer.
+//! - `pipeline`: its tasks that serve, verify and store entries.
 
 pub mod network;
+mod pipeline;
 pub mod protocol;
 pub mod range;
 pub mod session;

@@ -4,9 +4,9 @@
 //!
 //! One session is one bidirectional stream. Around the pure [`Session`] run:
 //! a reader task (frames in, refused past [`super::wire::MAX_MESSAGE`] before allocating),
-//! a writer task, a thread that serves wanted entries from the store, and a
-//! two-stage pipeline that verifies received entries (signature batches on
-//! every core) while the store thread commits the previous batch. Control
+//! a writer task, and the tasks of `pipeline.rs`: one serves wanted entries
+//! from the store, one verifies received entries (signature batches on
+//! every core) while another commits the previous batch. Control
 //! messages never wait behind entries, and the session thread never blocks
 //! on the network, so two nodes serving each other at once cannot deadlock.
 //! Every queue is bounded, so a peer can make this node hold only a few
@@ -20,15 +20,14 @@ use std::time::{Duration, Instant};
 use indicatif::ProgressBar;
 use tokio::sync::mpsc;
 
+use super::pipeline::{Done, blocking, closed, serving, storing, verifying};
 use super::protocol::{Checkpoint, Role, Session, Stats, Stored};
-use super::session::{
-    Effects, SessionError, apply, authors_of, done_for, serve as serve_entries, snapshot, stored,
-};
+use super::session::{Effects, SessionError, apply, done_for, snapshot, stored};
 use super::transport::{self, LinkError};
 use super::wire::{self, Message, WireError};
 use crate::identity::{AuthorKey, Identity};
-use crate::log::verify::{Unverified, VerifiedEntry, verify_batch};
-use crate::store::{AppendReport, Store};
+use crate::log::verify::Unverified;
+use crate::store::Store;
 
 /// While a session waits for its peer, the peer must send something within
 /// this long; otherwise the session ends with [`SessionError::Timeout`]. Long
@@ -101,12 +100,6 @@ impl Report {
 
 enum Inbound {
     Message(Message),
-    Failed(SessionError),
-}
-
-enum Done {
-    /// The report on `usize` merged batches.
-    Stored(AppendReport, Vec<AuthorKey>, usize),
     Failed(SessionError),
 }
 
@@ -289,19 +282,6 @@ struct Drive {
     progress: Option<ProgressBar>,
 }
 
-/// Runs `work` on the store on the runtime's shared blocking pool: redb
-/// never runs on an async thread, and a session holds no thread while it
-/// waits.
-async fn blocking<T: Send + 'static>(
-    store: &Arc<Store>,
-    work: impl FnOnce(&Store) -> Result<T, SessionError> + Send + 'static,
-) -> Result<T, SessionError> {
-    let store = Arc::clone(store);
-    tokio::task::spawn_blocking(move || work(&store))
-        .await
-        .map_err(|e| SessionError::from(LinkError::from(e)))?
-}
-
 /// The QUIC side of [`Effects`]: control messages to the writer at once,
 /// serves to the serving task, batches into the verify-and-store pipeline,
 /// the done message after the step (it needs the store).
@@ -315,10 +295,6 @@ struct Quic {
     done_pending: bool,
     /// Fork proofs the peer handed over, kept after the step.
     proofs_pending: Vec<(crate::log::entry::Entry, crate::log::entry::Entry)>,
-}
-
-fn closed() -> SessionError {
-    LinkError::Closed.into()
 }
 
 impl Effects for Quic {
@@ -353,91 +329,6 @@ impl Effects for Quic {
     ) -> Result<Option<Vec<(AuthorKey, u64)>>, SessionError> {
         self.proofs_pending.extend(proofs);
         Ok(None)
-    }
-}
-
-/// Serves the ranges it is handed, in order, each on the blocking pool;
-/// the bytes of entries sent.
-async fn serving(
-    store: Arc<Store>,
-    mut ranges: mpsc::UnboundedReceiver<Vec<(AuthorKey, u64, u64)>>,
-    entries: mpsc::Sender<Vec<u8>>,
-    last_served: Arc<AtomicU64>,
-    epoch: Instant,
-) -> Result<u64, SessionError> {
-    let mut total = 0;
-    while let Some(ranges) = ranges.recv().await {
-        let (entries, last_served) = (entries.clone(), Arc::clone(&last_served));
-        total += blocking(&store, move |store| {
-            serve_entries(store, &ranges, &mut |m| {
-                let sent = entries
-                    .blocking_send(wire::encode(&m))
-                    .map_err(|_| closed());
-                last_served.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
-                sent
-            })
-        })
-        .await?;
-    }
-    Ok(total)
-}
-
-/// Verifies batches (signatures on every core, through rayon) while the
-/// previous one is being stored.
-async fn verifying(
-    mut batches: mpsc::UnboundedReceiver<Vec<Unverified>>,
-    verified: mpsc::Sender<(Vec<VerifiedEntry>, Vec<AuthorKey>)>,
-    results: mpsc::UnboundedSender<Done>,
-) {
-    while let Some(batch) = batches.recv().await {
-        let authors = authors_of(&batch);
-        match tokio::task::spawn_blocking(move || verify_batch(batch)).await {
-            Ok(Ok(v)) => {
-                if verified.send((v, authors)).await.is_err() {
-                    break;
-                }
-            }
-            Ok(Err((_, bad))) => {
-                let _ = results.send(Done::Failed(SessionError::BadEntry(bad)));
-                break;
-            }
-            Err(e) => {
-                let _ = results.send(Done::Failed(LinkError::from(e).into()));
-                break;
-            }
-        }
-    }
-}
-
-/// Stores verified batches, merging those that queued up meanwhile into
-/// one commit (up to [`MERGE_LIMIT`] entries).
-async fn storing(
-    store: Arc<Store>,
-    mut verified: mpsc::Receiver<(Vec<VerifiedEntry>, Vec<AuthorKey>)>,
-    results: mpsc::UnboundedSender<Done>,
-) {
-    while let Some((mut batch, mut authors)) = verified.recv().await {
-        let mut merged = 1;
-        while batch.len() < MERGE_LIMIT {
-            match verified.try_recv() {
-                Ok((more, more_authors)) => {
-                    batch.extend(more);
-                    authors.extend(more_authors);
-                    merged += 1;
-                }
-                Err(_) => break,
-            }
-        }
-        let done = match blocking(&store, move |s| Ok(s.append_mirrored(batch)?)).await {
-            Ok(report) => {
-                tracing::debug!(stored = report.accepted, "stored a batch of entries");
-                Done::Stored(report, authors, merged)
-            }
-            Err(e) => Done::Failed(e),
-        };
-        if results.send(done).is_err() {
-            break;
-        }
     }
 }
 
