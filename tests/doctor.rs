@@ -35,8 +35,19 @@ fn states(report: &serde_json::Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The line of check `name`.
+pub(crate) fn line(report: &serde_json::Value, name: &str) -> serde_json::Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {name} line: {report:#}"))
+}
+
 /// The one check that is not ok, and what it says.
-fn only_fault(report: &serde_json::Value) -> (String, String, String) {
+pub(crate) fn only_fault(report: &serde_json::Value) -> (String, String, String) {
     let faults: Vec<_> = report["checks"]
         .as_array()
         .unwrap()

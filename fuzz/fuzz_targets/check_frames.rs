@@ -6,12 +6,12 @@ use capsule::mesh::check::{decode_answer, decode_request};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Some(request) = decode_request(data) {
+    if let Ok(request) = decode_request(data) {
         let again = postcard::to_allocvec(&request).unwrap();
-        assert_eq!(decode_request(&again), Some(request));
+        assert_eq!(decode_request(&again).unwrap(), request);
     }
-    if let Some(answer) = decode_answer(data) {
+    if let Ok(answer) = decode_answer(data) {
         let again = postcard::to_allocvec(&answer).unwrap();
-        assert_eq!(decode_answer(&again), Some(answer));
+        assert_eq!(decode_answer(&again).unwrap(), answer);
     }
 });

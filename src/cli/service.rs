@@ -109,10 +109,14 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// Whether `user` exists, as the system's name service sees it (files,
+/// LDAP, systemd's own users alike).
 fn user_exists(user: &str) -> bool {
-    std::fs::read_to_string("/etc/passwd")
-        .map(|p| p.lines().any(|l| l.split(':').next() == Some(user)))
-        .unwrap_or(false)
+    let Ok(name) = std::ffi::CString::new(user) else {
+        return false;
+    };
+    // SAFETY: a valid C string; the result is only compared with null.
+    !unsafe { libc::getpwnam(name.as_ptr()) }.is_null()
 }
 
 /// `capsule service install`.

@@ -266,8 +266,7 @@ pub async fn answer(
     let body = read_frame(recv, MAX_CHECK_FRAME)
         .await?
         .ok_or_else(|| CheckError::Malformed("no request".into()))?;
-    let request: CheckRequest =
-        postcard::from_bytes(&body).map_err(|e| CheckError::Malformed(e.to_string()))?;
+    let request = decode_request(&body)?;
     let from = connection.remote_address().ip().to_canonical();
     let (sync, web, http) = if !limiter.admit(peer, Instant::now()) {
         let busy =
@@ -340,8 +339,7 @@ pub async fn ask(
     .map_err(|_| CheckError::Stream("no answer".into()))??
     .ok_or_else(|| CheckError::Malformed("no answer".into()))?;
     let heard = crate::clock::now_us();
-    let answer: CheckAnswer =
-        postcard::from_bytes(&body).map_err(|e| CheckError::Malformed(e.to_string()))?;
+    let answer = decode_answer(&body)?;
     let middle = sent / 2 + heard / 2;
     Ok(Heard {
         peer,
@@ -350,14 +348,14 @@ pub async fn ask(
     })
 }
 
-/// Decodes a request as a peer reads it (for the fuzz target).
-pub fn decode_request(body: &[u8]) -> Option<CheckRequest> {
-    postcard::from_bytes(body).ok()
+/// Decodes a request as a peer reads it.
+pub fn decode_request(body: &[u8]) -> Result<CheckRequest, CheckError> {
+    postcard::from_bytes(body).map_err(|e| CheckError::Malformed(e.to_string()))
 }
 
-/// Decodes an answer as the asker reads it (for the fuzz target).
-pub fn decode_answer(body: &[u8]) -> Option<CheckAnswer> {
-    postcard::from_bytes(body).ok()
+/// Decodes an answer as the asker reads it.
+pub fn decode_answer(body: &[u8]) -> Result<CheckAnswer, CheckError> {
+    postcard::from_bytes(body).map_err(|e| CheckError::Malformed(e.to_string()))
 }
 
 #[cfg(test)]
@@ -387,7 +385,7 @@ mod tests {
             http: Some("http://alice.example".into()),
         };
         let bytes = postcard::to_allocvec(&request).unwrap();
-        assert_eq!(decode_request(&bytes), Some(request));
+        assert_eq!(decode_request(&bytes).unwrap(), request);
         let answer = CheckAnswer {
             now_us: 7,
             sync: Outcome::Reached,
@@ -395,6 +393,6 @@ mod tests {
             http: Outcome::Failed("closed".into()),
         };
         let bytes = postcard::to_allocvec(&answer).unwrap();
-        assert_eq!(decode_answer(&bytes), Some(answer));
+        assert_eq!(decode_answer(&bytes).unwrap(), answer);
     }
 }

@@ -417,27 +417,19 @@ pub async fn serve(
             if reader.read_line(&mut line).await.is_err() {
                 return;
             }
-            if let Ok(Request::Log { author, json }) = serde_json::from_str::<Request>(&line) {
-                let _ = stream_log(store, &author, json, &mut write).await;
-                return;
-            }
-            let doctor = matches!(serde_json::from_str::<Request>(&line), Ok(Request::Doctor));
-            let answers = match (&facts.reach, doctor) {
-                (Some(reach), true) => super::doctor::ask_peers(reach).await,
-                _ => Vec::new(),
-            };
-            let answer = tokio::task::spawn_blocking(move || {
-                if doctor {
-                    let mut checks = super::doctor::run(Some(&store), &facts);
-                    if let Some(reach) = &facts.reach {
-                        checks.extend(super::doctor::reach_checks(reach, &answers));
-                    }
-                    return Answer::Doctor(super::doctor::to_json(&checks));
+            let answer = match serde_json::from_str::<Request>(&line) {
+                Ok(Request::Log { author, json }) => {
+                    let _ = stream_log(store, &author, json, &mut write).await;
+                    return;
                 }
-                handle(&store, &identity, &line)
-            })
-            .await
-            .unwrap_or_else(|e| Answer::Error(e.to_string()));
+                Ok(Request::Doctor) => match super::doctor::report(store, facts).await {
+                    Ok(report) => Answer::Doctor(report),
+                    Err(e) => Answer::Error(e.to_string()),
+                },
+                _ => tokio::task::spawn_blocking(move || handle(&store, &identity, &line))
+                    .await
+                    .unwrap_or_else(|e| Answer::Error(e.to_string())),
+            };
             let mut out = serde_json::to_string(&answer).unwrap_or_default();
             out.push('\n');
             let _ = write.write_all(out.as_bytes()).await;

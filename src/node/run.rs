@@ -162,11 +162,12 @@ pub async fn run(
         Arc::clone(&live_peers),
     ));
     let web = listener.local_addr().map_err(NodeError::Gateway)?;
-    let public_sync = match (&config.public_sync, &config.https) {
-        (Some(given), _) => format!("{owner}@{given}"),
-        (None, Some(h)) => format!("{owner}@{}:{}", h.acme.domain, sync_addr.port()),
-        (None, None) => format!("{owner}@{sync_addr}"),
+    let advertised = match (&config.public_sync, &config.https) {
+        (Some(given), _) => given.clone(),
+        (None, Some(h)) => format!("{}:{}", h.acme.domain, sync_addr.port()),
+        (None, None) => sync_addr.to_string(),
     };
+    let public_sync = format!("{owner}@{advertised}");
     let (web_origin, http_origin) = match (&config.https, &https_listener) {
         (Some(h), Some(tcp)) => (
             Some(https::origin(
@@ -195,9 +196,7 @@ pub async fn run(
         integrity: Ok(true),
         reach: Some(crate::node::doctor::Reach {
             peers: Arc::clone(&live_peers),
-            sync: public_sync
-                .split_once('@')
-                .map_or(public_sync.clone(), |(_, a)| a.to_string()),
+            sync: advertised,
             web: web_origin,
             http: http_origin,
         }),

@@ -9,7 +9,7 @@
 //! until a session with it no longer shares the author; its row then ages
 //! (`seen_us` stays), which `capsule status` shows.
 
-use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
 
 use super::apply::Tables;
 use super::tables::{HOLDERS, INTEREST, MirrorReason};
@@ -72,13 +72,29 @@ pub(super) fn note(
     if shared.is_empty() {
         return Ok(());
     }
+    // Every finished session lands here (live ones after each notice):
+    // look up the shorter of the shared authors and the mirror set.
     let mut cared = tables.own_keys()?;
-    for row in txn.open_table(INTEREST)?.iter()? {
-        let (author, reason) = row?;
-        if MirrorReason::from_byte(reason.value()) == MirrorReason::Follow {
-            cared.push(AuthorKey(*author.value()));
+    let interest = txn.open_table(INTEREST)?;
+    let followed = |reason: u8| MirrorReason::from_byte(reason) == MirrorReason::Follow;
+    if (shared.len() as u64) < interest.len()? {
+        for author in shared {
+            if interest
+                .get(&author.0)?
+                .is_some_and(|r| followed(r.value()))
+            {
+                cared.push(*author);
+            }
+        }
+    } else {
+        for row in interest.iter()? {
+            let (author, reason) = row?;
+            if followed(reason.value()) {
+                cared.push(AuthorKey(*author.value()));
+            }
         }
     }
+    drop(interest);
     let mut holders = txn.open_table(HOLDERS)?;
     for author in cared {
         if author.0 == peer || shared.binary_search(&author).is_err() {

@@ -106,6 +106,23 @@ pub fn run(store: Option<&Store>, facts: &Facts) -> Vec<Check> {
     out
 }
 
+/// In a running node: asks its live peers, then runs every check on the
+/// blocking pool; the report as [`to_json`] gives it.
+pub async fn report(store: Arc<Store>, facts: Arc<Facts>) -> Result<Value, tokio::task::JoinError> {
+    let answers = match &facts.reach {
+        Some(reach) => ask_peers(reach).await,
+        None => Vec::new(),
+    };
+    tokio::task::spawn_blocking(move || {
+        let mut checks = run(Some(&store), &facts);
+        if let Some(reach) = &facts.reach {
+            checks.extend(reach_checks(reach, &answers));
+        }
+        to_json(&checks)
+    })
+    .await
+}
+
 /// The report as JSON: `{"checks": [{"check", "state", "said"}…], "failing": N}`.
 pub fn to_json(checks: &[Check]) -> Value {
     json!({
