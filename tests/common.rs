@@ -197,6 +197,21 @@ pub fn is_root(what: &str) -> bool {
 /// Unmounts a file system the test mounted, when dropped.
 pub struct Unmount(pub std::path::PathBuf);
 
+impl Unmount {
+    /// Mounts a tmpfs of `size` (`6m`, say) on a new folder `at` (needs
+    /// root: see [`is_root`]).
+    pub fn tmpfs(at: &Path, size: &str) -> Unmount {
+        std::fs::create_dir(at).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .unwrap();
+        assert!(mounted.success());
+        Unmount(at.to_path_buf())
+    }
+}
+
 impl Drop for Unmount {
     fn drop(&mut self) {
         let _ = std::process::Command::new("umount")

@@ -272,14 +272,7 @@ fn a_healthy_node_is_all_ok_and_each_fault_fails_its_own_check() {
         return;
     }
     let mount = dir("small");
-    std::fs::create_dir(&mount).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
-        .arg(&mount)
-        .status()
-        .unwrap();
-    assert!(mounted.success());
-    let _unmount = crate::common::Unmount(mount.clone());
+    let _unmount = crate::common::Unmount::tmpfs(&mount, "16m");
     copy_dir(&dir("a"), &mount.join("data"));
     let filler = vec![0x5a; 15 << 20];
     let _ = std::fs::write(mount.join("filler"), &filler);

@@ -599,14 +599,7 @@ fn a_full_disk_is_a_recoverable_error() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let mount = tmp.path().join("small");
-    std::fs::create_dir(&mount).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=6m", "tmpfs"])
-        .arg(&mount)
-        .status()
-        .unwrap();
-    assert!(mounted.success());
-    let _unmount = crate::common::Unmount(mount.clone());
+    let _unmount = crate::common::Unmount::tmpfs(&mount, "6m");
     let dir = mount.join("data");
     init(&dir);
     let node = Up::start(&dir);
