@@ -419,21 +419,33 @@ fn a_domain_node_is_public_and_pushes_posts_live_over_quic() {
         assert!(started.elapsed() < Duration::from_secs(30), "no first sync");
         std::thread::sleep(Duration::from_millis(20));
     }
-    // The session that brought the first post dialled the domain over QUIC.
-    let peers: serde_json::Value =
-        serde_json::from_str(&crate::common::capsule_ok(&follower, &["peers", "--json"])).unwrap();
-    let dialled = peers
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| {
+    // The session that brought the first post dialled the domain over QUIC
+    // (its success is written to the address book just after).
+    let dialled_ok = || {
+        let peers: serde_json::Value =
+            serde_json::from_str(&crate::common::capsule_ok(&follower, &["peers", "--json"]))
+                .unwrap();
+        let ok = peers.as_array().unwrap().iter().any(|p| {
             p["peer"]
                 .as_str()
                 .unwrap()
                 .ends_with(&format!("@{DOMAIN}:{PUBLIC_SYNC_PORT}"))
-        })
-        .unwrap_or_else(|| panic!("the follower never dialled the domain: {peers}"));
-    assert!(!dialled["last_success"].is_null(), "{peers}");
+                && !p["last_success"].is_null()
+        });
+        (ok, peers)
+    };
+    let started = std::time::Instant::now();
+    loop {
+        let (ok, peers) = dialled_ok();
+        if ok {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the follower never dialled the domain: {peers}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     for i in 0..3 {
         crate::common::capsule_ok(&data, &["post", &format!("live {i}")]);
