@@ -15,6 +15,8 @@
 //! - [`store`]: the redb store, owned by one writer thread; the owner's
 //!   checked writes.
 //! - [`log`]: entries, records, frames, skiplinks, certificates, verification.
+//! - [`picture`]: what an attached image becomes before it is signed
+//!   (recognised, bounded, turned upright, scaled, stripped of metadata).
 //! - [`identity`], [`data_dir`], [`clock`], [`progress`], [`allocator`]: the
 //!   node's key, its files, the wall clock, progress bars, and the memory
 //!   allocator's tuning.
@@ -30,6 +32,7 @@ pub mod identity;
 pub mod log;
 pub mod mesh;
 pub mod node;
+pub mod picture;
 pub mod progress;
 pub mod store;
 pub mod sync;
