@@ -5,7 +5,7 @@ use std::io::Cursor;
 use capsule::archive::{ArchiveReader, ArchiveWriter};
 use capsule::identity::{AuthorKey, Identity};
 use capsule::log::entry::{Draft, Entry, EntryId, MAX_PAYLOAD};
-use capsule::log::record::{BlobRef, EntryRef, Record};
+use capsule::log::record::{BlobRef, EntryRef, Picture, Record, Thumbnail};
 use proptest::prelude::*;
 use std::path::Path;
 
@@ -17,6 +17,27 @@ fn blob() -> impl Strategy<Value = BlobRef> {
         size,
         media_type,
     })
+}
+
+fn picture() -> impl Strategy<Value = Picture> {
+    (
+        blob(),
+        any::<u32>(),
+        any::<u32>(),
+        ".{0,60}",
+        proptest::option::of((blob(), any::<u32>(), any::<u32>())),
+    )
+        .prop_map(|(blob, width, height, alt, thumb)| Picture {
+            blob,
+            width,
+            height,
+            alt,
+            thumbnail: thumb.map(|(blob, width, height)| Thumbnail {
+                blob,
+                width,
+                height,
+            }),
+        })
 }
 
 fn record() -> impl Strategy<Value = Record> {
@@ -46,6 +67,16 @@ fn record() -> impl Strategy<Value = Record> {
         any::<[u8; 32]>().prop_map(|author| Record::Follow { author }),
         any::<[u8; 32]>().prop_map(|author| Record::Unfollow { author }),
         any::<u64>().prop_map(|seq| Record::Delete { seq }),
+        (
+            ".{0,100}",
+            proptest::option::of((any::<[u8; 32]>(), any::<u64>(), any::<[u8; 32]>())),
+            proptest::collection::vec(picture(), 0..5)
+        )
+            .prop_map(|(text, r, pictures)| Record::PostWithPictures {
+                text,
+                reply_to: r.map(|(author, seq, id)| EntryRef { author, seq, id }),
+                pictures,
+            }),
     ]
 }
 
@@ -93,12 +124,15 @@ proptest! {
     fn reply_target_agrees_with_decode(r in record(), junk in proptest::collection::vec(any::<u8>(), 0..64)) {
         let bytes = r.encode().unwrap();
         let expected = match &r {
-            Record::Post { reply_to, .. } => *reply_to,
+            Record::Post { reply_to, .. } | Record::PostWithPictures { reply_to, .. } => *reply_to,
             _ => None,
         };
+        if !r.blobs().is_empty() {
+            prop_assert!(Record::may_name_blobs(&bytes));
+        }
         prop_assert_eq!(Record::reply_target(&bytes), expected);
         let in_junk = match Record::decode(&junk) {
-            Ok(Record::Post { reply_to, .. }) => reply_to,
+            Ok(Record::Post { reply_to, .. } | Record::PostWithPictures { reply_to, .. }) => reply_to,
             _ => None,
         };
         prop_assert_eq!(Record::reply_target(&junk), in_junk);

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::identity::AuthorKey;
 use crate::log::entry::{Entry, EntryId};
-use crate::log::record::{Record, RecordError};
+use crate::log::record::{BlobRef, EntryRef, Record, RecordError};
 
 /// A timestamp (µs since the Unix epoch) as `YYYY-MM-DD hh:mm:ss` (UTC).
 pub fn format_time(us: u64) -> String {
@@ -71,14 +71,30 @@ pub fn record_json(record: &Record) -> serde_json::Value {
         } => json!({
             "type": "post",
             "text": text,
-            "reply_to": reply_to.map(|r| json!({
-                "author": AuthorKey(r.author).to_string(),
-                "seq": r.seq,
-                "id": EntryId(r.id).to_string(),
-            })),
-            "attachments": attachments.iter().map(|b| json!({
-                "hash": hex::encode(b.hash), "size": b.size, "media_type": b.media_type,
-            })).collect::<Vec<_>>(),
+            "reply_to": reply_to.as_ref().map(reply_json),
+            "attachments": attachments.iter().map(blob_json).collect::<Vec<_>>(),
+        }),
+        Record::PostWithPictures {
+            text,
+            reply_to,
+            pictures,
+        } => json!({
+            "type": "post",
+            "text": text,
+            "reply_to": reply_to.as_ref().map(reply_json),
+            "attachments": pictures.iter().map(|p| {
+                let mut b = blob_json(&p.blob);
+                b["width"] = p.width.into();
+                b["height"] = p.height.into();
+                b["alt"] = p.alt.clone().into();
+                b["thumbnail"] = p.thumbnail.as_ref().map_or(serde_json::Value::Null, |t| {
+                    let mut j = blob_json(&t.blob);
+                    j["width"] = t.width.into();
+                    j["height"] = t.height.into();
+                    j
+                });
+                b
+            }).collect::<Vec<_>>(),
         }),
         Record::Profile {
             name,
@@ -98,6 +114,16 @@ pub fn record_json(record: &Record) -> serde_json::Value {
         }
         Record::Delete { seq } => json!({"type": "delete", "seq": seq}),
     }
+}
+
+/// The entry a post replies to, as JSON.
+fn reply_json(r: &EntryRef) -> serde_json::Value {
+    json!({"author": AuthorKey(r.author).to_string(), "seq": r.seq, "id": EntryId(r.id).to_string()})
+}
+
+/// A blob reference as JSON: its hash, size and media type.
+fn blob_json(blob: &BlobRef) -> serde_json::Value {
+    json!({"hash": hex::encode(blob.hash), "size": blob.size, "media_type": blob.media_type})
 }
 
 /// Why an entry shows no text, in one wording for the command line and
