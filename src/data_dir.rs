@@ -40,4 +40,9 @@ impl DataDir {
     pub fn store(&self) -> PathBuf {
         self.root.join(STORE_FILE)
     }
+
+    /// The blob folder, beside the store file (see [`crate::store::blobs`]).
+    pub fn blobs(&self) -> PathBuf {
+        self.root.join("blobs")
+    }
 }

@@ -242,6 +242,7 @@ fn posts_propagate_over_live_connections() {
             text: format!("live post {i}"),
             reply_to: None,
             request: None,
+            pictures: Vec::new(),
         };
         let answer = capsule::node::admin::call(&socket, &request)
             .unwrap()

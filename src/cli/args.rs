@@ -43,6 +43,56 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Parses the process's arguments, pairing each `post --alt` with the
+    /// `--attach` before it; exits with clap's message on an error.
+    pub fn parse_paired() -> Cli {
+        Self::try_parse_paired(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// [`Cli::parse_paired`] of `args` (the first is the program's name).
+    pub fn try_parse_paired<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{CommandFactory, FromArgMatches};
+        let mut command = Cli::command();
+        let matches = command.try_get_matches_from_mut(args)?;
+        let mut cli = Cli::from_arg_matches(&matches)?;
+        if let (Command::Post { attach, alt, .. }, Some(("post", post))) =
+            (&mut cli.command, matches.subcommand())
+        {
+            let positions = |id| {
+                post.indices_of(id)
+                    .map(Iterator::collect)
+                    .unwrap_or_else(Vec::new)
+            };
+            let attached: Vec<usize> = positions("attach");
+            let alts: Vec<usize> = positions("alt");
+            let mut paired = vec![String::new(); attach.len()];
+            for (text, at) in std::mem::take(alt).into_iter().zip(alts) {
+                // The --attach just before this --alt.
+                let Some(i) = attached.iter().rposition(|&a| a < at) else {
+                    return Err(command.error(
+                        clap::error::ErrorKind::ArgumentConflict,
+                        "--alt describes the picture attached before it: put it after an --attach FILE",
+                    ));
+                };
+                if !paired[i].is_empty() {
+                    return Err(command.error(
+                        clap::error::ErrorKind::ArgumentConflict,
+                        format!("two --alt for the picture {}", attach[i].display()),
+                    ));
+                }
+                paired[i] = text;
+            }
+            *alt = paired;
+        }
+        Ok(cli)
+    }
+}
+
 /// How `capsule up` serves. Each setting may also come from
 /// `<data>/config.toml` (see [`crate::node::config`]); flags win.
 #[derive(Debug, Args)]
@@ -166,14 +216,33 @@ pub enum Command {
         /// A line or two about you.
         #[arg(long, default_value = "")]
         bio: String,
+        /// Your profile picture (JPEG, PNG, WebP or GIF): its centre square,
+        /// 256 pixels wide, stripped of metadata. Without it, the current
+        /// picture stays.
+        #[arg(long, value_name = "FILE")]
+        avatar: Option<PathBuf>,
     },
-    /// Publish a post, or a reply with --reply-to.
+    /// Publish a post, or a reply with --reply-to, with up to 4 pictures.
+    ///
+    /// Each picture (JPEG, PNG, WebP or GIF, up to 16 MiB) is turned upright,
+    /// scaled down to 3840 × 2160 in area if larger, and stripped of its
+    /// metadata (EXIF, GPS position included) before it is signed.
+    ///
+    /// Example: capsule post "the harbour at dawn" --attach dawn.jpg --alt "boats on still water"
     Post {
-        /// The text of the post.
+        /// The text of the post (may be empty with pictures).
+        #[arg(default_value = "")]
         text: String,
         /// Reply to this entry (its 64-hex-digit id, from `capsule log`).
         #[arg(long, value_name = "ENTRY_ID", env = "CAPSULE_REPLY_TO")]
         reply_to: Option<EntryId>,
+        /// Attach a picture; repeat for more (at most 4).
+        #[arg(long, value_name = "FILE")]
+        attach: Vec<PathBuf>,
+        /// What the picture attached just before shows, for those who cannot
+        /// see it (up to 1,500 characters).
+        #[arg(long, value_name = "TEXT")]
+        alt: Vec<String>,
     },
     /// Delete one of your posts: publishes a tombstone, and every node drops
     /// the post's text. The entry itself stays, so the chain still verifies.

@@ -27,7 +27,6 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use clap::Parser;
 
 use crate::data_dir::DataDir;
 use crate::identity::Identity;
@@ -41,7 +40,7 @@ pub const EXIT_INVALID: u8 = 3;
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_paired();
     let filter = match tracing_subscriber::EnvFilter::try_new(&cli.log_level) {
         Ok(f) => f,
         Err(e) => {
@@ -86,10 +85,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             owner::publish(&dir, admin::Request::Unfollow(author.to_string()))
                 .map(|()| ExitCode::SUCCESS)
         }
-        Command::Profile { name, bio } => {
-            owner::publish(&dir, admin::Request::Profile { name, bio }).map(|()| ExitCode::SUCCESS)
+        Command::Profile { name, bio, avatar } => {
+            owner::profile(&dir, name, bio, avatar.as_deref())
         }
-        Command::Post { text, reply_to } => owner::post(&dir, text, reply_to),
+        Command::Post {
+            text,
+            reply_to,
+            attach,
+            alt,
+        } => owner::post(&dir, text, reply_to, &attach, alt),
         Command::Delete { seq } => owner::delete(&dir, seq),
         Command::Log { author, json } => owner::log(&dir, author, json),
         Command::Export {

@@ -2,7 +2,7 @@
 //! straight on the store): post, delete, profile, follow, mirror, and ask
 //! what the node knows (`status`, `peers`, `log`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -95,14 +95,104 @@ struct Refused(String);
 /// post's words are not copied anywhere else.
 const PENDING_POST: &str = "post.pending";
 
-pub(super) fn post(dir: &DataDir, text: String, reply_to: Option<EntryId>) -> Result<ExitCode> {
+/// Reads a picture file, refusing one over the size limit before reading it.
+fn read_picture(path: &Path) -> Result<Vec<u8>> {
+    use anyhow::Context;
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .len();
+    if size > crate::picture::MAX_FILE as u64 {
+        bail!(
+            "{}: {}",
+            path.display(),
+            crate::picture::PictureError::TooLarge(size as usize)
+        );
+    }
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// Prepares the pictures `files` (with their alt texts) and keeps them in
+/// the data dir's blob folder, where the node reads them back.
+fn prepare_pictures(
+    dir: &DataDir,
+    files: &[PathBuf],
+    alts: Vec<String>,
+) -> Result<Vec<crate::log::record::Picture>> {
+    use crate::store::compose::{Attachment, MAX_PICTURES, pictures};
+    if files.len() > MAX_PICTURES {
+        bail!(
+            "{} pictures: a post takes at most {MAX_PICTURES}",
+            files.len()
+        );
+    }
+    let mut attachments = Vec::new();
+    for (file, alt) in files.iter().zip(alts) {
+        let prepared = crate::picture::prepare(&read_picture(file)?)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        attachments.push(Attachment { prepared, alt });
+    }
+    let (pictures, bytes) = pictures(attachments).map_err(|e| anyhow::anyhow!("{e}"))?;
+    keep_blobs(dir, &bytes)?;
+    Ok(pictures)
+}
+
+/// Keeps `blobs` in the data dir's blob folder, durably.
+fn keep_blobs(dir: &DataDir, blobs: &[Vec<u8>]) -> Result<()> {
+    if blobs.is_empty() {
+        return Ok(());
+    }
+    if !dir.root().is_dir() {
+        bail!(
+            "no data directory at {}; run `capsule init` first",
+            dir.root().display()
+        );
+    }
+    let folder = crate::store::blobs::Blobs::open(&dir.blobs())?;
+    for bytes in blobs {
+        folder.put(bytes)?;
+    }
+    Ok(())
+}
+
+pub(super) fn profile(
+    dir: &DataDir,
+    name: String,
+    bio: String,
+    avatar: Option<&Path>,
+) -> Result<ExitCode> {
+    let avatar = match avatar {
+        Some(file) => {
+            let encoded = crate::picture::prepare_avatar(&read_picture(file)?)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let blob = crate::store::compose::blob_ref(&encoded);
+            keep_blobs(dir, &[encoded.bytes])?;
+            Some(blob)
+        }
+        None => None,
+    };
+    publish(dir, admin::Request::Profile { name, bio, avatar })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn post(
+    dir: &DataDir,
+    text: String,
+    reply_to: Option<EntryId>,
+    attach: &[PathBuf],
+    alts: Vec<String>,
+) -> Result<ExitCode> {
     let reply_to = reply_to.map(|id| id.to_string());
+    let pictures = prepare_pictures(dir, attach, alts)?;
     let pending = dir.root().join(PENDING_POST);
     let post = {
         let mut hasher = blake3::Hasher::new();
         hasher.update(text.as_bytes());
         hasher.update(b"\0");
         hasher.update(reply_to.as_deref().unwrap_or_default().as_bytes());
+        for p in &pictures {
+            hasher.update(&p.blob.hash);
+            hasher.update(p.alt.as_bytes());
+        }
         hasher.finalize().to_hex().to_string()
     };
     let request = std::fs::read(&pending)
@@ -129,6 +219,7 @@ pub(super) fn post(dir: &DataDir, text: String, reply_to: Option<EntryId>) -> Re
             text,
             reply_to,
             request: Some(request),
+            pictures,
         },
     );
     match sent {

@@ -263,7 +263,7 @@ pub async fn post(
     };
     let text = form.text.replace("\r\n", "\n");
     publish(&state, move |store, identity| {
-        compose::post(store, identity, text, reply_to, None)
+        compose::post(store, identity, text, reply_to, Vec::new(), None)
     })
     .await
 }

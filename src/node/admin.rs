@@ -4,9 +4,14 @@
 //! one JSON answer line.
 //!
 //! Requests ([`Request`], in serde's JSON form):
-//! `{"post": {"text": "...", "reply_to": "ID or null", "request": "32 hex digits (optional)"}}`,
+//! `{"post": {"text": "...", "reply_to": "ID or null", "request": "32 hex digits (optional)", "pictures": [...] (optional)}}`,
 //! `{"delete": SEQ}`,
-//! `{"profile": {"name": "...", "bio": "..."}}`,
+//! `{"profile": {"name": "...", "bio": "...", "avatar": {...} (optional)}}`,
+//!
+//! Pictures travel by reference: the command prepares them
+//! ([`crate::picture`]) and keeps them in the data dir's blob folder, and
+//! the request names them (`pictures` as the record's `Picture`s, `avatar`
+//! as a `BlobRef`); the node reads them back and checks their hashes.
 //! `{"follow": {"author": "KEY", "address": "HOST:PORT or null", "web": "https://... or null"}}`,
 //! `{"unfollow": "KEY"}`, `{"peer": "KEY@HOST:PORT"}`, `"status"`,
 //! `{"mirror": {"author": "KEY", "add": true}}`,
@@ -24,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::identity::Identity;
 use crate::log::entry::EntryId;
+use crate::log::record::{BlobRef, Picture};
 use crate::store::Store;
 use crate::store::compose::{self, ComposeError};
 
@@ -53,6 +59,9 @@ pub enum Request {
         /// the first time, not published twice.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         request: Option<String>,
+        /// Pictures the command prepared and kept in the blob folder.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pictures: Vec<Picture>,
     },
     /// A tombstone for the owner's entry `seq`.
     Delete(u64),
@@ -100,6 +109,10 @@ pub enum Request {
         name: String,
         /// Biography.
         bio: String,
+        /// A new profile picture the command prepared and kept in the blob
+        /// folder.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        avatar: Option<BlobRef>,
     },
     /// The checks of `capsule doctor` (see [`crate::node::doctor`]).
     Doctor,
@@ -155,6 +168,7 @@ pub fn handle(store: &Store, identity: &Arc<Identity>, line: &str) -> Answer {
             text,
             reply_to,
             request,
+            pictures,
         } => {
             let reply_to = match reply_to.map(|r| r.parse::<EntryId>()).transpose() {
                 Ok(r) => r,
@@ -175,10 +189,17 @@ pub fn handle(store: &Store, identity: &Arc<Identity>, line: &str) -> Answer {
                     Err(e) => return Answer::Error(e.to_string()),
                 }
             }
-            compose::post(store, identity, text, reply_to, request)
+            let attachments = pictures
+                .iter()
+                .map(|p| compose::held_picture(store, p))
+                .collect::<Result<Vec<_>, _>>();
+            attachments.and_then(|a| compose::post(store, identity, text, reply_to, a, request))
         }
         Request::Delete(seq) => compose::delete(store, identity, seq),
-        Request::Profile { name, bio } => compose::profile(store, identity, name, bio),
+        Request::Profile { name, bio, avatar } => avatar
+            .map(|a| compose::held_avatar(store, &a))
+            .transpose()
+            .and_then(|avatar| compose::profile(store, identity, name, bio, avatar)),
         Request::Follow {
             author,
             address,

@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use redb::{ReadableTable, ReadableTableMetadata, Table, WriteTransaction};
 
+use super::blob_refs::BlobIndex;
+use super::blobs::BlobId;
 use super::blocks::{self, Block, BlockChange, BlockRow};
 use super::signer::{
     self, BEGAN_HERE, MARKS_KEY, SIGNED_ELSEWHERE, SignerChange, SignerRow, Signing,
@@ -61,6 +63,8 @@ pub(super) struct Tables<'t> {
     profiles: Table<'t, &'static [u8; 32], u64>,
     signers: Table<'t, &'static [u8; 32], &'static [u8]>,
     blocks: Table<'t, &'static [u8; 32], &'static [u8]>,
+    /// Which entries name which blobs.
+    pub(super) blobs: BlobIndex<'t>,
     /// Whether the store has kept `signers-1` since it was made.
     marks_kept: bool,
     /// Heads moved by this transaction, written once each by [`Tables::finish`].
@@ -94,6 +98,7 @@ impl<'t> Tables<'t> {
             profiles: txn.open_table(PROFILES)?,
             signers: txn.open_table(SIGNERS)?,
             blocks: txn.open_table(BLOCKS)?,
+            blobs: BlobIndex::open(txn)?,
             marks_kept,
             moved: BTreeMap::new(),
             inserted: HashMap::new(),
@@ -124,8 +129,9 @@ impl<'t> Tables<'t> {
     }
 
     /// Writes the heads this transaction moved, and one changelog row for
-    /// each of their authors in place of the author's previous one.
-    pub(super) fn finish(mut self) -> Result<(), StoreError> {
+    /// each of their authors in place of the author's previous one. The
+    /// blobs whose files are to be removed once the transaction commits.
+    pub(super) fn finish(mut self) -> Result<Vec<BlobId>, StoreError> {
         let mut next = self.changes.last()?.map_or(0, |(k, _)| k.value());
         for (author, head) in std::mem::take(&mut self.moved) {
             let previous = self
@@ -140,7 +146,7 @@ impl<'t> Tables<'t> {
             self.heads
                 .insert(&author.0, &HeadRow { head, change: next }.encode())?;
         }
-        Ok(())
+        self.blobs.orphans()
     }
 
     pub(super) fn append_all(
@@ -305,6 +311,8 @@ impl<'t> Tables<'t> {
                         // counted yet.
                         self.payloads
                             .insert(&entry.payload_hash(), &payload_row(1, payload)[..])?;
+                        let own = self.signer_row(&author)?.is_some();
+                        self.blobs.add(&author, seq, payload, own)?;
                     }
                 }
                 return Ok(Outcome::Duplicate);
@@ -371,6 +379,12 @@ impl<'t> Tables<'t> {
             reply[..40].copy_from_slice(&log_key(&AuthorKey(target.author), target.seq));
             reply[40..].copy_from_slice(&key);
             self.replies.insert(&reply, ())?;
+        }
+        if let Some(payload) = v.payload()
+            && Record::may_name_blobs(payload)
+        {
+            let own = self.signer_row(&author)?.is_some();
+            self.blobs.add(&author, seq, payload, own)?;
         }
         if let Some(payload) = v.payload()
             && Record::may_be_profile(payload)
@@ -527,6 +541,9 @@ impl<'t> Tables<'t> {
             let (refs, bytes) = split_payload_row(row.value());
             (refs, bytes.to_vec())
         });
+        if let Some((_, payload)) = &counted {
+            self.blobs.remove(author, target, payload)?;
+        }
         match counted {
             Some((refs, _)) if refs <= 1 => {
                 self.payloads.remove(&hash)?;

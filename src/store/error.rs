@@ -38,6 +38,9 @@ pub enum StoreError {
     /// The record to post is too large.
     #[error("the post is {0} bytes encoded, over the limit of {max} bytes", max = crate::log::entry::MAX_PAYLOAD)]
     TooLarge(usize),
+    /// A blob could not be kept.
+    #[error(transparent)]
+    Blob(#[from] super::blobs::BlobError),
     /// The store thread is gone (it panicked or the store was closed).
     #[error("the store's writer thread stopped")]
     Closed,

@@ -26,6 +26,7 @@
 //! Async code reaches the store through `spawn_blocking`, never directly.
 
 mod apply;
+mod blob_refs;
 pub mod blobs;
 pub mod blocks;
 mod changes;
@@ -121,10 +122,44 @@ pub struct ForkProof {
     pub second: Entry,
 }
 
+/// How old an unreferenced blob must be to be swept: `capsule post` keeps
+/// its pictures before the entry that names them exists (and may open the
+/// store itself in between).
+pub const SWEEP_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Removes the blob files no row of `blobs-1` accounts for (a blob whose
+/// last reference went while a crash stopped its removal, a fetch that
+/// finished after its entry was deleted, a post never sent) once older
+/// than [`SWEEP_AFTER`], and those evicted.
+fn sweep_unreferenced(db: &Database, blobs: &blobs::Blobs) -> Result<(), StoreError> {
+    let txn = db.begin_read()?;
+    let rows = match txn.open_table(BLOBS) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+        Err(e) => return Err(redb::Error::from(e).into()),
+    };
+    for id in blobs.list() {
+        let keep = rows
+            .get(&id.0)?
+            .and_then(|v| BlobRow::decode(v.value()))
+            .is_some_and(|r| r.evicted_us == 0);
+        let old = std::fs::metadata(blobs.path(&id))
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().unwrap_or_default() >= SWEEP_AFTER);
+        if !keep && old {
+            blobs.remove(&id)?;
+        }
+    }
+    Ok(())
+}
+
 /// A handle on the open store. Dropping it stops the writer thread after it
 /// has finished every request already sent, and closes the file.
 pub struct Store {
     file: Arc<file::File>,
+    blobs: blobs::Blobs,
+    /// The blob folder of a store held in memory, removed with it.
+    _scratch: Option<tempfile::TempDir>,
     id: [u8; 16],
     writer: Option<mpsc::Sender<writer::Request>>,
     thread: Option<JoinHandle<()>>,
@@ -152,6 +187,17 @@ impl Store {
     fn start(file: file::File, path: &Path) -> Result<Store, StoreError> {
         let db = file.get()?;
         writer::prepare(&db, path)?;
+        let (blobs, scratch) = match path.parent().filter(|_| file.path().is_some()) {
+            Some(dir) => (blobs::Blobs::open(&dir.join("blobs"))?, None),
+            None => {
+                let scratch = tempfile::tempdir().map_err(StoreError::Thread)?;
+                (
+                    blobs::Blobs::open(&scratch.path().join("blobs"))?,
+                    Some(scratch),
+                )
+            }
+        };
+        sweep_unreferenced(&db, &blobs)?;
         let id = {
             let txn = db.begin_read()?;
             let meta = txn.open_table(META)?;
@@ -163,6 +209,7 @@ impl Store {
         let file = Arc::new(file);
         let (writer, requests) = mpsc::channel();
         let thread_file = Arc::clone(&file);
+        let thread_blobs = blobs.clone();
         let generation = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (committed, commits) = tokio::sync::watch::channel(0);
         let thread_generation = writer::Generation {
@@ -171,10 +218,12 @@ impl Store {
         };
         let thread = std::thread::Builder::new()
             .name("capsule-store".into())
-            .spawn(move || writer::run(&thread_file, requests, &thread_generation))
+            .spawn(move || writer::run(&thread_file, &thread_blobs, requests, &thread_generation))
             .map_err(StoreError::Thread)?;
         Ok(Store {
             file,
+            blobs,
+            _scratch: scratch,
             id,
             writer: Some(writer),
             thread: Some(thread),
@@ -432,15 +481,17 @@ impl Store {
         payload: Vec<u8>,
         timestamp_us: u64,
     ) -> Result<Entry, StoreError> {
-        self.publish_request(identity, payload, timestamp_us, None)
+        self.publish_request(identity, payload, Vec::new(), timestamp_us, None)
     }
 
-    /// [`Store::publish`], remembering that request `request` published the
-    /// entry (see [`Store::published_by`]).
+    /// [`Store::publish`], keeping `blobs` (the bytes the payload names)
+    /// first, and remembering that request `request` published the entry
+    /// (see [`Store::published_by`]).
     pub fn publish_request(
         &self,
         identity: &Arc<Identity>,
         payload: Vec<u8>,
+        blobs: Vec<Vec<u8>>,
         timestamp_us: u64,
         request: Option<[u8; 16]>,
     ) -> Result<Entry, StoreError> {
@@ -451,8 +502,26 @@ impl Store {
         self.request(|reply| writer::Request::Publish {
             identity,
             payload,
+            blobs,
             timestamp_us,
             request,
+            reply,
+        })
+    }
+
+    /// The blob folder.
+    pub fn blobs(&self) -> &blobs::Blobs {
+        &self.blobs
+    }
+
+    /// Evicts mirrored blobs (never the owner's): their rows say so, so
+    /// they are not fetched again, and their files go after the commit.
+    /// How many were evicted.
+    pub fn evict(&self, hashes: Vec<[u8; 32]>) -> Result<u64, StoreError> {
+        let now_us = crate::clock::now_us();
+        self.request(|reply| writer::Request::Evict {
+            hashes,
+            now_us,
             reply,
         })
     }

@@ -49,6 +49,52 @@ pub const MAX_POST_REQUESTS: u64 = 1024;
 /// (u64): the profile header is one lookup, not a search of the log.
 pub const PROFILES: TableDefinition<&[u8; 32], u64> = TableDefinition::new("profiles-1");
 
+/// A `blob_refs-1` key: the blob's hash, then the naming entry's log key.
+pub type BlobRefKey = [u8; 72];
+
+/// A `blobs-1` value, version 1: 0x01 ‖ announced size (u64 BE) ‖ flags
+/// (u8: 1 = an entry of the owner names it, 2 = evicted) ‖ eviction time
+/// (u64 BE, µs since the epoch; 0 = held or wanted) ‖ media type (the rest,
+/// UTF-8, at most 255 bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobRow {
+    /// The size the referencing record announces.
+    pub size: u64,
+    /// The media type the referencing record gives.
+    pub media_type: String,
+    /// Whether one of the owner's entries names it: never evicted.
+    pub own: bool,
+    /// When it was evicted to keep within the media budget; 0 if not.
+    pub evicted_us: u64,
+}
+
+impl BlobRow {
+    /// The stored value.
+    pub fn encode(&self) -> Vec<u8> {
+        let media = &self.media_type.as_bytes()[..self.media_type.len().min(255)];
+        let mut b = Vec::with_capacity(18 + media.len());
+        b.push(1);
+        b.extend_from_slice(&self.size.to_be_bytes());
+        b.push(u8::from(self.own) | if self.evicted_us != 0 { 2 } else { 0 });
+        b.extend_from_slice(&self.evicted_us.to_be_bytes());
+        b.extend_from_slice(media);
+        b
+    }
+
+    /// Parses a stored value; None for another version or a damaged row.
+    pub fn decode(b: &[u8]) -> Option<BlobRow> {
+        if b.len() < 18 || b[0] != 1 {
+            return None;
+        }
+        Some(BlobRow {
+            size: u64::from_be_bytes(b[1..9].try_into().ok()?),
+            own: b[9] & 1 != 0,
+            evicted_us: u64::from_be_bytes(b[10..18].try_into().ok()?),
+            media_type: String::from_utf8(b[18..].to_vec()).ok()?,
+        })
+    }
+}
+
 /// A `replies-1` key: the target's log key then the reply's.
 pub type ReplyKey = [u8; 80];
 
@@ -85,6 +131,12 @@ pub const BLOCKS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("bloc
 /// [`super::holders::HolderRow`]), kept for the node's own logs and the
 /// logs it follows.
 pub const HOLDERS: TableDefinition<&[u8; 64], &[u8]> = TableDefinition::new("holders-1");
+/// blob hash ‖ author ‖ seq → nothing: entry (author, seq) names the blob.
+/// A range over the hash's 32-byte prefix finds every entry naming it.
+pub const BLOB_REFS: TableDefinition<&BlobRefKey, ()> = TableDefinition::new("blob_refs-1");
+/// blob hash → what the store knows of the blob, a versioned row (see
+/// [`BlobRow`]); there is a row while an undeleted entry names the blob.
+pub const BLOBS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("blobs-1");
 /// Store-wide facts, such as the schema version.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta-1");
 

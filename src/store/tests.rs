@@ -193,3 +193,74 @@ fn concurrent_posts_share_commits_and_never_fork() {
     let summary = crate::archive::audit::verify_store(&store).unwrap();
     assert_eq!(summary.entries, 200);
 }
+
+fn with_picture(store: &Store, who: &Arc<Identity>, bytes: &[u8]) -> (Entry, BlobId) {
+    use crate::picture::{Encoded, Prepared};
+    let attachment = compose::Attachment {
+        prepared: Prepared {
+            full: Encoded {
+                bytes: bytes.to_vec(),
+                media_type: "image/png",
+                width: 1,
+                height: 1,
+            },
+            thumbnail: None,
+        },
+        alt: "a dot".into(),
+    };
+    let entry = compose::post(store, who, "look".into(), None, vec![attachment], None).unwrap();
+    (entry, BlobId::of(bytes))
+}
+
+use blobs::BlobId;
+
+#[test]
+fn a_blob_goes_with_the_last_post_that_names_it() {
+    let (_dir, store, alice, bob) = two_authors();
+    let (first, id) = with_picture(&store, &alice, b"picture bytes");
+    assert!(store.blobs().has(&id), "kept before the entry was signed");
+    let (_, same) = with_picture(&store, &bob, b"picture bytes");
+    assert_eq!(same, id);
+    compose::delete(&store, &alice, first.seq()).unwrap();
+    assert!(store.blobs().has(&id), "bob's post still names it");
+    let (second, _) = with_picture(&store, &alice, b"picture bytes");
+    compose::delete(&store, &bob, 1).unwrap();
+    assert!(store.blobs().has(&id), "alice's second post names it");
+    compose::delete(&store, &alice, second.seq()).unwrap();
+    assert!(!store.blobs().has(&id), "removed with its last reference");
+    // The owner's blobs are never evicted.
+    let (_, own) = with_picture(&store, &alice, b"mine");
+    assert_eq!(store.evict(vec![own.0]).unwrap(), 0);
+    assert!(store.blobs().has(&own));
+}
+
+#[test]
+fn an_unreferenced_blob_is_swept_when_the_store_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    let store = Store::open(&path).unwrap();
+    let alice = Arc::new(Identity::from_seed([1; 32]));
+    store
+        .change_signer(alice.author(), SignerChange::Begin)
+        .unwrap();
+    let (_, kept) = with_picture(&store, &alice, b"posted");
+    // A blob put by `capsule post` whose post never came (the command was
+    // killed between the two).
+    let stray = store.blobs().put(b"never posted").unwrap();
+    let young = store.blobs().put(b"being posted").unwrap();
+    let long_ago = std::time::SystemTime::now() - SWEEP_AFTER * 2;
+    std::fs::File::options()
+        .write(true)
+        .open(store.blobs().path(&stray))
+        .unwrap()
+        .set_modified(long_ago)
+        .unwrap();
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    assert!(store.blobs().has(&kept));
+    assert!(!store.blobs().has(&stray));
+    assert!(
+        store.blobs().has(&young),
+        "a post on its way keeps its pictures"
+    );
+}

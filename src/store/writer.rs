@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 
 use super::StoreError;
 use super::apply::{AppendReport, Tables};
+use super::blobs::Blobs;
 use super::blocks::BlockChange;
 pub use super::changes::{AddressUpdate, InterestChange};
 use super::file::File;
@@ -57,6 +58,10 @@ pub enum Request {
         identity: Arc<Identity>,
         /// The payload to sign.
         payload: Vec<u8>,
+        /// The bytes of the blobs the payload names, kept (durable) before
+        /// the entry is signed, in the writer, so that a deletion's removal
+        /// of an orphaned blob can never pass between the two.
+        blobs: Vec<Vec<u8>>,
         /// The author's clock, in microseconds since the Unix epoch.
         timestamp_us: u64,
         /// The request's id, remembered with the entry's seq in the same
@@ -121,6 +126,16 @@ pub enum Request {
         change: BlockChange,
         /// Whether anything changed.
         reply: Reply<bool>,
+    },
+    /// Evict mirrored blobs to keep within the media budget (the owner's
+    /// are never evicted).
+    Evict {
+        /// The blobs' hashes.
+        hashes: Vec<[u8; 32]>,
+        /// When, µs since the epoch.
+        now_us: u64,
+        /// How many were evicted.
+        reply: Reply<u64>,
     },
     /// Make every earlier commit durable.
     Flush {
@@ -210,7 +225,7 @@ impl Generation {
 /// full disk, say) fails its group's requests; the database is then closed
 /// and opened again before the next group, and the loop goes on: writing
 /// resumes as soon as the disk has room.
-pub fn run(file: &File, requests: Receiver<Request>, generation: &Generation) {
+pub fn run(file: &File, blobs: &Blobs, requests: Receiver<Request>, generation: &Generation) {
     // Since when commits have skipped the disk, if any have since the last
     // durable one.
     let mut pending: Option<Instant> = None;
@@ -278,7 +293,8 @@ pub fn run(file: &File, requests: Receiver<Request>, generation: &Generation) {
         };
         if !group.is_empty() {
             let due = pending.is_some_and(|since| since.elapsed() >= DURABLE_WITHIN);
-            match serve_group(&db, group, pending.is_some(), due, generation, &on_disk) {
+            let context = (blobs, generation);
+            match serve_group(&db, group, pending.is_some(), due, context, &on_disk) {
                 Ok(true) => pending = pending.or_else(|| Some(Instant::now())),
                 Ok(false) => pending = None,
                 Err(cause) => {
@@ -288,7 +304,7 @@ pub fn run(file: &File, requests: Receiver<Request>, generation: &Generation) {
             }
         }
         if let Some((batches, reply)) = import {
-            let result = serve_import(&db, batches).map_err(on_disk);
+            let result = serve_import(&db, blobs, batches).map_err(on_disk);
             failed |= result.is_err();
             generation.bump();
             let _ = reply.send(result);
@@ -304,6 +320,7 @@ enum Answer {
     Changed(Reply<bool>, bool),
     Signing(Reply<Signing>, Signing),
     Done(Reply<()>),
+    Count(Reply<u64>, u64),
 }
 
 /// Fails `request` because of `cause`: nothing of it was written.
@@ -316,6 +333,9 @@ fn fail(request: Request, cause: &Arc<StoreError>) {
             let _ = reply.send(Err(err()));
         }
         Request::Publish { reply, .. } => {
+            let _ = reply.send(Err(err()));
+        }
+        Request::Evict { reply, .. } => {
             let _ = reply.send(Err(err()));
         }
         Request::Mirror { reply, .. } | Request::Block { reply, .. } => {
@@ -342,7 +362,7 @@ fn serve_group(
     group: Vec<Request>,
     pending: bool,
     due: bool,
-    generation: &Generation,
+    (blobs, generation): (&Blobs, &Generation),
     classify: &dyn Fn(StoreError) -> StoreError,
 ) -> Result<bool, Arc<StoreError>> {
     let mut answers = Vec::with_capacity(group.len());
@@ -361,6 +381,7 @@ fn serve_group(
         return Ok(false);
     }
     let mut requests = group.into_iter();
+    let mut orphans = Vec::new();
     let result = (|| -> Result<(), StoreError> {
         let mut txn = db.begin_write()?;
         if !durable {
@@ -417,6 +438,17 @@ fn serve_group(
                         answers.push(Answer::Done(reply));
                     }
                     Request::Flush { reply } => answers.push(Answer::Done(reply)),
+                    Request::Evict {
+                        hashes,
+                        now_us,
+                        reply,
+                    } => {
+                        let mut evicted = 0;
+                        for hash in &hashes {
+                            evicted += u64::from(tables.blobs.evict(hash, now_us)?);
+                        }
+                        answers.push(Answer::Count(reply, evicted));
+                    }
                     Request::Proofs { proofs, reply } => {
                         let mut report = AppendReport::default();
                         for p in &proofs {
@@ -445,6 +477,7 @@ fn serve_group(
                     Request::Publish {
                         identity,
                         payload,
+                        blobs: bytes,
                         timestamp_us,
                         request,
                         reply,
@@ -461,7 +494,11 @@ fn serve_group(
                             answers.push(Answer::Entry(reply, Ok(entry)));
                             continue;
                         }
-                        let entry = tables.publish(&identity, payload, timestamp_us);
+                        let kept = bytes.iter().try_for_each(|b| blobs.put(b).map(drop));
+                        let entry = match kept {
+                            Ok(()) => tables.publish(&identity, payload, timestamp_us),
+                            Err(e) => Err(e.into()),
+                        };
                         if let (Ok(entry), Some(id)) = (&entry, request) {
                             super::apply::remember_request(&txn, id, entry.seq())?;
                         }
@@ -470,13 +507,19 @@ fn serve_group(
                     Request::Import { .. } => unreachable!("imports are served alone"),
                 }
             }
-            tables.finish()?;
+            orphans = tables.finish()?;
         }
         txn.commit()?;
         Ok(())
     })();
     match result {
         Ok(()) => {
+            // Only now that no committed entry names them.
+            for id in &orphans {
+                if let Err(e) = blobs.remove(id) {
+                    tracing::warn!(blob = %id, error = %e, "an unreferenced blob stays until the next start");
+                }
+            }
             // Before any reply: whoever hears of this commit sees a new
             // generation (readers' caches key on it).
             generation.bump();
@@ -496,6 +539,9 @@ fn serve_group(
                     }
                     Answer::Done(reply) => {
                         let _ = reply.send(Ok(()));
+                    }
+                    Answer::Count(reply, n) => {
+                        let _ = reply.send(Ok(n));
                     }
                 }
             }
@@ -526,6 +572,9 @@ fn serve_group(
                     Answer::Done(reply) => {
                         let _ = reply.send(Err(err()));
                     }
+                    Answer::Count(reply, _) => {
+                        let _ = reply.send(Err(err()));
+                    }
                 }
             }
             Err(cause)
@@ -533,9 +582,14 @@ fn serve_group(
     }
 }
 
-fn serve_import(db: &Database, batches: Receiver<ImportMsg>) -> Result<AppendReport, StoreError> {
+fn serve_import(
+    db: &Database,
+    blobs: &Blobs,
+    batches: Receiver<ImportMsg>,
+) -> Result<AppendReport, StoreError> {
     let txn = db.begin_write()?;
     let mut report = AppendReport::default();
+    let mut orphans = Vec::new();
     let committed = {
         let mut tables = Tables::open(&txn)?;
         let committed = loop {
@@ -559,12 +613,15 @@ fn serve_import(db: &Database, batches: Receiver<ImportMsg>) -> Result<AppendRep
             }
         };
         if committed {
-            tables.finish()?;
+            orphans = tables.finish()?;
         }
         committed
     };
     if committed {
         txn.commit()?;
+        for id in &orphans {
+            let _ = blobs.remove(id);
+        }
     } else {
         txn.abort()?;
         report.accepted = 0;
