@@ -34,6 +34,7 @@ pub fn router() -> Router<State> {
         .route("/authors/{author}/certificate/{seq}", get(certificate))
         .route("/entries/{id}", get(entry))
         .route("/payloads/{hash}", get(payload))
+        .route("/blobs/{hash}", get(super::blobs::blob))
         .route("/openapi.yaml", get(openapi))
         // Errors are JSON everywhere under /api/v1, as the description
         // promises: an unknown path and a method a path does not take too.
@@ -111,7 +112,7 @@ async fn openapi() -> Response {
 }
 
 /// 64 lowercase hex digits, as the API writes hashes and ids.
-fn hex32(what: &str, s: &str) -> Result<[u8; 32], Error> {
+pub(super) fn hex32(what: &str, s: &str) -> Result<[u8; 32], Error> {
     let bad = || Error::BadRequest(format!("{what} must be 64 lowercase hex digits"));
     if s.len() != 64 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return Err(bad());

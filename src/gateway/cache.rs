@@ -74,7 +74,12 @@ fn has_session(headers: &HeaderMap) -> bool {
 
 /// The middleware: answers from the cache, or keeps what the handlers made.
 pub async fn layer(Extract(state): Extract<State>, request: Request, next: Next) -> Response {
-    if request.method() != Method::GET || has_session(request.headers()) {
+    // Blobs are files read as they are sent, and answer Range and
+    // If-None-Match themselves: never kept here.
+    if request.method() != Method::GET
+        || has_session(request.headers())
+        || request.uri().path().starts_with("/api/v1/blobs/")
+    {
         return next.run(request).await;
     }
     let key = request

@@ -6,6 +6,8 @@
 //! - [`views`]: the HTML templates (no JavaScript needed).
 //! - [`feed`]: the Atom feed at `/feed.atom`.
 //! - [`api`]: `/api/v1/`, JSON and raw entries.
+//! - [`blobs`]: `/api/v1/blobs/{hash}`, pictures by their hash, with
+//!   ranges and a year of caching.
 //! - [`assets`]: web/ embedded in the binary under content-hashed URLs.
 //! - [`cache`]: anonymous answers kept in memory until the store's next
 //!   commit.
@@ -21,6 +23,7 @@
 pub mod api;
 pub mod assets;
 pub mod auth;
+pub mod blobs;
 pub mod cache;
 pub mod connections;
 pub mod feed;
@@ -108,6 +111,9 @@ pub enum Internal {
     /// The blocking task that read the store did not finish.
     #[error("a store read failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// A file (a blob) could not be read.
+    #[error("a file read failed: {0}")]
+    Io(std::io::Error),
 }
 
 impl From<Internal> for Error {

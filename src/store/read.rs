@@ -205,6 +205,27 @@ impl Store {
             .map(|row| split_payload_row(row.value()).1.to_vec()))
     }
 
+    /// What the store knows of blob `hash`: None while no entry names it.
+    pub fn blob_row(&self, hash: &[u8; 32]) -> Result<Option<BlobRow>, StoreError> {
+        let txn = self.db()?.begin_read()?;
+        let rows = txn.open_table(BLOBS)?;
+        Ok(rows.get(hash)?.and_then(|v| BlobRow::decode(v.value())))
+    }
+
+    /// Every blob some entry names, with what the store knows of it.
+    pub fn blob_rows(&self) -> Result<Vec<([u8; 32], BlobRow)>, StoreError> {
+        let txn = self.db()?.begin_read()?;
+        let rows = txn.open_table(BLOBS)?;
+        let mut out = Vec::new();
+        for row in rows.iter()? {
+            let (k, v) = row?;
+            if let Some(row) = BlobRow::decode(v.value()) {
+                out.push((*k.value(), row));
+            }
+        }
+        Ok(out)
+    }
+
     /// Whether this store may sign `author`'s next entry.
     pub fn signing(&self, author: &AuthorKey) -> Result<super::signer::Signing, StoreError> {
         use super::signer::{MARKS_KEY, SignerRow, standing};
