@@ -1,7 +1,9 @@
 //! Helpers shared by the integration tests.
 
+use std::io::{BufRead, Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use capsule::identity::Identity;
 use capsule::log::builder::LogBuilder;
@@ -238,4 +240,141 @@ pub fn faketime_present() -> bool {
     );
     eprintln!("SKIPPED: faketime is not installed (`bash .ci/test` installs it)");
     false
+}
+
+/// Writes a `width` × `height` PNG (a colour gradient) to `path`.
+pub fn write_png(path: &Path, width: u32, height: u32) {
+    let image = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x * 255 / width) as u8, (y * 255 / height) as u8, 96])
+    });
+    image
+        .save_with_format(path, image::ImageFormat::Png)
+        .unwrap();
+}
+
+/// A `width` × `height` JPEG (a colour gradient, quality 90).
+pub fn jpeg(width: u32, height: u32) -> Vec<u8> {
+    let image = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x * 255 / width) as u8, (y * 255 / height) as u8, 96])
+    });
+    let mut out = Vec::new();
+    image::DynamicImage::ImageRgb8(image)
+        .write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(
+            &mut out, 90,
+        ))
+        .unwrap();
+    out
+}
+
+/// A running `capsule up` and the addresses it printed.
+pub struct Up {
+    /// The process.
+    pub child: std::process::Child,
+    /// The gateway's HOST:PORT.
+    pub web: String,
+    /// `KEY@HOST:PORT` of its sync listener.
+    pub sync: String,
+}
+
+impl Up {
+    /// Starts `capsule up` on loopback ports for `dir`.
+    pub fn start(dir: &Path) -> Up {
+        Up::start_with(dir, &[])
+    }
+
+    /// [`Up::start`] with more flags for `up`.
+    pub fn start_with(dir: &Path, flags: &[&str]) -> Up {
+        let mut child = Command::new(capsule_bin())
+            .arg("--data-dir")
+            .arg(dir)
+            .args([
+                "up",
+                "--listen",
+                "127.0.0.1:0",
+                "--sync-listen",
+                "127.0.0.1:0",
+            ])
+            .args(flags)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let (mut web, mut sync) = (String::new(), String::new());
+        let mut line = String::new();
+        while web.is_empty() || sync.is_empty() {
+            line.clear();
+            assert!(out.read_line(&mut line).unwrap() > 0, "capsule up exited");
+            if let Some(rest) = line.strip_prefix("Capsule is up: http://") {
+                web = rest.split('/').next().unwrap().to_string();
+            }
+            if let Some(rest) = line.strip_prefix("sync: peers dial ") {
+                sync = rest.trim().to_string();
+            }
+        }
+        // Keep reading so the node never writes into a closed pipe.
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            let _ = out.read_to_string(&mut sink);
+        });
+        Up { child, web, sync }
+    }
+
+    /// GET `path`: (status, content type, body).
+    pub fn get(&self, path: &str) -> (u16, String, Vec<u8>) {
+        get(&self.web, path)
+    }
+
+    /// GET `path` as text: (status, body).
+    pub fn text(&self, path: &str) -> (u16, String) {
+        let (status, _, body) = self.get(path);
+        (status, String::from_utf8(body).unwrap())
+    }
+
+    /// SIGTERM, and the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+/// GET `path` from the gateway at `web` (HOST:PORT): (status, content type,
+/// body).
+pub fn get(web: &str, path: &str) -> (u16, String, Vec<u8>) {
+    let (status, head, body) = get_with(web, path, "");
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type: ")
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    (status, content_type, body)
+}
+
+/// GET `path` from `web` with `extra` header lines (each ending in
+/// CRLF): (status, the head, the body).
+pub fn get_with(web: &str, path: &str, extra: &str) -> (u16, String, Vec<u8>) {
+    {
+        let mut stream = TcpStream::connect(web).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {web}\r\n{extra}Connection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).unwrap();
+        let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let head = String::from_utf8_lossy(&raw[..split]).to_string();
+        let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+        (status, head, raw[split + 4..].to_vec())
+    }
 }

@@ -15,6 +15,7 @@ mod identity;
 mod import;
 mod mesh;
 mod node;
+mod pictures;
 mod roundtrip;
 mod schema_doc;
 mod service;

@@ -1,107 +1,11 @@
 //! `capsule up` as a person runs it: a real process serving real HTTP on
 //! loopback, with its sync listener; stopped by SIGTERM.
 
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
-use crate::common::{capsule_bin, capsule_ok, init};
-
-/// A running `capsule up` and the addresses it printed.
-struct Up {
-    child: Child,
-    web: String,
-    sync: String,
-}
-
-impl Up {
-    fn start(dir: &Path) -> Up {
-        let mut child = Command::new(capsule_bin())
-            .arg("--data-dir")
-            .arg(dir)
-            .args([
-                "up",
-                "--listen",
-                "127.0.0.1:0",
-                "--sync-listen",
-                "127.0.0.1:0",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-        let (mut web, mut sync) = (String::new(), String::new());
-        let mut line = String::new();
-        while web.is_empty() || sync.is_empty() {
-            line.clear();
-            assert!(out.read_line(&mut line).unwrap() > 0, "capsule up exited");
-            if let Some(rest) = line.strip_prefix("Capsule is up: http://") {
-                web = rest.split('/').next().unwrap().to_string();
-            }
-            if let Some(rest) = line.strip_prefix("sync: peers dial ") {
-                sync = rest.trim().to_string();
-            }
-        }
-        // Keep reading so the node never writes into a closed pipe.
-        std::thread::spawn(move || {
-            let mut sink = String::new();
-            let _ = out.read_to_string(&mut sink);
-        });
-        Up { child, web, sync }
-    }
-
-    /// GET `path`: (status, content type, body).
-    fn get(&self, path: &str) -> (u16, String, Vec<u8>) {
-        get(&self.web, path)
-    }
-
-    fn text(&self, path: &str) -> (u16, String) {
-        let (status, _, body) = self.get(path);
-        (status, String::from_utf8(body).unwrap())
-    }
-
-    /// SIGTERM, and the exit status.
-    fn stop(mut self) -> std::process::ExitStatus {
-        Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        self.child.wait().unwrap()
-    }
-}
-
-/// GET `path` from the gateway at `web` (HOST:PORT): (status, content type,
-/// body).
-fn get(web: &str, path: &str) -> (u16, String, Vec<u8>) {
-    {
-        let mut stream = TcpStream::connect(web).unwrap();
-        stream
-            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
-            .unwrap();
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: {web}\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).unwrap();
-        let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-        let head = String::from_utf8_lossy(&raw[..split]).to_string();
-        let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-        let content_type = head
-            .lines()
-            .find_map(|l| {
-                l.to_ascii_lowercase()
-                    .strip_prefix("content-type: ")
-                    .map(str::to_string)
-            })
-            .unwrap_or_default();
-        (status, content_type, raw[split + 4..].to_vec())
-    }
-}
+use crate::common::{Up, capsule_bin, capsule_ok, get, init};
 
 /// The node as a library: `node::run` on listeners bound to port 0 in this
 /// process serves the owner's posts, and returns when its shutdown future
@@ -319,6 +223,20 @@ fn the_api_conforms_to_its_openapi_description() {
         );
     }
     capsule_ok(dir.path(), &["delete", "2"]);
+    // The head entry has a picture: the entry's link leads to the blob.
+    let picture = dir.path().join("picture.png");
+    crate::common::write_png(&picture, 64, 48);
+    capsule_ok(
+        dir.path(),
+        &[
+            "post",
+            "a picture",
+            "--attach",
+            picture.to_str().unwrap(),
+            "--alt",
+            "a gradient",
+        ],
+    );
     let node = Up::start(dir.path());
     let (status, yaml) = node.text("/api/v1/openapi.yaml");
     assert_eq!(status, 200);
@@ -343,7 +261,7 @@ fn the_api_conforms_to_its_openapi_description() {
         .and_then(|before| before.rsplit(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no links covered: {report}"));
-    assert!(covered >= 5, "{covered} of the 7 links followed: {report}");
+    assert!(covered >= 5, "{covered} of the 8 links followed: {report}");
     assert!(!report.contains("Missing test data"), "{report}");
     assert!(node.stop().success());
 }

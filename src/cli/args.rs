@@ -147,6 +147,12 @@ pub struct UpArgs {
     /// only), e.g. 127.0.0.1:9184.
     #[arg(long, value_name = "ADDR", env = "CAPSULE_METRICS_LISTEN")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// How much disk the pictures of the people you follow may take, such
+    /// as 2GiB (the default), 500MB or 0. Past it, the least recently
+    /// viewed are dropped (their posts stay, and link to the picture at its
+    /// origin); your own pictures are never dropped nor counted.
+    #[arg(long, value_name = "SIZE", env = "CAPSULE_MEDIA_BUDGET")]
+    pub media_budget: Option<String>,
 }
 
 /// The subcommands.

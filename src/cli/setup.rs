@@ -67,6 +67,7 @@ pub(super) fn up(dir: &DataDir, args: UpArgs) -> Result<ExitCode> {
         peers: args.peers.iter().map(|p| p.to_string()).collect(),
         sync_interval: args.sync_interval,
         metrics_listen: args.metrics_listen,
+        media_budget: args.media_budget,
         acme_root: args.acme_root,
         ca_root: args.ca_root,
     };

@@ -24,10 +24,14 @@ pub const TOUCH_EVERY: std::time::Duration = std::time::Duration::from_secs(3600
 /// Bytes read from the file per chunk of the body.
 const CHUNK: usize = 64 * 1024;
 
+/// A Range header this blob cannot satisfy (past its end, or malformed).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Unsatisfiable;
+
 /// Which bytes a Range header asks for, of a blob of `size` bytes: None
 /// for the whole (no header, or one this server answers whole: several
 /// ranges, another unit), Err for a range past the end.
-pub fn range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, ()> {
+pub fn range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, Unsatisfiable> {
     let Some(value) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
         return Ok(None);
     };
@@ -37,14 +41,14 @@ pub fn range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, ()> {
     if spec.contains(',') {
         return Ok(None);
     }
-    let (start, end) = spec.split_once('-').ok_or(())?;
+    let (start, end) = spec.split_once('-').ok_or(Unsatisfiable)?;
     let (start, end) = (start.trim(), end.trim());
-    let parse = |s: &str| s.parse::<u64>().map_err(|_| ());
+    let parse = |s: &str| s.parse::<u64>().map_err(|_| Unsatisfiable);
     let (first, last) = if start.is_empty() {
         // The last N bytes.
         let n = parse(end)?;
         if n == 0 || size == 0 {
-            return Err(());
+            return Err(Unsatisfiable);
         }
         (size.saturating_sub(n), size - 1)
     } else {
@@ -57,7 +61,7 @@ pub fn range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, ()> {
         (first, last)
     };
     if first >= size || first > last {
-        return Err(());
+        return Err(Unsatisfiable);
     }
     Ok(Some((first, last)))
 }
@@ -130,7 +134,7 @@ pub async fn blob(
             );
             (StatusCode::PARTIAL_CONTENT, first, last - first + 1)
         }
-        Err(()) => {
+        Err(Unsatisfiable) => {
             response_headers.insert(
                 header::CONTENT_RANGE,
                 HeaderValue::from_str(&format!("bytes */{size}")).expect("digits"),
@@ -144,16 +148,19 @@ pub async fn blob(
             .map_err(|e| Error::Internal(super::Internal::Io(e)))?;
     }
     response_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    let body = futures_util::stream::unfold((file.take(len), vec![0u8; CHUNK]), |(mut file, mut buf)| async move {
-        match file.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                let chunk = bytes::Bytes::copy_from_slice(&buf[..n]);
-                Some((Ok::<_, std::io::Error>(chunk), (file, buf)))
+    let body = futures_util::stream::unfold(
+        (file.take(len), vec![0u8; CHUNK]),
+        |(mut file, mut buf)| async move {
+            match file.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    let chunk = bytes::Bytes::copy_from_slice(&buf[..n]);
+                    Some((Ok::<_, std::io::Error>(chunk), (file, buf)))
+                }
+                Err(e) => Some((Err(e), (file, buf))),
             }
-            Err(e) => Some((Err(e), (file, buf))),
-        }
-    });
+        },
+    );
     Ok((status, response_headers, Body::from_stream(body)).into_response())
 }
 
@@ -179,7 +186,7 @@ fn touch(path: std::path::PathBuf) {
 mod tests {
     use super::*;
 
-    fn ask(value: &str, size: u64) -> Result<Option<(u64, u64)>, ()> {
+    fn ask(value: &str, size: u64) -> Result<Option<(u64, u64)>, Unsatisfiable> {
         let mut h = HeaderMap::new();
         h.insert(header::RANGE, HeaderValue::from_str(value).unwrap());
         range(&h, size)
@@ -193,9 +200,9 @@ mod tests {
         assert_eq!(ask("bytes=-4", 10), Ok(Some((6, 9))));
         assert_eq!(ask("bytes=-40", 10), Ok(Some((0, 9))));
         assert_eq!(ask("bytes=8-100", 10), Ok(Some((8, 9))));
-        assert_eq!(ask("bytes=10-", 10), Err(()));
-        assert_eq!(ask("bytes=5-2", 10), Err(()));
-        assert_eq!(ask("bytes=x-2", 10), Err(()));
+        assert_eq!(ask("bytes=10-", 10), Err(Unsatisfiable));
+        assert_eq!(ask("bytes=5-2", 10), Err(Unsatisfiable));
+        assert_eq!(ask("bytes=x-2", 10), Err(Unsatisfiable));
         assert_eq!(ask("bytes=0-1,4-5", 10), Ok(None));
         assert_eq!(ask("items=0-1", 10), Ok(None));
     }

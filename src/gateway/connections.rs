@@ -10,7 +10,9 @@
 //!   as soon as it is accepted, so the kernel's queue keeps moving;
 //! - a request head must arrive whole within [`HEADER_READ_TIMEOUT`], and a
 //!   request body within [`BODY_READ_TIMEOUT`] of its head (one announcing
-//!   more than [`MAX_REQUEST_BODY`] is answered 413 without being read);
+//!   more than [`MAX_REQUEST_BODY`] is answered 413 without being read;
+//!   the owner's uploads have [`MAX_UPLOAD_BODY`] and
+//!   [`UPLOAD_READ_TIMEOUT`]);
 //! - a connection on which no request is being handled and no byte has
 //!   moved either way for [`IDLE_TIMEOUT`] is closed: a fresh connection
 //!   that sends nothing, a kept-alive one between requests, or one whose
@@ -63,6 +65,12 @@ pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(20);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest request body the node reads: a post form with its text.
 pub const MAX_REQUEST_BODY: usize = super::MAX_FORM;
+/// The largest body of the owner's uploads (a post with pictures, the
+/// profile), taken only on `POST /post` and `POST /profile` with a session
+/// cookie; the form checks the session before it reads a byte of it.
+pub const MAX_UPLOAD_BODY: usize = super::upload::MAX_UPLOAD;
+/// Time to send an upload's body: 65 MiB in 15 minutes is 600 kbit/s.
+pub const UPLOAD_READ_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// The longest request line read (method, path and query, version): the
 /// longest address the API makes is a few hundred bytes; browsers and
 /// proxies commonly stop at 8 KiB. Longer is answered 414.
@@ -443,10 +451,25 @@ async fn handle(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if announced.is_some_and(|n| n > MAX_REQUEST_BODY as u64) {
+    let upload = request.method() == axum::http::Method::POST
+        && matches!(request.uri().path(), "/post" | "/profile")
+        && request.headers().get_all(header::COOKIE).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.contains(super::auth::SESSION_COOKIE))
+        });
+    let (most, within) = if upload {
+        (MAX_UPLOAD_BODY, UPLOAD_READ_TIMEOUT)
+    } else {
+        (MAX_REQUEST_BODY, BODY_READ_TIMEOUT)
+    };
+    if announced.is_some_and(|n| n > most as u64) {
         return closing(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "request body too large: this node takes at most 256 KiB\n",
+            if upload {
+                "request body too large: a post takes at most 4 pictures of 16 MiB\n"
+            } else {
+                "request body too large: this node takes at most 256 KiB\n"
+            },
         );
     }
     activity.handling.fetch_add(1, Ordering::Relaxed);
@@ -458,7 +481,7 @@ async fn handle(
         } else {
             Body::new(Deadline {
                 inner: body,
-                sleep: Box::pin(tokio::time::sleep(BODY_READ_TIMEOUT)),
+                sleep: Box::pin(tokio::time::sleep(within)),
                 late: Arc::clone(&late),
             })
         }

@@ -245,9 +245,11 @@ pub struct PostForm {
     csrf: String,
 }
 
-/// `POST /post`: publishes, then shows the new post's page.
-pub async fn post(
-    Extract(state): Extract<State>,
+/// `POST /post` sent as a plain form (text only): publishes, then shows
+/// the new post's page. A form with pictures is read by
+/// [`super::upload::post`].
+pub(super) async fn post_form(
+    state: State,
     headers: HeaderMap,
     Form(form): Form<PostForm>,
 ) -> Response {

@@ -13,6 +13,7 @@
 //!   commit.
 //! - [`auth`]: who is looking: the owner's sessions and login limits.
 //! - [`forms`]: the owner's forms (login, post, delete, follow), CSRF-checked.
+//! - [`upload`]: the forms that carry pictures (a post, the profile).
 //! - [`passphrase`]: the owner's argon2id passphrase file.
 //! - [`https`]: HTTPS with an ACME certificate, and the redirect to it.
 //! - [`metrics`]: the node's Prometheus counters and `/metrics`.
@@ -33,6 +34,7 @@ pub mod metrics;
 pub mod pages;
 pub mod passphrase;
 pub mod timeline;
+pub mod upload;
 pub mod views;
 
 use std::sync::Arc;
@@ -65,6 +67,9 @@ pub struct State {
     pub metrics: Arc<crate::gateway::metrics::Metrics>,
     /// Anonymous responses kept until the store changes.
     pub cache: Arc<cache::Cache>,
+    /// `https://DOMAIN[:PORT]` with --domain: the feed's links are
+    /// absolute under it.
+    pub origin: Option<String>,
 }
 
 impl State {
@@ -172,7 +177,15 @@ pub fn router(state: State) -> Router {
             .route("/robots.txt", get(robots))
             .route("/login", get(forms::login_page).post(forms::login))
             .route("/logout", post(forms::logout))
-            .route("/post", post(forms::post))
+            .route(
+                "/post",
+                post(upload::post).layer(axum::extract::DefaultBodyLimit::max(upload::MAX_UPLOAD)),
+            )
+            .route(
+                "/profile",
+                post(upload::profile)
+                    .layer(axum::extract::DefaultBodyLimit::max(upload::MAX_UPLOAD)),
+            )
             .route("/delete", post(forms::delete))
             .route("/follow", post(forms::follow))
             .route("/unfollow", post(forms::unfollow))

@@ -8,7 +8,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::auth::Viewer;
-use super::timeline::{as_post, merged, posts, profile, thread};
+use super::timeline::{merged, posts, profile, thread};
 use super::views::{Origin, compose_form, layout, log_page, post_html, short};
 use super::{Error, State, author_segment};
 use crate::identity::AuthorKey;
@@ -77,7 +77,7 @@ pub(super) async fn author_log(
             Ok((
                 p,
                 n,
-                profile(s, &key)?,
+                (profile(s, &key)?, super::timeline::byline(s, &key)?),
                 head.is_some(),
                 origin,
                 s.fork_of(&key)?,
@@ -142,7 +142,7 @@ pub(super) async fn home(
     until: Option<u64>,
 ) -> Result<Markup, Error> {
     let owner = state.owner;
-    let (posts, next, profile, following, (stopped, held)) = state
+    let (posts, next, (profile, by), following, (stopped, held)) = state
         .read(move |s| {
             let stopped = super::views::signing_stopped(s, &owner)?;
             let held = s.held_by(&owner)?;
@@ -154,13 +154,13 @@ pub(super) async fn home(
             authors.retain(|a| !hidden.contains(a));
             authors.insert(0, owner);
             let (p, n) = merged(s, &authors, until, PAGE_SIZE)?;
-            Ok((p, n, profile(s, &owner)?, following, (stopped, held)))
+            let by = super::timeline::byline(s, &owner)?;
+            Ok((p, n, (profile(s, &owner)?, by), following, (stopped, held)))
         })
         .await?;
     let body = html! {
         header.profile {
-            h1 { @match &profile { Some((name, _)) if !name.is_empty() => (name), _ => "Home" } }
-            @if let Some((_, bio)) = &profile { @if !bio.is_empty() { p.bio { (bio) } } }
+            (super::views::profile_heading(&profile, "Home", &owner, &by))
             p.muted {
                 "Your posts and those of the " (following)
                 @if following == 1 { " author" } @else { " authors" }
@@ -171,6 +171,7 @@ pub(super) async fn home(
         @if let Some(why) = &stopped { (super::views::stopped_html(why)) }
         (super::views::held_by_html(&held, true))
         (compose_form(viewer, None))
+        (super::views::profile_form(viewer, profile.as_ref()))
         form.follow method="post" action="/follow" {
             input type="hidden" name="csrf" value=(viewer.csrf);
             label for="target" { "Follow" }
@@ -210,7 +211,7 @@ pub async fn permalink(
     let found = state.read(move |s| thread(s, author, seq)).await?;
     let t = found.ok_or_else(|| Error::NotFound(format!("no entry {seq} of {author}")))?;
     let id = t.row.entry.id();
-    let post = as_post(&t.row);
+    let post = t.post.clone();
     let owner = state.owner;
     let body = html! {
         header.profile {

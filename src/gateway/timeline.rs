@@ -3,7 +3,7 @@
 
 use crate::identity::AuthorKey;
 use crate::log::present::Missing;
-use crate::log::record::Record;
+use crate::log::record::{BlobRef, Picture, Record};
 use crate::store::{Scanned, Store, StoreError};
 
 /// One post as the pages show it.
@@ -21,6 +21,81 @@ pub struct Post {
     pub missing: &'static str,
     /// The entry it answers.
     pub reply_to: Option<(AuthorKey, u64)>,
+    /// Its pictures, and whether this node holds each.
+    pub pictures: Vec<Shown>,
+    /// The author's name and picture, as their newest profile gives them
+    /// (filled in by [`dress`]).
+    pub by: Byline,
+}
+
+/// A picture of a post, as the pages show it.
+#[derive(Debug, Clone)]
+pub struct Shown {
+    /// The picture as the record names it.
+    pub picture: Picture,
+    /// Whether this node holds the picture's bytes (fetched, not evicted).
+    pub held: bool,
+    /// Whether it holds the thumbnail's.
+    pub thumbnail_held: bool,
+}
+
+/// Who wrote a post, for its header.
+#[derive(Debug, Clone, Default)]
+pub struct Byline {
+    /// The profile's name, if any.
+    pub name: Option<String>,
+    /// The profile picture's hash, when this node holds it.
+    pub avatar: Option<[u8; 32]>,
+    /// The author's node (`https://…`), when known: where a picture this
+    /// node does not hold can be seen.
+    pub origin: Option<String>,
+}
+
+/// Whether `store` holds blob `hash`: named, not evicted, its file there.
+pub fn holds(store: &Store, hash: &[u8; 32]) -> Result<bool, StoreError> {
+    Ok(store.blob_row(hash)?.is_some_and(|r| r.evicted_us == 0)
+        && store.blobs().has(&crate::store::blobs::BlobId(*hash)))
+}
+
+/// Fills in what pages show beside a post's record: whether each picture
+/// is held, and the author's name, picture and origin (looked up once per
+/// author).
+pub fn dress(store: &Store, posts: &mut [Post]) -> Result<(), StoreError> {
+    let mut bylines: std::collections::HashMap<AuthorKey, Byline> = Default::default();
+    for post in posts {
+        for shown in &mut post.pictures {
+            shown.held = holds(store, &shown.picture.blob.hash)?;
+            shown.thumbnail_held = match &shown.picture.thumbnail {
+                Some(t) => holds(store, &t.blob.hash)?,
+                None => false,
+            };
+        }
+        if let Some(by) = bylines.get(&post.author) {
+            post.by = by.clone();
+            continue;
+        }
+        let by = byline(store, &post.author)?;
+        bylines.insert(post.author, by.clone());
+        post.by = by;
+    }
+    Ok(())
+}
+
+/// The author's name, held picture and origin.
+pub fn byline(store: &Store, author: &AuthorKey) -> Result<Byline, StoreError> {
+    let mut by = Byline {
+        origin: store.address(author)?.and_then(|a| a.web),
+        ..Byline::default()
+    };
+    if let Some(p) = profile(store, author)? {
+        by.name = (!p.name.is_empty()).then_some(p.name);
+        if let Some(avatar) = p.avatar
+            && holds(store, &avatar.hash)?
+        {
+            by.avatar = Some(avatar.hash);
+        }
+    }
+    Ok(by)
 }
 
 /// Up to `limit` entries of `author` below seq `before` (newest first),
@@ -50,6 +125,7 @@ pub fn posts(
         true
     })?;
     out.reverse();
+    dress(store, &mut out)?;
     Ok((out, (start > 1).then_some(start)))
 }
 
@@ -62,6 +138,8 @@ pub fn as_post(s: &Scanned) -> Option<Post> {
         text: None,
         missing: "",
         reply_to: None,
+        pictures: Vec::new(),
+        by: Byline::default(),
     };
     let record = s.payload.as_deref().map(Record::decode);
     if let Some(missing) = Missing::of(s.deleted_by, record.as_ref()) {
@@ -72,6 +150,22 @@ pub fn as_post(s: &Scanned) -> Option<Post> {
         Some(Ok(Record::Post { text, reply_to, .. })) => {
             post.text = Some(text);
             post.reply_to = reply_to.map(|r| (AuthorKey(r.author), r.seq));
+        }
+        Some(Ok(Record::PostWithPictures {
+            text,
+            reply_to,
+            pictures,
+        })) => {
+            post.text = Some(text);
+            post.reply_to = reply_to.map(|r| (AuthorKey(r.author), r.seq));
+            post.pictures = pictures
+                .into_iter()
+                .map(|picture| Shown {
+                    picture,
+                    held: false,
+                    thumbnail_held: false,
+                })
+                .collect();
         }
         _ => return None,
     }
@@ -131,14 +225,27 @@ pub const THREAD_DEPTH: usize = 16;
 /// Replies shown below a post on its page.
 pub const MAX_REPLIES: usize = 100;
 
-/// The author's newest profile (name, bio), if the store holds it.
-pub fn profile(store: &Store, author: &AuthorKey) -> Result<Option<(String, String)>, StoreError> {
+/// An author's profile as the pages show it.
+#[derive(Debug, Clone, Default)]
+pub struct Profile {
+    /// Display name.
+    pub name: String,
+    /// Biography.
+    pub bio: String,
+    /// The picture.
+    pub avatar: Option<BlobRef>,
+}
+
+/// The author's newest profile, if the store holds it.
+pub fn profile(store: &Store, author: &AuthorKey) -> Result<Option<Profile>, StoreError> {
     let Some(seq) = store.profile_seq(author)? else {
         return Ok(None);
     };
     Ok(match scanned(store, author, seq)?.and_then(|s| s.payload) {
         Some(payload) => match Record::decode(&payload) {
-            Ok(Record::Profile { name, bio, .. }) => Some((name, bio)),
+            Ok(Record::Profile {
+                name, bio, avatar, ..
+            }) => Some(Profile { name, bio, avatar }),
             _ => None,
         },
         None => None,
@@ -164,6 +271,8 @@ pub struct Thread {
     pub ancestors: Vec<Post>,
     /// The post itself.
     pub row: Scanned,
+    /// The post as shown, if the entry is a post.
+    pub post: Option<Post>,
     /// Posts answering it, oldest first (at most [`MAX_REPLIES`]).
     pub replies: Vec<Post>,
 }
@@ -200,9 +309,14 @@ pub fn thread(store: &Store, author: AuthorKey, seq: u64) -> Result<Option<Threa
         }
     }
     replies.sort_by_key(|p| p.timestamp_us);
+    dress(store, &mut ancestors)?;
+    dress(store, &mut replies)?;
+    let mut post: Vec<Post> = as_post(&row).into_iter().collect();
+    dress(store, &mut post)?;
     Ok(Some(Thread {
         ancestors,
         row,
+        post: post.pop(),
         replies,
     }))
 }

@@ -4,7 +4,7 @@
 use maud::{DOCTYPE, Markup, html};
 
 use super::auth::Viewer;
-use super::timeline::Post;
+use super::timeline::{Byline, Post, Profile};
 use super::{State, assets};
 use crate::identity::AuthorKey;
 use crate::log::present::format_time;
@@ -94,16 +94,161 @@ pub fn login_page(csrf: &str, error: Option<&str>) -> Markup {
     )
 }
 
+/// The picture types the forms take.
+const ACCEPT: &str = "image/jpeg,image/png,image/webp,image/gif";
+
 pub(super) fn compose_form(viewer: &Viewer, reply_to: Option<&str>) -> Markup {
     html! {
-        form.compose method="post" action="/post" {
+        form.compose method="post" action="/post" enctype="multipart/form-data" {
             input type="hidden" name="csrf" value=(viewer.csrf);
             @if let Some(id) = reply_to {
                 input type="hidden" name="reply_to" value=(id);
             }
             label for="text" { @if reply_to.is_some() { "Reply" } @else { "New post" } }
-            textarea #text name="text" rows="3" maxlength="60000" required {}
+            textarea #text name="text" rows="3" maxlength="60000" {}
+            details.pictures {
+                summary { "Add pictures (up to 4)" }
+                @for i in 1..=crate::store::compose::MAX_PICTURES {
+                    fieldset {
+                        legend { "Picture " (i) }
+                        label for=(format!("picture{i}")) { "File (JPEG, PNG, WebP or GIF, up to 16 MiB)" }
+                        input id=(format!("picture{i}")) type="file" name=(format!("picture{i}")) accept=(ACCEPT);
+                        label for=(format!("alt{i}")) { "What it shows (alt text)" }
+                        textarea id=(format!("alt{i}")) name=(format!("alt{i}")) rows="2" maxlength=(crate::store::compose::MAX_ALT) {}
+                    }
+                }
+                p.muted { "Location and camera data are removed before a picture is signed." }
+            }
             button type="submit" { @if reply_to.is_some() { "Reply" } @else { "Post" } }
+        }
+    }
+}
+
+/// The owner's profile form: name, bio, picture.
+pub(super) fn profile_form(viewer: &Viewer, profile: Option<&Profile>) -> Markup {
+    let (name, bio) = profile.map_or(("", ""), |p| (p.name.as_str(), p.bio.as_str()));
+    html! {
+        details.profile-form {
+            summary { "Edit your profile" }
+            form.compose method="post" action="/profile" enctype="multipart/form-data" {
+                input type="hidden" name="csrf" value=(viewer.csrf);
+                label for="name" { "Name" }
+                input #name type="text" name="name" value=(name) maxlength=(crate::store::compose::MAX_NAME);
+                label for="bio" { "About you" }
+                textarea #bio name="bio" rows="2" maxlength=(crate::store::compose::MAX_BIO) { (bio) }
+                label for="avatar" { "Picture (its centre square is kept)" }
+                input #avatar type="file" name="avatar" accept=(ACCEPT);
+                button type="submit" { "Save profile" }
+            }
+        }
+    }
+}
+
+/// The URL of blob `hash` on this node.
+pub(super) fn blob_url(hash: &[u8; 32]) -> String {
+    format!("/api/v1/blobs/{}", hex::encode(hash))
+}
+
+/// A profile's heading: picture, name (or `fallback`), bio.
+pub(super) fn profile_heading(
+    profile: &Option<Profile>,
+    fallback: &str,
+    author: &AuthorKey,
+    by: &Byline,
+) -> Markup {
+    html! {
+        div.heading {
+            (avatar_html(by, author, 64))
+            h1 { @match profile { Some(p) if !p.name.is_empty() => (p.name), _ => (fallback) } }
+        }
+        @if let Some(p) = profile { @if !p.bio.is_empty() { p.bio { (linked(&p.bio)) } } }
+    }
+}
+
+/// The author's picture at `side` CSS pixels, or nothing.
+fn avatar_html(by: &Byline, author: &AuthorKey, side: u32) -> Markup {
+    html! {
+        @if let Some(hash) = &by.avatar {
+            img.avatar src=(blob_url(hash)) alt=(format!("{}'s picture", by.name.clone().unwrap_or_else(|| short(author)))) width=(side) height=(side);
+        }
+    }
+}
+
+/// `text` with its web addresses made links. Links in posts are the
+/// authors', not this node's: `nofollow ugc` says so to search engines,
+/// `noopener` keeps the opened page from reaching back.
+pub(super) fn linked(text: &str) -> Markup {
+    html! {
+        @for (part, is_link) in split_links(text) {
+            @if is_link {
+                a href=(part) rel="nofollow noopener ugc" { (part) }
+            } @else {
+                (part)
+            }
+        }
+    }
+}
+
+/// `text` cut into runs, each a web address (`http://` or `https://` up
+/// to a space, without trailing punctuation) or not.
+pub fn split_links(text: &str) -> Vec<(&str, bool)> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = ["https://", "http://"]
+        .iter()
+        .filter_map(|scheme| rest.find(scheme))
+        .min()
+    {
+        let tail = &rest[start..];
+        let mut end = tail.find(char::is_whitespace).unwrap_or(tail.len());
+        end = tail[..end]
+            .trim_end_matches(['.', ',', ';', ':', '!', '?', ')', '"', '\''])
+            .len();
+        let scheme_len = if tail.starts_with("https://") { 8 } else { 7 };
+        if end <= scheme_len {
+            out.push((&rest[..start + scheme_len], false));
+            rest = &rest[start + scheme_len..];
+            continue;
+        }
+        if start > 0 {
+            out.push((&rest[..start], false));
+        }
+        out.push((&tail[..end], true));
+        rest = &tail[end..];
+    }
+    if !rest.is_empty() {
+        out.push((rest, false));
+    }
+    out
+}
+
+/// A post's pictures: each the thumbnail (or the picture) at its size,
+/// lazily loaded, linking to the whole picture; one not held here says so.
+fn pictures_html(post: &Post) -> Markup {
+    html! {
+        @if !post.pictures.is_empty() {
+            div.pictures {
+                @for shown in &post.pictures {
+                    @let p = &shown.picture;
+                    @if shown.held {
+                        @let (src, w, h) = match (&p.thumbnail, shown.thumbnail_held) {
+                            (Some(t), true) => (blob_url(&t.blob.hash), t.width, t.height),
+                            _ => (blob_url(&p.blob.hash), p.width, p.height),
+                        };
+                        a href=(blob_url(&p.blob.hash)) {
+                            img src=(src) alt=(p.alt) width=(w) height=(h) loading="lazy" decoding="async";
+                        }
+                    } @else {
+                        p.not-held {
+                            "Picture not held here"
+                            @if !p.alt.is_empty() { ": " (p.alt) }
+                            @if let Some(origin) = &post.by.origin {
+                                " (" a href=(format!("{origin}{}", blob_url(&p.blob.hash))) rel="nofollow noopener" { "see it at its origin" } ")"
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 }
@@ -116,11 +261,15 @@ pub(super) fn post_html(post: &Post, viewer: Option<&Viewer>, owner: &AuthorKey)
     let link = format!("/@{}/{}", post.author, post.seq);
     html! {
         article {
-            @if post.author != *owner {
-                div.by { a href=(format!("/@{}", post.author)) { (short(&post.author)) } }
+            div.by {
+                (avatar_html(&post.by, &post.author, 32))
+                a href=(if post.author == *owner { "/".to_string() } else { format!("/@{}", post.author) }) {
+                    (post.by.name.clone().unwrap_or_else(|| short(&post.author)))
+                }
             }
             @if let Some(text) = &post.text {
-                p { (text) }
+                @if !text.is_empty() { p { (linked(text)) } }
+                (pictures_html(post))
             } @else {
                 p.deleted { "(" (post.missing) ")" }
             }
@@ -241,7 +390,7 @@ pub(super) fn log_page(
     state: &State,
     viewer: Option<&Viewer>,
     author: AuthorKey,
-    profile: Option<(String, String)>,
+    (profile, by): (Option<Profile>, Byline),
     origin: Option<Origin>,
     fork: Option<crate::store::ForkProof>,
     (followed, muted): (bool, bool),
@@ -253,8 +402,7 @@ pub(super) fn log_page(
     let owner = author == state.owner;
     let body = html! {
         header.profile {
-            h1 { @match &profile { Some((name, _)) if !name.is_empty() => (name), _ => (short(&author)) } }
-            @if let Some((_, bio)) = &profile { @if !bio.is_empty() { p.bio { (bio) } } }
+            (profile_heading(&profile, &short(&author), &author, &by))
             div.key { (author.to_string()) }
             @if !owner {
                 span.badge { "verified copy: every entry checked against its author's signature" }
@@ -294,11 +442,11 @@ pub(super) fn log_page(
         }
     };
     let name = match &profile {
-        Some((name, _)) if !name.is_empty() => name.clone(),
+        Some(p) if !p.name.is_empty() => p.name.clone(),
         _ => short(&author),
     };
     let description = match &profile {
-        Some((_, bio)) if !bio.is_empty() => summary(bio),
+        Some(p) if !p.bio.is_empty() => summary(&p.bio),
         _ if owner => format!("Posts by {name}, signed and verifiable, on their own Capsule node."),
         _ => format!("A verified copy of the posts of {name}, mirrored by this Capsule node."),
     };
@@ -312,4 +460,32 @@ pub(super) fn log_page(
         viewer,
         body,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_links;
+
+    #[test]
+    fn web_addresses_become_links_and_nothing_else_does() {
+        assert_eq!(
+            split_links("see https://example.org/a?b=1, then http://x.y."),
+            vec![
+                ("see ", false),
+                ("https://example.org/a?b=1", true),
+                (", then ", false),
+                ("http://x.y", true),
+                (".", false)
+            ]
+        );
+        assert_eq!(split_links("no links here"), vec![("no links here", false)]);
+        assert_eq!(
+            split_links("bare https:// alone"),
+            vec![("bare https://", false), (" alone", false)]
+        );
+        assert_eq!(
+            split_links("(https://a.b/c)"),
+            vec![("(", false), ("https://a.b/c", true), (")", false)]
+        );
+    }
 }

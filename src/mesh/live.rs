@@ -21,6 +21,7 @@ use rand_core::OsRng;
 use super::backoff::jitter;
 use super::check::{self, STREAM_CHECK};
 use super::exchange::{self, STREAM_PEERS};
+use super::fetch;
 use super::peers::LivePeers;
 use crate::identity::{AuthorKey, Identity};
 use crate::store::Store;
@@ -66,6 +67,7 @@ pub async fn serve(
             }
         })
     };
+    let answering = Arc::new(tokio::sync::Semaphore::new(fetch::MAX_ANSWERING));
     while let Ok((mut send, mut recv)) = connection.accept_bi().await {
         let mut kind = [0u8; 1];
         if recv.read_exact(&mut kind).await.is_err() {
@@ -73,6 +75,10 @@ pub async fn serve(
         }
         match kind[0] {
             STREAM_SESSION => {}
+            fetch::STREAM_BLOB => {
+                answer_blob(&store, &answering, peer, send, recv);
+                continue;
+            }
             STREAM_PEERS => {
                 if let Err(e) = exchange::answer_peers(&store, own, &mut send, &mut recv).await {
                     tracing::debug!(%peer, error = %e, "peer exchange failed");
@@ -142,12 +148,48 @@ async fn answer_check(
     }
 }
 
-/// The dialler's side of checks: a peer we dialled may ask us to dial it
-/// back; any other stream it opens ends the connection.
-async fn answer_checks(connection: quinn::Connection, peers: Arc<LivePeers>, peer: AuthorKey) {
+/// Answers one blob stream (its kind byte read) on its own task, at most
+/// [`fetch::MAX_ANSWERING`] at once per connection; past them the stream
+/// is refused.
+fn answer_blob(
+    store: &Arc<Store>,
+    answering: &Arc<tokio::sync::Semaphore>,
+    peer: AuthorKey,
+    mut send: quinn::SendStream,
+    recv: quinn::RecvStream,
+) {
+    let Ok(turn) = Arc::clone(answering).try_acquire_owned() else {
+        let _ = send.reset(transport::close::REFUSED.into());
+        return;
+    };
+    let store = Arc::clone(store);
+    tokio::spawn(async move {
+        let _turn = turn;
+        if let Err(e) = fetch::answer(&store, send, recv).await {
+            tracing::debug!(%peer, error = %e, "blob not sent");
+        }
+    });
+}
+
+/// The dialler's side: a peer we dialled may ask us to dial it back, or
+/// for a blob; any other stream it opens ends the connection.
+async fn answer_checks(
+    connection: quinn::Connection,
+    peers: Arc<LivePeers>,
+    peer: AuthorKey,
+    store: Arc<Store>,
+) {
+    let answering = Arc::new(tokio::sync::Semaphore::new(fetch::MAX_ANSWERING));
     while let Ok((send, mut recv)) = connection.accept_bi().await {
         let mut kind = [0u8; 1];
-        if recv.read_exact(&mut kind).await.is_err() || kind[0] != STREAM_CHECK {
+        if recv.read_exact(&mut kind).await.is_err() {
+            return;
+        }
+        if kind[0] == fetch::STREAM_BLOB {
+            answer_blob(&store, &answering, peer, send, recv);
+            continue;
+        }
+        if kind[0] != STREAM_CHECK {
             connection.close(transport::close::FAILED.into(), b"unknown stream kind");
             return;
         }
@@ -225,7 +267,12 @@ pub async fn follow(
         .map_err(transport_error)?;
     let checks = peers.map(|peers| {
         peers.insert(peer, connection.clone(), false);
-        tokio::spawn(answer_checks(connection.clone(), Arc::clone(peers), peer))
+        tokio::spawn(answer_checks(
+            connection.clone(),
+            Arc::clone(peers),
+            peer,
+            Arc::clone(&store),
+        ))
     });
     let (wake, mut woken) = watch::channel(0u64);
     let listener = {

@@ -14,11 +14,15 @@
 //! - [`well_known`]: follow by domain, `/.well-known/capsule`.
 //! - [`pull`]: the HTTPS pull fallback from a peer's gateway.
 //! - [`web_client`]: the small bounded HTTPS client both use.
+//! - [`fetch`]: fetching the blobs (pictures) of held entries from peers.
+//! - [`budget`]: how much of the disk other people's pictures may take.
 
 pub mod address;
 pub mod backoff;
+pub mod budget;
 pub mod check;
 pub mod exchange;
+pub mod fetch;
 pub mod listener;
 pub mod live;
 pub mod peers;

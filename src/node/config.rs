@@ -10,6 +10,7 @@
 //! email = "alice@example.com"
 //! peers = ["KEY@bob.example:4433"]
 //! sync_interval = 60
+//! media_budget = "2GiB"
 //! ```
 
 use std::net::SocketAddr;
@@ -81,6 +82,8 @@ pub struct Settings {
     pub sync_interval: Option<f64>,
     /// `--metrics-listen`.
     pub metrics_listen: Option<SocketAddr>,
+    /// `--media-budget`, such as `2GiB` or `500MB`.
+    pub media_budget: Option<String>,
     /// `--acme-root` (a flag only: a test CA's root).
     #[serde(skip)]
     pub acme_root: Option<PathBuf>,
@@ -105,6 +108,7 @@ impl Settings {
             peers,
             sync_interval: self.sync_interval.or(base.sync_interval),
             metrics_listen: self.metrics_listen.or(base.metrics_listen),
+            media_budget: self.media_budget.or(base.media_budget),
             acme_root: self.acme_root.or(base.acme_root),
             ca_root: self.ca_root.or(base.ca_root),
         }
@@ -147,6 +151,33 @@ pub struct NodeConfig {
     pub public_sync: Option<String>,
     /// The admin socket (`<data>/admin.sock`).
     pub admin_socket: PathBuf,
+    /// Bytes of other authors' pictures kept at most
+    /// ([`crate::mesh::budget::DEFAULT_BUDGET`]).
+    pub media_budget: u64,
+}
+
+/// A size such as `2GiB`, `500MB`, `5MiB` or `1048576` (bytes), in bytes.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: f64 = number.parse().ok()?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        "t" | "tb" => 1_000_000_000_000,
+        "tib" => 1 << 40,
+        _ => return None,
+    };
+    let bytes = number * scale as f64;
+    (bytes.is_finite() && bytes >= 0.0).then_some(bytes as u64)
 }
 
 /// Why the settings cannot be used.
@@ -179,6 +210,9 @@ pub enum ConfigError {
     /// The sync interval is not a number of seconds, or too short.
     #[error("--sync-interval {0} is not a number of seconds of at least {MIN_SYNC_INTERVAL}")]
     SyncInterval(f64),
+    /// The media budget is not a size.
+    #[error("--media-budget {0:?} is not a size such as 2GiB, 500MB or 0")]
+    MediaBudget(String),
     /// HTTPS settings without a domain.
     #[error("--email, --https-listen and --acme-directory need --domain")]
     NeedsDomain,
@@ -252,6 +286,10 @@ impl NodeConfig {
                 .unwrap_or_else(|| format!("{domain}:{}", sync_listen.port()));
             check_reachable(sync_listen, &advertised)?;
         }
+        let media_budget = match &settings.media_budget {
+            None => crate::mesh::budget::DEFAULT_BUDGET,
+            Some(text) => parse_size(text).ok_or_else(|| ConfigError::MediaBudget(text.clone()))?,
+        };
         let https = settings.domain.map(|domain| HttpsConfig {
             listen: settings.https_listen.unwrap_or(HTTPS_LISTEN),
             acme: https::Acme {
@@ -282,6 +320,7 @@ impl NodeConfig {
             },
             public_sync: settings.public_sync,
             admin_socket: root.join(admin::SOCKET_FILE),
+            media_budget,
         })
     }
 }

@@ -218,6 +218,11 @@ pub async fn run(
         )),
         metrics: Arc::clone(&metrics),
         cache: Arc::default(),
+        origin: config
+            .https
+            .as_ref()
+            .filter(|h| h.listen.port() != 0)
+            .map(|h| gateway::https::origin(&h.acme.domain, h.listen.port())),
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = move || {
@@ -245,6 +250,12 @@ pub async fn run(
         })
         .await??;
     }
+    let fetcher = tokio::spawn(crate::mesh::fetch::run(crate::mesh::fetch::Fetcher {
+        store: Arc::clone(&store),
+        peers: Arc::clone(&live_peers),
+        web_root: config.mesh.web_root.clone(),
+        media_budget: config.media_budget,
+    }));
     let mesh = tokio::spawn(crate::mesh::scheduler::run(
         Arc::clone(&store),
         Arc::clone(&identity),
@@ -300,6 +311,8 @@ pub async fn run(
         done?.map_err(NodeError::Gateway)?;
     }
     let _ = mesh.await;
+    fetcher.abort();
+    let _ = fetcher.await;
     tracing::info!("stopping");
     admin.abort();
     let _ = admin.await;

@@ -232,6 +232,13 @@ impl Store {
         })
     }
 
+    /// Moves the generation on without a commit: a blob arrived, and pages
+    /// kept at the old generation may say it is not held.
+    pub fn bump_generation(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
     /// Wakes at every commit of this store's writer (the value is the
     /// generation, see [`Store::generation`]).
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {

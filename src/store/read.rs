@@ -226,6 +226,24 @@ impl Store {
         Ok(out)
     }
 
+    /// The authors of the entries that name blob `hash`.
+    pub fn blob_namers(&self, hash: &[u8; 32]) -> Result<Vec<AuthorKey>, StoreError> {
+        let txn = self.db()?.begin_read()?;
+        let refs = txn.open_table(BLOB_REFS)?;
+        let (mut from, mut to) = ([0u8; 72], [0xffu8; 72]);
+        from[..32].copy_from_slice(hash);
+        to[..32].copy_from_slice(hash);
+        let mut out: Vec<AuthorKey> = Vec::new();
+        for row in refs.range::<&BlobRefKey>(&from..=&to)? {
+            let (key, _) = row?;
+            let author = AuthorKey(key.value()[32..64].try_into().expect("32 bytes"));
+            if out.last() != Some(&author) {
+                out.push(author);
+            }
+        }
+        Ok(out)
+    }
+
     /// Whether this store may sign `author`'s next entry.
     pub fn signing(&self, author: &AuthorKey) -> Result<super::signer::Signing, StoreError> {
         use super::signer::{MARKS_KEY, SignerRow, standing};

@@ -1,0 +1,269 @@
+//! Pictures end to end: attached with `capsule post --attach`, stripped of
+//! metadata (read back by exiftool, an independent reader), served with
+//! their headers, refused when they are not pictures, and carried by
+//! mirrors to nodes that never met their author.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::common::{Up, capsule, capsule_ok, get_with, init, jpeg, tools_present};
+
+/// The attachments of `author`'s entry `seq`, from the node's API.
+fn attachments(node: &Up, author: &str, seq: u64) -> Vec<serde_json::Value> {
+    let (status, body) = node.text(&format!(
+        "/api/v1/authors/{author}/entries?from={seq}&limit=1"
+    ));
+    assert_eq!(status, 200, "{body}");
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    page["entries"][0]["record"]["attachments"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// A header of a raw response head, lower-cased name.
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// exiftool's JSON (`-G`: tags by group) of `file`.
+fn exiftool(file: &Path) -> serde_json::Value {
+    let out = std::process::Command::new("exiftool")
+        .args(["-j", "-G", "-n"])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()[0].clone()
+}
+
+#[test]
+fn a_phone_photo_loses_its_location_stands_upright_and_is_served_as_a_picture() {
+    let dir = tempfile::tempdir().unwrap();
+    let author = init(dir.path());
+    // Stored sideways, 400 wide and 200 high, with "turn 90° clockwise"
+    // and a GPS position, as a phone writes them.
+    let photo = dir.path().join("photo.jpg");
+    std::fs::write(
+        &photo,
+        capsule::picture::testdata::with_exif(&jpeg(400, 200), 6),
+    )
+    .unwrap();
+    let out = capsule_ok(
+        dir.path(),
+        &[
+            "post",
+            "the harbour",
+            "--attach",
+            photo.to_str().unwrap(),
+            "--alt",
+            "boats at dawn",
+        ],
+    );
+    assert!(out.contains("published entry 1"), "{out}");
+    let node = Up::start(dir.path());
+    let attached = attachments(&node, &author, 1);
+    assert_eq!(attached.len(), 1);
+    let picture = &attached[0];
+    assert_eq!(
+        (picture["width"].as_u64(), picture["height"].as_u64()),
+        (Some(200), Some(400))
+    );
+    assert_eq!(picture["alt"], "boats at dawn");
+    let hash = picture["hash"].as_str().unwrap();
+
+    let path = format!("/api/v1/blobs/{hash}");
+    let (status, head, body) = get_with(&node.web, &path, "");
+    assert_eq!(status, 200);
+    assert_eq!(header(&head, "content-type"), Some("image/jpeg"));
+    assert_eq!(header(&head, "x-content-type-options"), Some("nosniff"));
+    assert_eq!(
+        header(&head, "cache-control"),
+        Some("public, max-age=31536000, immutable")
+    );
+    let etag = header(&head, "etag").unwrap().to_string();
+    assert_eq!(etag, format!("\"{hash}\""));
+    assert_eq!(blake3::hash(&body).to_hex().as_str(), hash);
+    let decoded = image::load_from_memory(&body).unwrap();
+    assert_eq!((decoded.width(), decoded.height()), (200, 400), "upright");
+
+    // A range, a range past the end, a client that has it already.
+    let (status, head, part) = get_with(&node.web, &path, "Range: bytes=10-109\r\n");
+    assert_eq!(status, 206);
+    assert_eq!(part, body[10..110]);
+    assert_eq!(
+        header(&head, "content-range"),
+        Some(format!("bytes 10-109/{}", body.len()).as_str())
+    );
+    let (status, _, _) = get_with(&node.web, &path, "Range: bytes=99999999-\r\n");
+    assert_eq!(status, 416);
+    let (status, _, _) = get_with(&node.web, &path, &format!("If-None-Match: {etag}\r\n"));
+    assert_eq!(status, 304);
+
+    // The pages: the picture at its size, with its alt text, lazily.
+    let (status, page) = node.text("/");
+    assert_eq!(status, 200);
+    let img = format!(
+        "<img src=\"{path}\" alt=\"boats at dawn\" width=\"200\" height=\"400\" loading=\"lazy\""
+    );
+    assert!(page.contains(&img), "{page}");
+    let (_, feed) = node.text("/feed.atom");
+    assert!(
+        feed.contains(&format!(
+            "rel=\"enclosure\" type=\"image/jpeg\" length=\"{}\"",
+            body.len()
+        )),
+        "{feed}"
+    );
+
+    // An independent reader: the original has its GPS position and EXIF
+    // block; what the node serves has neither.
+    if tools_present(&["exiftool"], "libimage-exiftool-perl") {
+        let original = exiftool(&photo);
+        assert!(original.get("EXIF:GPSLatitude").is_some(), "{original}");
+        assert_eq!(original["EXIF:Orientation"], 6);
+        let served = dir.path().join("served.jpg");
+        std::fs::write(&served, &body).unwrap();
+        let tags = exiftool(&served);
+        let keys: Vec<&String> = tags.as_object().unwrap().keys().collect();
+        assert!(
+            !keys
+                .iter()
+                .any(|k| k.starts_with("EXIF:") || k.contains("GPS") || k.starts_with("XMP")),
+            "metadata survived: {keys:?}"
+        );
+        assert_eq!(
+            (
+                tags["File:ImageWidth"].as_u64(),
+                tags["File:ImageHeight"].as_u64()
+            ),
+            (Some(200), Some(400))
+        );
+    }
+    assert!(node.stop().success());
+}
+
+#[test]
+fn what_is_not_a_picture_is_refused_and_nothing_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path());
+    let cases: [(&str, Vec<u8>, &str); 3] = [
+        (
+            "bomb.png",
+            capsule::picture::testdata::png_header_only(100_000, 100_000),
+            "declares 100000 × 100000 pixels",
+        ),
+        ("cut.jpg", jpeg(300, 200)[..2000].to_vec(), "cannot be read"),
+        (
+            "page.png",
+            b"<!DOCTYPE html><html><body>not a picture</body></html>".to_vec(),
+            "this is an HTML page, not a picture",
+        ),
+    ];
+    for (name, bytes, says) in cases {
+        let file = dir.path().join(name);
+        std::fs::write(&file, bytes).unwrap();
+        let out = capsule(
+            dir.path(),
+            &["post", "look", "--attach", file.to_str().unwrap()],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name} was taken");
+        assert!(err.contains(says), "{name}: {err}");
+        assert!(err.contains(name), "the message names the file: {err}");
+    }
+    let log = capsule_ok(dir.path(), &["log"]);
+    assert!(log.contains("no entries"), "{log}");
+    let kept: Vec<_> = walk(&dir.path().join("blobs"));
+    assert!(kept.is_empty(), "nothing kept: {kept:?}");
+}
+
+/// Every file under `dir`, recursively.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// Polls `f` every 100 ms until it is true or `secs` pass.
+fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "{what} within {secs} s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_picture_outlives_its_origin_on_nodes_that_never_met_it() {
+    let (a_dir, b_dir, c_dir) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let alice = init(a_dir.path());
+    init(b_dir.path());
+    init(c_dir.path());
+    let photo = a_dir.path().join("photo.jpg");
+    std::fs::write(&photo, jpeg(640, 480)).unwrap();
+    capsule_ok(
+        a_dir.path(),
+        &[
+            "post",
+            "from alice",
+            "--attach",
+            photo.to_str().unwrap(),
+            "--alt",
+            "a gradient",
+        ],
+    );
+    let a = Up::start(a_dir.path());
+    let hash = attachments(&a, &alice, 1)[0]["hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let original = std::fs::read(a_dir.path().join("blobs").join(&hash[..2]).join(&hash)).unwrap();
+    let path = format!("/api/v1/blobs/{hash}");
+
+    // B mirrors alice from her node.
+    capsule_ok(b_dir.path(), &["mirror", &alice]);
+    let b = Up::start_with(b_dir.path(), &["--peer", &a.sync, "--sync-interval", "0.5"]);
+    eventually(30, "B serves alice's picture", || {
+        get_with(&b.web, &path, "").0 == 200
+    });
+    assert!(a.stop().success());
+
+    // C knows only B.
+    capsule_ok(c_dir.path(), &["mirror", &alice]);
+    let c = Up::start_with(c_dir.path(), &["--peer", &b.sync, "--sync-interval", "0.5"]);
+    eventually(30, "C serves alice's picture", || {
+        get_with(&c.web, &path, "").0 == 200
+    });
+    let (_, _, served) = get_with(&c.web, &path, "");
+    assert_eq!(served, original, "the bytes alice's node kept");
+    let (_, page) = c.text(&format!("/@{alice}"));
+    assert!(
+        page.contains(&format!("<img src=\"{path}\" alt=\"a gradient\"")),
+        "{page}"
+    );
+    assert!(b.stop().success());
+    assert!(c.stop().success());
+    capsule_ok(c_dir.path(), &["verify", "--store"]);
+}
