@@ -240,3 +240,52 @@ pub fn verify_store_of(store: &Store, owner: Option<AuthorKey>) -> Result<Summar
     }
     Ok(summary)
 }
+
+/// What [`audit_blobs`] found of a store's blobs.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BlobAudit {
+    /// Blobs held whose bytes hash to their name.
+    pub sound: u64,
+    /// Blobs held whose bytes do not: damaged on disk.
+    pub corrupt: Vec<crate::store::blobs::BlobId>,
+    /// Blobs the owner's own entries name that are not held: lost, since
+    /// the owner's node is where they come from.
+    pub missing_own: Vec<crate::store::blobs::BlobId>,
+    /// Blobs other authors' entries name that are not held yet (a mirror
+    /// fetches them from peers).
+    pub not_fetched: u64,
+    /// Blobs of other authors evicted to keep within the media budget.
+    pub evicted: u64,
+}
+
+impl BlobAudit {
+    /// Whether nothing is damaged or lost.
+    pub fn healthy(&self) -> bool {
+        self.corrupt.is_empty() && self.missing_own.is_empty()
+    }
+}
+
+/// Hashes every blob the store holds against its name, and tells the
+/// blobs its entries name but it lacks: the owner's apart from others'.
+pub fn audit_blobs(store: &Store) -> Result<BlobAudit, StoreError> {
+    use crate::store::blobs::BlobId;
+    let check = store.blobs().verify_all();
+    let mut audit = BlobAudit {
+        sound: check.sound,
+        corrupt: check.corrupt,
+        ..BlobAudit::default()
+    };
+    for (hash, row) in store.blob_rows()? {
+        let id = BlobId(hash);
+        if row.evicted_us != 0 {
+            audit.evicted += 1;
+        } else if !store.blobs().has(&id) {
+            if row.own {
+                audit.missing_own.push(id);
+            } else {
+                audit.not_fetched += 1;
+            }
+        }
+    }
+    Ok(audit)
+}

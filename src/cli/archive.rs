@@ -163,6 +163,37 @@ pub(super) fn verify_store(dir: &DataDir) -> Result<ExitCode> {
                 }
             }
             report_verified(&summary);
+            let blobs = audit::audit_blobs(&store)?;
+            println!(
+                "blobs: {} sound{}{}",
+                blobs.sound,
+                if blobs.not_fetched > 0 {
+                    format!(", {} of other authors not fetched yet", blobs.not_fetched)
+                } else {
+                    String::new()
+                },
+                if blobs.evicted > 0 {
+                    format!(
+                        ", {} evicted to keep within the media budget",
+                        blobs.evicted
+                    )
+                } else {
+                    String::new()
+                }
+            );
+            if !blobs.healthy() {
+                for id in &blobs.corrupt {
+                    println!(
+                        "verification failed: the blob {id} is damaged (its bytes hash to another name)"
+                    );
+                }
+                for id in &blobs.missing_own {
+                    println!(
+                        "verification failed: the blob {id}, a picture of your own posts, is missing; restore it from a follower's node (GET /api/v1/blobs/{id}) into the blobs folder"
+                    );
+                }
+                return Ok(ExitCode::from(EXIT_INVALID));
+            }
             if !forks.is_empty() {
                 println!(
                     "healthy, {} forked (each signed two entries for one seq; the proofs are kept, and their entries past the fork refused):",

@@ -74,11 +74,14 @@ pub enum FetchError {
     #[error("{0}")]
     Protocol(String),
     /// The peer took longer than [`FETCH_TIMEOUT`].
-    #[error("the peer took over {} s", FETCH_TIMEOUT.as_secs())]
+    #[error("the peer took too long")]
     Timeout,
     /// The bytes are not the blob.
     #[error(transparent)]
     Blob(#[from] crate::store::blobs::BlobError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// Reads an answer to a blob request from `answer`: the blob's bytes,
@@ -126,6 +129,7 @@ pub async fn ask(
     connection: &quinn::Connection,
     id: BlobId,
     announced: u64,
+    within: Duration,
 ) -> Result<Option<Vec<u8>>, FetchError> {
     let asked = async {
         let stream = |e: &dyn std::fmt::Display| FetchError::Stream(e.to_string());
@@ -136,7 +140,7 @@ pub async fn ask(
         send.finish().map_err(|e| stream(&e))?;
         read_answer(recv, announced).await
     };
-    tokio::time::timeout(FETCH_TIMEOUT, asked)
+    tokio::time::timeout(within, asked)
         .await
         .map_err(|_| FetchError::Timeout)?
 }
@@ -198,19 +202,26 @@ pub async fn answer(
 struct Wanted {
     id: BlobId,
     size: u64,
+    /// Whether one of the owner's entries names it (outside the budget).
+    own: bool,
 }
 
-/// The blobs to fetch: named, not evicted, not held, within the size limit.
-fn wanted(store: &Store) -> Result<Vec<Wanted>, crate::store::StoreError> {
+/// The blobs to fetch: named, not evicted, not held, within the size limit
+/// (and, for other authors', within the media budget).
+fn wanted(store: &Store, budget: u64) -> Result<Vec<Wanted>, crate::store::StoreError> {
     Ok(store
         .blob_rows()?
         .into_iter()
         .filter(|(hash, row)| {
-            row.evicted_us == 0 && row.size <= MAX_FILE as u64 && !store.blobs().has(&BlobId(*hash))
+            row.evicted_us == 0
+                && row.size <= MAX_FILE as u64
+                && (row.own || row.size <= budget)
+                && !store.blobs().has(&BlobId(*hash))
         })
         .map(|(hash, row)| Wanted {
             id: BlobId(hash),
             size: row.size,
+            own: row.own,
         })
         .collect())
 }
@@ -225,6 +236,22 @@ pub struct Fetcher {
     pub web_root: Option<std::path::PathBuf>,
     /// Bytes of other authors' blobs kept at most (see [`super::budget`]).
     pub media_budget: u64,
+    /// Longest one peer may take to send one blob ([`FETCH_TIMEOUT`]).
+    pub timeout: Duration,
+}
+
+impl Fetcher {
+    /// Fetches blob `id` of `size` bytes now, from whoever has it (see
+    /// [`run`] for the order); whether it is kept.
+    pub async fn fetch_now(&self, id: BlobId, size: u64) -> bool {
+        let own = self
+            .store
+            .blob_row(&id.0)
+            .ok()
+            .flatten()
+            .is_some_and(|r| r.own);
+        fetch(self, Wanted { id, size, own }).await
+    }
 }
 
 /// Fetches wanted blobs until the task is dropped: at every commit (new
@@ -241,8 +268,8 @@ pub async fn run(fetcher: Fetcher) {
     let mut fetches = tokio::task::JoinSet::new();
     loop {
         while fetches.try_join_next().is_some() {}
-        let store = Arc::clone(&fetcher.store);
-        let wants = tokio::task::spawn_blocking(move || wanted(&store))
+        let (store, budget) = (Arc::clone(&fetcher.store), fetcher.media_budget);
+        let wants = tokio::task::spawn_blocking(move || wanted(&store, budget))
             .await
             .ok()
             .and_then(Result::ok)
@@ -304,7 +331,7 @@ async fn fetch(fetcher: &Fetcher, want: Wanted) -> bool {
     };
     connections.sort_by_key(|(peer, _)| !namers.contains(peer));
     for (peer, connection) in connections {
-        match ask(&connection, want.id, want.size).await {
+        match ask(&connection, want.id, want.size, fetcher.timeout).await {
             Ok(Some(bytes)) => match keep(store, want, bytes, fetcher.media_budget).await {
                 Ok(()) => {
                     tracing::debug!(%peer, blob = %want.id, size = want.size, "blob fetched over QUIC");
@@ -357,23 +384,31 @@ async fn fetch_over_https(fetcher: &Fetcher, want: Wanted, namers: &[AuthorKey])
     false
 }
 
-/// Verifies and keeps fetched bytes, then keeps other authors' blobs
-/// within the budget.
+/// Verifies and keeps fetched bytes. Another author's blob first makes
+/// room for itself within the budget (evicting the least recently served),
+/// one blob at a time, so the budget holds at every moment.
 async fn keep(
     store: &Arc<Store>,
     want: Wanted,
     bytes: Vec<u8>,
     budget: u64,
 ) -> Result<(), FetchError> {
+    static ROOM: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _room = ROOM.lock().await;
     let kept = {
         let store = Arc::clone(store);
-        tokio::task::spawn_blocking(move || store.blobs().receive(want.id, want.size, &bytes[..]))
-            .await
-            .map_err(|e| FetchError::Stream(e.to_string()))?
+        tokio::task::spawn_blocking(move || {
+            if !want.own {
+                super::budget::evict_over(&store, budget.saturating_sub(want.size))?;
+            }
+            store.blobs().receive(want.id, want.size, &bytes[..])?;
+            Ok::<(), FetchError>(())
+        })
+        .await
+        .map_err(|e| FetchError::Stream(e.to_string()))?
     };
     kept?;
     // Pages that said "not held here" are stale now.
     store.bump_generation();
-    super::budget::keep_within(store, budget).await;
     Ok(())
 }

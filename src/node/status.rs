@@ -64,6 +64,50 @@ fn logs(store: &Store, authors: &[AuthorKey]) -> Result<Value, StoreError> {
     Ok(Value::Array(out))
 }
 
+/// What the node's data takes on disk, own and mirrored: entries (217
+/// bytes each), payloads, blobs; and the database file.
+fn disk(
+    store: &Store,
+    owner: &AuthorKey,
+    heads: &[(AuthorKey, crate::store::Head)],
+) -> Result<Value, StoreError> {
+    let entries_all: u64 = heads.iter().map(|(_, h)| h.seq).sum();
+    let entries_own = heads
+        .iter()
+        .find(|(a, _)| a == owner)
+        .map_or(0, |(_, h)| h.seq);
+    let mut payloads_own = 0u64;
+    store.scan(owner, 1, |s| {
+        if s.payload.is_some() {
+            payloads_own += s.entry.payload_len();
+        }
+        true
+    })?;
+    let payloads_all = store.payload_bytes()?;
+    let blobs = crate::mesh::budget::usage(store)?;
+    let entry = crate::log::entry::ENTRY_LEN as u64;
+    Ok(json!({
+        "entries": {"own": entries_own * entry, "mirrored": (entries_all - entries_own) * entry},
+        "payloads": {"own": payloads_own, "mirrored": payloads_all.saturating_sub(payloads_own)},
+        "blobs": {
+            "own": blobs.own.1, "own_count": blobs.own.0,
+            "mirrored": blobs.mirrored.1, "mirrored_count": blobs.mirrored.0,
+            "evicted_count": blobs.evicted,
+        },
+    }))
+}
+
+/// Bytes in words: `12.3 MB`.
+fn size(v: &Value) -> String {
+    let b = v.as_u64().unwrap_or(0) as f64;
+    match b {
+        b if b >= 1e9 => format!("{:.1} GB", b / 1e9),
+        b if b >= 1e6 => format!("{:.1} MB", b / 1e6),
+        b if b >= 1e3 => format!("{:.1} kB", b / 1e3),
+        b => format!("{b} B"),
+    }
+}
+
 /// Everything `capsule status` shows.
 pub fn status(store: &Store, owner: AuthorKey) -> Result<Value, StoreError> {
     let followed = store.followed()?;
@@ -109,6 +153,7 @@ pub fn status(store: &Store, owner: AuthorKey) -> Result<Value, StoreError> {
         "followed": logs(store, &followed)?,
         "mirrored": logs(store, &mirrored)?,
         "peers": peers(store)?,
+        "disk": disk(store, &owner, &heads)?,
     }))
 }
 
@@ -123,6 +168,20 @@ pub fn render(status: &Value, peers_only: bool) -> String {
             out,
             "your log: {} entries; holding {} logs, {} entries; {} forks seen",
             status["own_seq"], status["logs_held"], status["entries_held"], status["forks"]
+        );
+        let d = &status["disk"];
+        let _ = writeln!(
+            out,
+            "disk: yours {} in entries, {} in payloads, {} in {} pictures; mirrored {} in entries, {} in payloads, {} in {} pictures ({} evicted)",
+            size(&d["entries"]["own"]),
+            size(&d["payloads"]["own"]),
+            size(&d["blobs"]["own"]),
+            d["blobs"]["own_count"],
+            size(&d["entries"]["mirrored"]),
+            size(&d["payloads"]["mirrored"]),
+            size(&d["blobs"]["mirrored"]),
+            d["blobs"]["mirrored_count"],
+            d["blobs"]["evicted_count"],
         );
         let _ = writeln!(out, "{}", text(&status["held_by"]["said"]));
         for h in status["held_by"]["holders"]

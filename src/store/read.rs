@@ -226,6 +226,15 @@ impl Store {
         Ok(out)
     }
 
+    /// Bytes of the payloads held: redb's count of the table's stored
+    /// bytes, less each row's key (32) and reference count (4).
+    pub fn payload_bytes(&self) -> Result<u64, StoreError> {
+        let txn = self.db()?.begin_read()?;
+        let payloads = txn.open_table(PAYLOADS)?;
+        let stored = payloads.stats()?.stored_bytes();
+        Ok(stored.saturating_sub(payloads.len()? * 36))
+    }
+
     /// The authors of the entries that name blob `hash`.
     pub fn blob_namers(&self, hash: &[u8; 32]) -> Result<Vec<AuthorKey>, StoreError> {
         let txn = self.db()?.begin_read()?;
