@@ -348,3 +348,169 @@ fn a_post_retried_after_its_answer_was_lost_is_published_once() {
     );
     assert!(node.terminate().success());
 }
+
+/// Kill -9 while posting pictures (the command prepares and keeps them,
+/// then the store signs the post): every acknowledged post has its
+/// pictures afterwards, no blob is held under a name its bytes do not
+/// hash to, and the store verifies.
+#[test]
+fn sigkill_while_posting_pictures_loses_no_acknowledged_picture() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node");
+    capsule_ok(&data, &["init"]);
+    let pictures: Vec<std::path::PathBuf> = (0..ROUNDS as u64 + 1)
+        .map(|i| {
+            let file = dir.path().join(format!("{i}.jpg"));
+            std::fs::write(&file, crate::pictures_mirrors::noise_jpeg(900, 700, i)).unwrap();
+            file
+        })
+        .collect();
+    let post = |text: &str, file: &std::path::Path| {
+        Command::new(capsule_bin())
+            .arg("--data-dir")
+            .arg(&data)
+            .args([
+                "post",
+                text,
+                "--attach",
+                file.to_str().unwrap(),
+                "--alt",
+                text,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let start = Instant::now();
+    assert!(
+        post("calibration", &pictures[ROUNDS])
+            .wait()
+            .unwrap()
+            .success()
+    );
+    let one = start.elapsed();
+    let mut acknowledged = BTreeSet::from(["calibration".to_string()]);
+    let (mut killed, mut state) = (0, 0x51afd6c8e3a7b9d1u64 ^ std::process::id() as u64);
+    for (round, file) in pictures[..ROUNDS].iter().enumerate() {
+        next_random(&mut state);
+        let delay = Duration::from_micros(state % (one.as_micros() as u64 * 3 / 2 + 1));
+        let text = format!("picture {round}");
+        let mut child = post(&text, file);
+        std::thread::sleep(delay);
+        let _ = child.kill();
+        if child.wait().unwrap().success() {
+            acknowledged.insert(text);
+        } else {
+            killed += 1;
+        }
+    }
+    assert!(
+        killed > 0,
+        "no post was ever killed: the test proves nothing"
+    );
+    let out = capsule(&data, &["verify", "--store"]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}");
+    let posts: Vec<serde_json::Value> = capsule_ok(&data, &["log", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for text in &acknowledged {
+        let post = posts
+            .iter()
+            .find(|p| p["record"]["text"] == text.as_str())
+            .unwrap_or_else(|| panic!("acknowledged post {text:?} lost"));
+        let hash = post["record"]["attachments"][0]["hash"].as_str().unwrap();
+        let blob = data.join("blobs").join(&hash[..2]).join(hash);
+        let bytes = std::fs::read(&blob).unwrap_or_else(|_| panic!("{text:?} lost its picture"));
+        assert_eq!(blake3::hash(&bytes).to_hex().as_str(), hash);
+    }
+    eprintln!(
+        "{} acknowledged, {killed} killed, {} stored; {report}",
+        acknowledged.len(),
+        posts.len()
+    );
+}
+
+/// Kill -9 of a mirror while it fetches pictures, in [`ROUNDS`] fresh
+/// mirrors of a throttled origin (so that the fetches last long enough to
+/// be cut): what a mirror holds under a blob's name is always the whole
+/// blob, its store verifies after the kill, and once left to run it holds
+/// them all.
+#[test]
+fn sigkill_while_mirroring_pictures_leaves_only_whole_pictures() {
+    use crate::common::{Proc, Up};
+    let dir = tempfile::tempdir().unwrap();
+    let origin = dir.path().join("origin");
+    let author = crate::common::init(&origin);
+    for post in 0..5u64 {
+        let mut args = vec!["post".to_string(), format!("set {post}")];
+        for i in 0..4u64 {
+            let file = dir.path().join(format!("{post}-{i}.jpg"));
+            std::fs::write(
+                &file,
+                crate::pictures_mirrors::noise_jpeg(900, 700, post * 4 + i),
+            )
+            .unwrap();
+            args.extend(["--attach".into(), file.to_str().unwrap().to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        capsule_ok(&origin, &args);
+    }
+    let all = crate::pictures_mirrors::own_blobs(&origin);
+    let up = Up::start(&origin);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    throttle(up.child.id(), std::sync::Arc::clone(&done));
+    let start_mirror = |mirror: &std::path::Path| {
+        Proc::spawn(
+            Command::new(capsule_bin())
+                .arg("--data-dir")
+                .arg(mirror)
+                .args([
+                    "up",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--sync-listen",
+                    "127.0.0.1:0",
+                ])
+                .args(["--peer", &up.sync, "--sync-interval", "0.2"])
+                .stderr(Stdio::null()),
+        )
+    };
+    let mut state = 0x2f8e4d1c6b5a3927u64 ^ std::process::id() as u64;
+    let (mut held_at_kill, mut mirror) = (Vec::new(), dir.path().to_path_buf());
+    for round in 0..ROUNDS {
+        mirror = dir.path().join(format!("mirror-{round}"));
+        capsule_ok(&mirror, &["init"]);
+        capsule_ok(&mirror, &["mirror", &author]);
+        let mut node = start_mirror(&mirror);
+        node.wait_line(20, |l| l.starts_with("Capsule is up"));
+        next_random(&mut state);
+        std::thread::sleep(Duration::from_millis(state % 1500));
+        let _ = node.child.kill();
+        let _ = node.child.wait();
+        let out = capsule(&mirror, &["verify", "--store"]);
+        let report = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success(), "{report}");
+        let sound = report
+            .split("blobs: ")
+            .nth(1)
+            .and_then(|s| s.split(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        held_at_kill.push(sound);
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let cut = held_at_kill.iter().filter(|&&n| n > 0 && n < all).count();
+    assert!(cut > 0, "no kill came mid-fetch: {held_at_kill:?}");
+    // Left to run, the last mirror fetches the rest.
+    let mut node = start_mirror(&mirror);
+    node.wait_line(20, |l| l.starts_with("Capsule is up"));
+    crate::pictures::eventually(60, "the mirror holds every picture", || {
+        crate::pictures_mirrors::mirrored_blobs(&mirror) == all
+    });
+    node.terminate();
+    let report = capsule_ok(&mirror, &["verify", "--store"]);
+    assert!(report.contains(&format!("blobs: {all} sound")), "{report}");
+    eprintln!("blobs held after each kill (of {all}): {held_at_kill:?}; {cut} kills mid-fetch");
+}

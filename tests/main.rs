@@ -16,6 +16,7 @@ mod import;
 mod mesh;
 mod node;
 mod pictures;
+mod pictures_mirrors;
 mod roundtrip;
 mod schema_doc;
 mod service;
