@@ -261,6 +261,37 @@ fn form_post(web: &str, path: &str, cookie: &str, body: &str) -> (u16, String) {
     (status, head)
 }
 
+/// `capsule up` on loopback for `data`: the process and its HOST:PORT.
+fn start_node(data: &Path) -> (Proc, String) {
+    let mut node = Proc::spawn(
+        Command::new(capsule_bin())
+            .arg("--data-dir")
+            .arg(data)
+            .args([
+                "up",
+                "--listen",
+                "127.0.0.1:0",
+                "--sync-listen",
+                "127.0.0.1:0",
+            ])
+            .stderr(Stdio::null()),
+    );
+    let up = node.wait_line(20, |l| l.starts_with("Capsule is up: http://"));
+    let web = up["Capsule is up: http://".len()..]
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    (node, web)
+}
+
+/// Where screenshots go, for a person to look at.
+fn screenshots() -> PathBuf {
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser");
+    std::fs::create_dir_all(&shots).unwrap();
+    shots
+}
+
 #[test]
 fn the_owner_writes_from_a_real_browser() {
     if !crate::common::tools_present(&["chromium", "chromedriver"], "chromium") {
@@ -281,28 +312,9 @@ fn the_owner_writes_from_a_real_browser() {
         ],
     );
 
-    let mut node = Proc::spawn(
-        Command::new(capsule_bin())
-            .arg("--data-dir")
-            .arg(&data)
-            .args([
-                "up",
-                "--listen",
-                "127.0.0.1:0",
-                "--sync-listen",
-                "127.0.0.1:0",
-            ])
-            .stderr(Stdio::null()),
-    );
-    let up = node.wait_line(20, |l| l.starts_with("Capsule is up: http://"));
-    let web = up["Capsule is up: http://".len()..]
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let (mut node, web) = start_node(&data);
     let base = format!("http://{web}");
-    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser");
-    std::fs::create_dir_all(&shots).unwrap();
+    let shots = screenshots();
     let browser = Browser::start(&tmp.path().join("chromium"));
 
     // A wrong passphrase is refused; the right one logs in.
@@ -408,6 +420,100 @@ fn the_owner_writes_from_a_real_browser() {
     let log = capsule_ok(&data, &["log"]);
     assert!(log.contains("And a reply to it"), "{log}");
     eprintln!("screenshots: {}", shots.display());
+}
+
+/// The owner attaches two pictures with alt text in the compose form, and
+/// a profile picture in the profile form; the post's page and the timeline
+/// show them at their size, loaded, with their alt text.
+#[test]
+fn the_owner_posts_pictures_from_a_real_browser() {
+    if !crate::common::tools_present(&["chromium", "chromedriver"], "chromium") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("node");
+    init(&data);
+    crate::common::set_passphrase(&data, PASSPHRASE);
+    capsule_ok(&data, &["profile", "--name", "Ada"]);
+    let (photo, drawing, face) = (
+        tmp.path().join("harbour.jpg"),
+        tmp.path().join("drawing.png"),
+        tmp.path().join("face.jpg"),
+    );
+    std::fs::write(&photo, crate::common::jpeg(1600, 900)).unwrap();
+    crate::common::write_png(&drawing, 300, 400);
+    std::fs::write(&face, crate::common::jpeg(500, 400)).unwrap();
+    let (mut node, web) = start_node(&data);
+    let base = format!("http://{web}");
+    let shots = screenshots();
+    let browser = Browser::start(&tmp.path().join("chromium"));
+    browser.go(&format!("{base}/login"));
+    browser.type_into("#passphrase", PASSPHRASE);
+    browser.click("form.compose button");
+    browser.wait_for("the compose form", |s| s.contains("New post"));
+
+    browser.type_into("#text", "Two pictures from the harbour");
+    browser.click("details.pictures summary");
+    browser.type_into("#picture1", photo.to_str().unwrap());
+    browser.type_into("#alt1", "boats in the harbour at dawn");
+    browser.type_into("#picture2", drawing.to_str().unwrap());
+    browser.type_into("#alt2", "a drawing of the harbour");
+    browser.click("form.compose button[type=submit]");
+    browser.wait_for("the post's page", |s| {
+        s.contains("boats in the harbour at dawn")
+    });
+    let shown = |browser: &Browser| {
+        browser.call(
+            "POST",
+            "/execute/sync",
+            Some(json!({
+                "script": "return [...document.querySelectorAll('.pictures img')].map(i => ({alt: i.alt, width: i.getAttribute('width'), height: i.getAttribute('height'), loaded: i.complete && i.naturalWidth > 0, lazy: i.loading}))",
+                "args": [],
+            })),
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let images = loop {
+        let images = shown(&browser);
+        let all_loaded = images
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["loaded"] == true);
+        if all_loaded || Instant::now() > deadline {
+            break images;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // The photo is shown by its 1200 × 675 thumbnail, the drawing whole.
+    assert_eq!(
+        images,
+        json!([
+            {"alt": "boats in the harbour at dawn", "width": "1200", "height": "675", "loaded": true, "lazy": "lazy"},
+            {"alt": "a drawing of the harbour", "width": "300", "height": "400", "loaded": true, "lazy": "lazy"},
+        ])
+    );
+    browser.screenshot(&shots.join("pictures-permalink.png"));
+    browser.go(&format!("{base}/"));
+    browser.wait_for("the timeline", |s| s.contains("a drawing of the harbour"));
+    browser.screenshot(&shots.join("pictures-timeline.png"));
+
+    // A profile picture from the browser.
+    browser.click("details.profile-form summary");
+    browser.type_into("#avatar", face.to_str().unwrap());
+    browser.click("details.profile-form button[type=submit]");
+    let page = browser.wait_for("the profile picture", |s| {
+        s.contains("img class=\"avatar\"")
+    });
+    assert!(page.contains("Ada's picture"), "{page}");
+    browser.screenshot(&shots.join("pictures-profile.png"));
+    drop(browser);
+    assert!(node.terminate().success());
+    let log = capsule_ok(&data, &["log"]);
+    assert!(
+        log.contains("[2 pictures] Two pictures from the harbour"),
+        "{log}"
+    );
 }
 
 /// One `read`, again when a signal interrupted it (the crash tests stop and
