@@ -485,12 +485,13 @@ fn the_owner_posts_pictures_from_a_real_browser() {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    // The photo is shown by its 1200 × 675 thumbnail, the drawing whole.
+    // The photo is shown by its 1200 × 675 thumbnail, the drawing whole,
+    // each at two image pixels per CSS pixel.
     assert_eq!(
         images,
         json!([
-            {"alt": "boats in the harbour at dawn", "width": "1200", "height": "675", "loaded": true, "lazy": "lazy"},
-            {"alt": "a drawing of the harbour", "width": "300", "height": "400", "loaded": true, "lazy": "lazy"},
+            {"alt": "boats in the harbour at dawn", "width": "600", "height": "338", "loaded": true, "lazy": "lazy"},
+            {"alt": "a drawing of the harbour", "width": "150", "height": "200", "loaded": true, "lazy": "lazy"},
         ])
     );
     browser.screenshot(&shots.join("pictures-permalink.png"));

@@ -15,6 +15,7 @@ mod identity;
 mod import;
 mod mesh;
 mod node;
+mod page_audit;
 mod pictures;
 mod pictures_mirrors;
 mod roundtrip;

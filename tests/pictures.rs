@@ -107,11 +107,12 @@ fn a_phone_photo_loses_its_location_stands_upright_and_is_served_as_a_picture() 
     let (status, _, _) = get_with(&node.web, &path, &format!("If-None-Match: {etag}\r\n"));
     assert_eq!(status, 304);
 
-    // The pages: the picture at its size, with its alt text, lazily.
+    // The pages: the picture at its size (two pixels per CSS pixel), with
+    // its alt text, lazily.
     let (status, page) = node.text("/");
     assert_eq!(status, 200);
     let img = format!(
-        "<img src=\"{path}\" alt=\"boats at dawn\" width=\"200\" height=\"400\" loading=\"lazy\""
+        "<img src=\"{path}\" alt=\"boats at dawn\" width=\"100\" height=\"200\" loading=\"lazy\""
     );
     assert!(page.contains(&img), "{page}");
     let (_, feed) = node.text("/feed.atom");
