@@ -217,7 +217,7 @@ async fn peers_lying_about_a_picture_waste_bounded_time_and_leave_nothing() {
             store: Arc::clone(&victim),
             peers: Arc::clone(&peers),
             web_root: None,
-            media_budget: u64::MAX,
+            budget: capsule::mesh::budget::Account::new(u64::MAX),
             timeout,
         };
         let started = Instant::now();

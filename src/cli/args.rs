@@ -521,6 +521,17 @@ pub enum Bench {
         /// Default: the one every node uses (see `sync/transport.rs`).
         #[arg(long, value_parser = crate::sync::transport::Congestion::parse)]
         congestion: Option<crate::sync::transport::Congestion>,
+        /// Posts with a picture each mirrored between two running nodes
+        /// (the media case); 0 leaves it out.
+        #[arg(long, default_value_t = 1_000)]
+        media_posts: u64,
+        /// Kilobytes of each of those pictures.
+        #[arg(long, default_value_t = 200)]
+        media_kb: u64,
+        /// Posts of a 1 MB picture timed from their acknowledgement on one
+        /// node to the picture being served by the other.
+        #[arg(long, default_value_t = 20)]
+        media_samples: usize,
     },
     /// The web gateway under load (wrk, 64 connections) beside nginx serving
     /// files of the same sizes, in the same run: home page and entries.bin

@@ -171,6 +171,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     loss,
                     seed,
                     congestion,
+                    media_posts,
+                    media_kb,
+                    media_samples,
                 },
         }) => {
             crate::cli::bench::sync(
@@ -181,6 +184,16 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 crate::cli::bench::sync::LinkArgs { rtt_ms, loss, seed },
                 congestion.unwrap_or_else(crate::sync::transport::Congestion::chosen),
             )?;
+            if media_posts > 0 {
+                println!();
+                let figures = crate::cli::bench::media::measure_media(
+                    media_posts,
+                    (media_kb * 1000) as usize,
+                    media_samples,
+                    1_000_000,
+                )?;
+                crate::cli::bench::media::report(&figures);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(BenchArgs {

@@ -96,3 +96,66 @@ pub async fn keep_within(store: &Arc<Store>, budget: u64) {
         tracing::warn!(error = %e, "the media budget could not be enforced");
     }
 }
+
+/// The budget as fetches spend it: the bytes other authors' blobs take,
+/// kept in memory between surveys of the disk, so that a fetch reserves
+/// its room in a lock held for an addition rather than a walk of every
+/// blob. A survey runs at the first fetch, and whenever a reservation would
+/// pass the budget (it then evicts, and the count is exact again).
+/// Reservations of blobs still being written are counted apart, so a
+/// survey (which sees only whole files) never forgets them.
+#[derive(Debug)]
+pub struct Account {
+    /// Bytes of other authors' blobs kept at most.
+    pub budget: u64,
+    /// (bytes held when known, bytes reserved for blobs being written).
+    spent: std::sync::Mutex<(Option<u64>, u64)>,
+    /// Told when a reservation ends.
+    ended: std::sync::Condvar,
+}
+
+impl Account {
+    /// An account of `budget` bytes, its use not surveyed yet.
+    pub fn new(budget: u64) -> Account {
+        Account {
+            budget,
+            spent: std::sync::Mutex::new((None, 0)),
+            ended: std::sync::Condvar::new(),
+        }
+    }
+
+    /// Reserves `size` bytes for a blob of another author about to be
+    /// written, evicting the least recently served first if they do not
+    /// fit. Blocking (it may survey the disk). Each reservation ends with
+    /// [`Account::written`] or [`Account::release`].
+    pub fn reserve(&self, store: &Store, size: u64) -> Result<(), crate::store::StoreError> {
+        let mut spent = self.spent.lock().expect("not poisoned");
+        // Blobs being written take their room first: wait for them (each
+        // write ends, well or not, within moments).
+        while spent.1 > 0 && spent.1 + size > self.budget {
+            spent = self.ended.wait(spent).expect("not poisoned");
+        }
+        let (held, pending) = &mut *spent;
+        if held.is_none_or(|h| h + *pending + size > self.budget) {
+            evict_over(store, self.budget.saturating_sub(*pending + size))?;
+            *held = Some(usage(store)?.mirrored.1);
+        }
+        *pending += size;
+        Ok(())
+    }
+
+    /// The reserved blob of `size` bytes is written.
+    pub fn written(&self, size: u64) {
+        let mut spent = self.spent.lock().expect("not poisoned");
+        spent.1 = spent.1.saturating_sub(size);
+        spent.0 = spent.0.map(|h| h + size);
+        self.ended.notify_all();
+    }
+
+    /// Gives back a reservation whose blob was not written.
+    pub fn release(&self, size: u64) {
+        let mut spent = self.spent.lock().expect("not poisoned");
+        spent.1 = spent.1.saturating_sub(size);
+        self.ended.notify_all();
+    }
+}

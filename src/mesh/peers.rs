@@ -21,6 +21,9 @@ pub struct LivePeers {
     pub limiter: Limiter,
     served: Mutex<HashMap<AuthorKey, quinn::Connection>>,
     dialled: Mutex<HashMap<AuthorKey, quinn::Connection>>,
+    /// Counts the connections kept so far: whoever waits for a peer to ask
+    /// (the blob fetcher) wakes when one arrives.
+    arrivals: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for LivePeers {
@@ -41,7 +44,13 @@ impl LivePeers {
             limiter: Limiter::default(),
             served: Mutex::default(),
             dialled: Mutex::default(),
+            arrivals: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// Wakes at every connection kept after this call.
+    pub fn arrivals(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.arrivals.subscribe()
     }
 
     fn map(
@@ -61,7 +70,9 @@ impl LivePeers {
         connection: quinn::Connection,
         served: bool,
     ) -> Option<quinn::Connection> {
-        self.map(served).insert(peer, connection)
+        let replaced = self.map(served).insert(peer, connection);
+        self.arrivals.send_modify(|n| *n += 1);
+        replaced
     }
 
     /// Forgets `peer`'s connection `id`, unless a newer one replaced it.

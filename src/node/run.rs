@@ -254,7 +254,7 @@ pub async fn run(
         store: Arc::clone(&store),
         peers: Arc::clone(&live_peers),
         web_root: config.mesh.web_root.clone(),
-        media_budget: config.media_budget,
+        budget: crate::mesh::budget::Account::new(config.media_budget),
         timeout: crate::mesh::fetch::FETCH_TIMEOUT,
     }));
     let mesh = tokio::spawn(crate::mesh::scheduler::run(

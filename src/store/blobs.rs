@@ -7,7 +7,7 @@
 //! written, fsynced, renamed to its final name, and the folder fsynced: a
 //! crash at any moment leaves either the whole blob under its name or
 //! nothing there (leftover temporary files are removed when the store
-//! opens). Bytes from a peer are checked against the hash and size they
+//! opens: [`Blobs::remove_leftovers`]). Bytes from a peer are checked against the hash and size they
 //! were announced with before they get a name; more than announced is
 //! refused as soon as it arrives.
 
@@ -79,25 +79,37 @@ pub struct Blobs {
 }
 
 impl Blobs {
-    /// The folder `dir` (`<data>/blobs`), made (mode 0700) if missing, with
-    /// the temporary files a crash left behind removed.
+    /// The folder `dir` (`<data>/blobs`), made (mode 0700) if missing. Any
+    /// process may open it (`capsule post` keeps its pictures there while
+    /// the node runs); only the store's owner sweeps it
+    /// ([`Blobs::remove_leftovers`]).
     pub fn open(dir: &Path) -> Result<Blobs, BlobError> {
         use std::os::unix::fs::DirBuilderExt;
-        let io = |source| BlobError::Io {
-            dir: dir.to_path_buf(),
-            source,
-        };
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir.join("tmp"))
-            .map_err(io)?;
-        for leftover in std::fs::read_dir(dir.join("tmp")).map_err(io)? {
-            let _ = std::fs::remove_file(leftover.map_err(io)?.path());
-        }
+            .map_err(|source| BlobError::Io {
+                dir: dir.to_path_buf(),
+                source,
+            })?;
         Ok(Blobs {
             dir: dir.to_path_buf(),
         })
+    }
+
+    /// Removes the temporary files a crash left behind. Only for the process
+    /// that holds the store (the store file's lock says no other writes
+    /// here meanwhile): another's temporary files are blobs on their way.
+    pub fn remove_leftovers(&self) -> Result<(), BlobError> {
+        let io = |source| BlobError::Io {
+            dir: self.dir.clone(),
+            source,
+        };
+        for leftover in std::fs::read_dir(self.dir.join("tmp")).map_err(io)? {
+            let _ = std::fs::remove_file(leftover.map_err(io)?.path());
+        }
+        Ok(())
     }
 
     /// Where blob `id` lives.
@@ -313,6 +325,12 @@ mod tests {
         // A write cut short by a crash: only a temporary file.
         std::fs::write(root.join("tmp/half-written"), b"half").unwrap();
         let blobs_again = Blobs::open(&root).unwrap();
+        assert_eq!(
+            std::fs::read_dir(root.join("tmp")).unwrap().count(),
+            1,
+            "open alone sweeps nothing"
+        );
+        blobs_again.remove_leftovers().unwrap();
         assert_eq!(std::fs::read_dir(root.join("tmp")).unwrap().count(), 0);
         assert!(blobs_again.list().is_empty());
         let id = blobs.put(b"whole").unwrap();

@@ -197,6 +197,7 @@ impl Store {
                 )
             }
         };
+        blobs.remove_leftovers()?;
         sweep_unreferenced(&db, &blobs)?;
         let id = {
             let txn = db.begin_read()?;

@@ -362,9 +362,11 @@ fn transport_config() -> Arc<quinn::TransportConfig> {
         CONNECTION_IDLE.try_into().expect("a valid idle timeout"),
     ));
     t.keep_alive_interval(Some(CONNECTION_IDLE / 3));
-    // Sessions use one stream each; a few spare ones cost nothing. One
-    // unidirectional stream: a live connection's notices.
-    t.max_concurrent_bidi_streams(4u32.into());
+    // Sessions use one stream each, blob fetches one each (up to 8 at
+    // once, src/mesh/fetch.rs), besides checks and peer exchange: a
+    // session is never kept waiting behind pictures. One unidirectional
+    // stream: a live connection's notices.
+    t.max_concurrent_bidi_streams(16u32.into());
     t.max_concurrent_uni_streams(1u32.into());
     // Large windows keep a loopback or LAN link busy while the receiver
     // verifies: 8 MiB per stream, 16 MiB per connection.

@@ -3,6 +3,7 @@
 //! only ratios within one run mean much).
 
 pub mod http;
+pub mod media;
 pub mod relay;
 pub mod sync;
 
