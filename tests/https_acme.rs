@@ -277,10 +277,39 @@ fn a_node_gets_its_certificate_from_acme_and_keeps_it_across_restarts() {
     // That address is dead, so the follower falls back to pulling the log
     // over HTTPS, verified like any other.
     let root_pem = pebble.root_pem(tmp.path());
-    crate::common::capsule_ok(&data, &["post", "hello over https"]);
+    let picture = tmp.path().join("picture.png");
+    crate::common::write_png(&picture, 48, 32);
+    crate::common::capsule_ok(
+        &data,
+        &[
+            "post",
+            "hello over https",
+            "--attach",
+            picture.to_str().unwrap(),
+        ],
+    );
+    // The feed's links are absolute under the domain, its enclosures too.
+    let (status, feed, _) = https_get(trust.clone(), DOMAIN, https, "/feed.atom");
+    assert_eq!(status, 200);
+    let feed = String::from_utf8(feed).unwrap();
+    let origin = format!("https://{DOMAIN}:{https}");
+    assert!(
+        feed.contains(&format!("<link rel=\"self\" href=\"{origin}/feed.atom\"/>")),
+        "{feed}"
+    );
+    let enclosure = format!("rel=\"enclosure\" type=\"image/png\"");
+    assert!(
+        feed.contains(&enclosure) && feed.contains(&format!("href=\"{origin}/api/v1/blobs/")),
+        "{feed}"
+    );
     let follower = tmp.path().join("follower");
     let mut b = start_follower(&follower, &root_pem, &["--sync-interval", "0.2"]);
-    b.wait_line(20, |l| l.starts_with("Capsule is up"));
+    let up = b.wait_line(20, |l| l.starts_with("Capsule is up"));
+    let b_web = up["Capsule is up: http://".len()..]
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
     let target = format!("{DOMAIN}:{https}");
     // Without the CA's root the lookup is refused.
     let refused = crate::common::capsule(&follower, &["follow", &target]);
@@ -302,6 +331,17 @@ fn a_node_gets_its_certificate_from_acme_and_keeps_it_across_restarts() {
         assert!(started.elapsed() < Duration::from_secs(30), "{status}");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // The picture comes over HTTPS too (no QUIC connection gets through),
+    // and the follower serves it.
+    let entry = crate::common::capsule_ok(&follower, &["log", author, "--json"]);
+    let entry: serde_json::Value = serde_json::from_str(entry.lines().next().unwrap()).unwrap();
+    let hash = entry["record"]["attachments"][0]["hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    crate::pictures::eventually(30, "the follower serves the picture", || {
+        crate::common::get_with(&b_web, &format!("/api/v1/blobs/{hash}"), "").0 == 200
+    });
     assert!(b.terminate().success());
     let log = crate::common::capsule_ok(&follower, &["log", author]);
     assert!(log.contains("hello over https"), "{log}");
