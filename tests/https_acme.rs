@@ -297,9 +297,9 @@ fn a_node_gets_its_certificate_from_acme_and_keeps_it_across_restarts() {
         feed.contains(&format!("<link rel=\"self\" href=\"{origin}/feed.atom\"/>")),
         "{feed}"
     );
-    let enclosure = format!("rel=\"enclosure\" type=\"image/png\"");
+    let enclosure = "rel=\"enclosure\" type=\"image/png\"";
     assert!(
-        feed.contains(&enclosure) && feed.contains(&format!("href=\"{origin}/api/v1/blobs/")),
+        feed.contains(enclosure) && feed.contains(&format!("href=\"{origin}/api/v1/blobs/")),
         "{feed}"
     );
     let follower = tmp.path().join("follower");

@@ -102,7 +102,7 @@ async fn owner_fields(state: &State, request: Request) -> Result<Fields, Respons
 }
 
 /// `POST /post`: a post from the compose form, with pictures when sent as
-/// multipart; a plain form goes to [`super::forms::post`].
+/// multipart; a plain form goes to `forms::post_form`.
 pub async fn post(Extract(state): Extract<State>, request: Request) -> Response {
     if !is_multipart(request.headers()) {
         let headers = request.headers().clone();
