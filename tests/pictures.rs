@@ -250,3 +250,39 @@ fn verify_tells_a_damaged_picture_from_a_missing_one() {
         "{text}"
     );
 }
+
+/// An upload is read only for the owner's session: a stranger announcing
+/// 60 MB with a made-up session cookie is sent to the login page before a
+/// byte of the body is read, whatever the form's type.
+#[test]
+fn an_upload_without_a_session_is_answered_before_its_body_is_read() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path());
+    let node = Up::start(dir.path());
+    for content_type in [
+        "multipart/form-data; boundary=x",
+        "application/x-www-form-urlencoded",
+    ] {
+        for path in ["/post", "/profile"] {
+            let mut stream = std::net::TcpStream::connect(&node.web).unwrap();
+            stream
+                .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                .unwrap();
+            write!(
+                stream,
+                "POST {path} HTTP/1.1\r\nHost: {}\r\nCookie: capsule_session=made-up\r\nContent-Type: {content_type}\r\nContent-Length: 60000000\r\n\r\n",
+                node.web
+            )
+            .unwrap();
+            let mut head = [0u8; 12];
+            stream.read_exact(&mut head).unwrap();
+            let status = String::from_utf8_lossy(&head[9..12]).to_string();
+            assert!(
+                status == "303" || status == "400",
+                "{path} {content_type}: {status}"
+            );
+        }
+    }
+    assert!(node.stop().success());
+}

@@ -105,7 +105,21 @@ async fn owner_fields(state: &State, request: Request) -> Result<Fields, Respons
 /// multipart; a plain form goes to `forms::post_form`.
 pub async fn post(Extract(state): Extract<State>, request: Request) -> Response {
     if !is_multipart(request.headers()) {
-        let headers = request.headers().clone();
+        // A plain form is read only for a session, and only up to the form
+        // limit: this route's larger limit is for pictures.
+        if state.owner_auth.viewer(request.headers()).is_none() {
+            return Redirect::to("/login").into_response();
+        }
+        let (parts, body) = request.into_parts();
+        let Ok(bytes) = axum::body::to_bytes(body, super::MAX_FORM).await else {
+            return refusal(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Not posted",
+                "a post without pictures is at most 256 KiB",
+            );
+        };
+        let headers = parts.headers.clone();
+        let request = Request::from_parts(parts, axum::body::Body::from(bytes));
         return match axum::extract::Form::from_request(request, &state).await {
             Ok(form) => super::forms::post_form(state, headers, form).await,
             Err(e) => e.into_response(),
