@@ -130,6 +130,9 @@ proptest! {
         if !r.blobs().is_empty() {
             prop_assert!(Record::may_name_blobs(&bytes));
         }
+        if let Record::Post { attachments, .. } = &r {
+            prop_assert_eq!(Record::may_name_blobs(&bytes), !attachments.is_empty());
+        }
         prop_assert_eq!(Record::reply_target(&bytes), expected);
         let in_junk = match Record::decode(&junk) {
             Ok(Record::Post { reply_to, .. } | Record::PostWithPictures { reply_to, .. }) => reply_to,

@@ -233,10 +233,40 @@ impl Record {
         }
     }
 
-    /// Whether `payload` may name blobs, from its first two bytes: the
-    /// store asks this of every entry it takes in.
+    /// Whether `payload` may name blobs, from its first bytes: the store
+    /// asks this of every entry it takes in. A post without attachments
+    /// (nearly every [`Record::Post`]) is told without decoding its text:
+    /// text length, text, the `reply_to` tag (and its entry reference),
+    /// then an attachment count of zero.
     pub fn may_name_blobs(payload: &[u8]) -> bool {
-        payload.len() >= 2 && payload[0] == RECORD_V1 && matches!(payload[1], 0 | 1 | 5)
+        if payload.len() < 2 || payload[0] != RECORD_V1 {
+            return false;
+        }
+        match payload[1] {
+            1 | 5 => true,
+            0 => {
+                let Ok((len, rest)) = postcard::take_from_bytes::<u64>(&payload[2..]) else {
+                    return true;
+                };
+                let Some(after_text) = usize::try_from(len).ok().and_then(|l| rest.get(l..)) else {
+                    return true;
+                };
+                let after_reply = match after_text.first() {
+                    Some(0) => &after_text[1..],
+                    // author (32), seq (varint), id (32).
+                    Some(1) => match after_text
+                        .get(33..)
+                        .and_then(|r| postcard::take_from_bytes::<u64>(r).ok())
+                    {
+                        Some((_, rest)) => rest.get(32..).unwrap_or_default(),
+                        None => return true,
+                    },
+                    _ => return true,
+                };
+                after_reply.first() != Some(&0)
+            }
+            _ => false,
+        }
     }
 
     /// One line that says what the record is, for `capsule log`.
@@ -385,6 +415,34 @@ mod tests {
             postcard::from_bytes::<RecordBeforePictures>(&before.encode().unwrap()[1..]).is_ok()
         );
         assert_eq!(Record::decode(&[1, 0, 2, b'h', b'i', 0, 0]), Ok(before));
+    }
+
+    #[test]
+    fn a_post_without_attachments_names_no_blob_by_its_first_bytes() {
+        let reply = Some(EntryRef {
+            author: [3; 32],
+            seq: 9,
+            id: [4; 32],
+        });
+        let blob = BlobRef {
+            hash: [5; 32],
+            size: 10,
+            media_type: "image/png".into(),
+        };
+        for (reply_to, attachments) in [
+            (None, vec![]),
+            (reply, vec![]),
+            (None, vec![blob.clone()]),
+            (reply, vec![blob.clone()]),
+        ] {
+            let named = !attachments.is_empty();
+            let post = Record::Post {
+                text: "x".repeat(200),
+                reply_to,
+                attachments,
+            };
+            assert_eq!(Record::may_name_blobs(&post.encode().unwrap()), named);
+        }
     }
 
     #[test]
