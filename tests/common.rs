@@ -257,6 +257,11 @@ pub fn jpeg(width: u32, height: u32) -> Vec<u8> {
     let image = image::RgbImage::from_fn(width, height, |x, y| {
         image::Rgb([(x * 255 / width) as u8, (y * 255 / height) as u8, 96])
     });
+    jpeg_of(image)
+}
+
+/// `image` as a JPEG of quality 90.
+pub fn jpeg_of(image: image::RgbImage) -> Vec<u8> {
     let mut out = Vec::new();
     image::DynamicImage::ImageRgb8(image)
         .write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(

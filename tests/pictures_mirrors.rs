@@ -264,13 +264,7 @@ pub(crate) fn noise_jpeg(width: u32, height: u32, seed: u64) -> Vec<u8> {
         let b = (state >> 33).to_le_bytes();
         image::Rgb([b[0], b[1], b[2]])
     });
-    let mut out = Vec::new();
-    image::DynamicImage::ImageRgb8(image)
-        .write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(
-            &mut out, 90,
-        ))
-        .unwrap();
-    out
+    crate::common::jpeg_of(image)
 }
 
 /// `capsule status --json` of a running node.

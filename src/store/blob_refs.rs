@@ -14,7 +14,7 @@ use super::StoreError;
 use super::blobs::BlobId;
 use super::tables::{BLOB_REFS, BLOBS, BlobRefKey, BlobRow, log_key};
 use crate::identity::AuthorKey;
-use crate::log::record::Record;
+use crate::log::record::{BlobRef, Record};
 
 /// The blob tables of one write transaction.
 pub(super) struct BlobIndex<'t> {
@@ -22,6 +22,18 @@ pub(super) struct BlobIndex<'t> {
     rows: Table<'t, &'static [u8; 32], &'static [u8]>,
     /// Blobs that lost their last reference in this transaction.
     orphaned: Vec<BlobId>,
+}
+
+/// The blobs `payload` names: none for a record that names none or does
+/// not decode (told from its first bytes when it can be).
+fn named(payload: &[u8]) -> Vec<BlobRef> {
+    if !Record::may_name_blobs(payload) {
+        return Vec::new();
+    }
+    match Record::decode(payload) {
+        Ok(record) => record.blobs().into_iter().cloned().collect(),
+        Err(_) => Vec::new(),
+    }
 }
 
 fn ref_key(blob: &[u8; 32], author: &AuthorKey, seq: u64) -> BlobRefKey {
@@ -49,13 +61,7 @@ impl<'t> BlobIndex<'t> {
         payload: &[u8],
         own: bool,
     ) -> Result<(), StoreError> {
-        if !Record::may_name_blobs(payload) {
-            return Ok(());
-        }
-        let Ok(record) = Record::decode(payload) else {
-            return Ok(());
-        };
-        for blob in record.blobs() {
+        for blob in &named(payload) {
             self.refs.insert(&ref_key(&blob.hash, author, seq), ())?;
             let row = self
                 .rows
@@ -85,13 +91,7 @@ impl<'t> BlobIndex<'t> {
         seq: u64,
         payload: &[u8],
     ) -> Result<(), StoreError> {
-        if !Record::may_name_blobs(payload) {
-            return Ok(());
-        }
-        let Ok(record) = Record::decode(payload) else {
-            return Ok(());
-        };
-        for blob in record.blobs() {
+        for blob in &named(payload) {
             self.refs.remove(&ref_key(&blob.hash, author, seq))?;
             if !self.referenced(&blob.hash)? {
                 self.rows.remove(&blob.hash)?;
