@@ -89,7 +89,13 @@ pub async fn blob(
             "this node has not fetched that blob yet".into(),
         ));
     };
-    let size = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+    let meta = file.metadata().await.ok();
+    let size = meta.as_ref().map_or(0, |m| m.len());
+    // Marked as served only when last marked long ago: most requests open
+    // and stat the file once, and nothing more.
+    let stale = meta
+        .and_then(|m| m.modified().ok())
+        .is_some_and(|t| t.elapsed().unwrap_or_default() > TOUCH_EVERY);
     let etag = format!("\"{id}\"");
     let mut response_headers = HeaderMap::new();
     let inline = MEDIA_TYPES.contains(&row.media_type.as_str());
@@ -115,7 +121,7 @@ pub async fn blob(
     );
     response_headers.insert(header::ETAG, HeaderValue::from_str(&etag).expect("hex"));
     response_headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if !row.own {
+    if !row.own && stale {
         touch(path.clone());
     }
     let matches = headers
@@ -164,19 +170,11 @@ pub async fn blob(
     Ok((status, response_headers, Body::from_stream(body)).into_response())
 }
 
-/// Marks the file at `path` as served now, when it was last marked over
-/// [`TOUCH_EVERY`] ago: its modification time is what the media budget
-/// evicts by, least recently served first.
+/// Marks the file at `path` as served now: its modification time is what
+/// the media budget evicts by, least recently served first.
 fn touch(path: std::path::PathBuf) {
     tokio::task::spawn_blocking(move || {
-        let Ok(file) = std::fs::File::options().write(true).open(&path) else {
-            return;
-        };
-        let stale = file
-            .metadata()
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| t.elapsed().unwrap_or_default() > TOUCH_EVERY);
-        if stale {
+        if let Ok(file) = std::fs::File::options().write(true).open(&path) {
             let _ = file.set_modified(std::time::SystemTime::now());
         }
     });

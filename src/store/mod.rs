@@ -2,7 +2,7 @@
 //!
 //! - [`tables`]: every table definition (versioned names).
 //! - [`writer`]: the writer thread, which owns all writes and groups concurrent
-//!   requests into one transaction each.
+//!   requests into one transaction each; `request`: what it is asked.
 //! - `apply`: what one write transaction does to the tables: entries,
 //!   forks, tombstones, indexes, the owner's next entry.
 //! - `file`: the database, which the writer reopens after a failed write.
@@ -35,6 +35,7 @@ mod error;
 mod file;
 pub mod holders;
 mod read;
+mod request;
 pub mod signer;
 pub mod tables;
 pub mod writer;
