@@ -7,6 +7,9 @@
 //! - [`cli`]: the `capsule` command line, one file per group of commands,
 //!   with the measurements behind `capsule bench`.
 //! - [`node`]: a running node: configuration, the admin socket, status.
+//! - [`fediverse`]: ActivityPub: the owner as an account Mastodon users
+//!   follow and answer, and who follows them back; above the gateway,
+//!   whose pages it reads.
 //! - [`gateway`]: the web: pages, Atom feed, log API, owner login, HTTPS.
 //! - [`mesh`]: whom a node dials and keeps live, peer exchange, follow by
 //!   domain, the HTTPS pull fallback.
@@ -27,6 +30,7 @@ pub mod archive;
 pub mod cli;
 pub mod clock;
 pub mod data_dir;
+pub mod fediverse;
 pub mod gateway;
 pub mod identity;
 pub mod log;

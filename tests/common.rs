@@ -387,3 +387,63 @@ pub fn get_with(web: &str, path: &str, extra: &str) -> (u16, String, Vec<u8>) {
         (status, head, raw[split + 4..].to_vec())
     }
 }
+
+/// The session cookie a successful login answer sets.
+pub fn session_in(answer: &str) -> String {
+    let after = answer
+        .split("capsule_session=")
+        .nth(1)
+        .expect("a session cookie");
+    after.split(';').next().unwrap().to_string()
+}
+
+/// The CSRF token of the first form on `page`.
+pub fn csrf_in(page: &str) -> String {
+    let after = page.split("name=\"csrf\" value=\"").nth(1).expect("a form");
+    after.split('"').next().unwrap().to_string()
+}
+
+/// POSTs a login form with a fresh login cookie and token; the status.
+pub fn try_login(web: &str, passphrase: &str) -> (u16, String) {
+    let page = raw_request(
+        web,
+        &format!("GET /login HTTP/1.1\r\nHost: {web}\r\nConnection: close\r\n\r\n"),
+    );
+    let token = csrf_in(&page);
+    assert!(
+        page.contains(&format!("capsule_login={token};")),
+        "the login cookie carries the form's token"
+    );
+    assert!(page.contains("HttpOnly; SameSite=Strict"));
+    let body = format!("passphrase={}&csrf={token}", passphrase.replace(' ', "+"));
+    let answer = raw_request(
+        web,
+        &format!(
+            "POST /login HTTP/1.1\r\nHost: {web}\r\nConnection: close\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
+             Cookie: capsule_login={token}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    let status = answer.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, answer)
+}
+
+/// A raw HTTP/1.1 request to `web`: the whole answer as text.
+pub fn raw_request(web: &str, request: &str) -> String {
+    let mut stream = TcpStream::connect(web).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+/// Logs the owner in with `passphrase`: the session cookie.
+pub fn login(web: &str, passphrase: &str) -> String {
+    let (status, answer) = try_login(web, passphrase);
+    assert_eq!(status, 303, "{answer}");
+    session_in(&answer)
+}

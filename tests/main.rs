@@ -8,6 +8,7 @@ mod cli;
 mod crash;
 mod damaged_store;
 mod doctor;
+mod fediverse;
 mod fork;
 mod hostile_http;
 mod https_acme;

@@ -5,7 +5,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 
-use crate::common::{Up, capsule_bin, capsule_ok, get, init};
+use crate::common::{
+    Up, capsule_bin, capsule_ok, csrf_in, get, init, raw_request, session_in, try_login,
+};
 
 /// The node as a library: `node::run` on listeners bound to port 0 in this
 /// process serves the owner's posts, and returns when its shutdown future
@@ -266,47 +268,6 @@ fn the_api_conforms_to_its_openapi_description() {
     assert!(node.stop().success());
 }
 
-/// The session cookie a successful login answer sets.
-fn session_in(answer: &str) -> String {
-    let after = answer
-        .split("capsule_session=")
-        .nth(1)
-        .expect("a session cookie");
-    after.split(';').next().unwrap().to_string()
-}
-
-/// The CSRF token of the first form on `page`.
-fn csrf_in(page: &str) -> String {
-    let after = page.split("name=\"csrf\" value=\"").nth(1).expect("a form");
-    after.split('"').next().unwrap().to_string()
-}
-
-/// POSTs a login form with a fresh login cookie and token; the status.
-fn try_login(web: &str, passphrase: &str) -> (u16, String) {
-    let page = raw_request(
-        web,
-        &format!("GET /login HTTP/1.1\r\nHost: {web}\r\nConnection: close\r\n\r\n"),
-    );
-    let token = csrf_in(&page);
-    assert!(
-        page.contains(&format!("capsule_login={token};")),
-        "the login cookie carries the form's token"
-    );
-    assert!(page.contains("HttpOnly; SameSite=Strict"));
-    let body = format!("passphrase={}&csrf={token}", passphrase.replace(' ', "+"));
-    let answer = raw_request(
-        web,
-        &format!(
-            "POST /login HTTP/1.1\r\nHost: {web}\r\nConnection: close\r\n\
-             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
-             Cookie: capsule_login={token}\r\n\r\n{body}",
-            body.len()
-        ),
-    );
-    let status = answer.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, answer)
-}
-
 #[test]
 fn login_is_rate_limited_and_counted_in_metrics() {
     use crate::common::Proc;
@@ -390,18 +351,6 @@ fn login_is_rate_limited_and_counted_in_metrics() {
         "{text}"
     );
     assert!(node.terminate().success());
-}
-
-/// A raw HTTP/1.1 request to `web`: the whole answer as text.
-fn raw_request(web: &str, request: &str) -> String {
-    let mut stream = TcpStream::connect(web).unwrap();
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .unwrap();
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    answer
 }
 
 /// A form posted from another site is refused even with the owner's real

@@ -153,6 +153,15 @@ pub struct UpArgs {
     /// origin); your own pictures are never dropped nor counted.
     #[arg(long, value_name = "SIZE", env = "CAPSULE_MEDIA_BUDGET")]
     pub media_budget: Option<String>,
+    /// Your user name on the fediverse: people on Mastodon find and follow
+    /// you as @NAME@DOMAIN. Letters, digits and _ only. Default: the
+    /// domain's first label (alice for alice.example).
+    #[arg(long, value_name = "NAME", env = "CAPSULE_HANDLE")]
+    pub handle: Option<String>,
+    /// Federate over plain http and with loopback addresses: for tests of
+    /// several servers on one machine, never on a real server.
+    #[arg(long, hide = true)]
+    pub insecure_federation: bool,
 }
 
 /// The subcommands.
@@ -184,9 +193,13 @@ pub enum Command {
     /// node's sync address, from their /.well-known/capsule) so your node
     /// dials it; or the KEY alone, and your node gets their log from the
     /// peers that hold it.
+    ///
+    /// `@bob@mastodon.example` follows someone on Mastodon or another
+    /// fediverse server instead: the running node looks them up and asks;
+    /// once they accept, their public posts show on your home.
     Follow {
         /// `alice.example` (looked up at https://alice.example/.well-known/capsule),
-        /// `KEY@HOST:PORT`, or `KEY`.
+        /// `KEY@HOST:PORT`, `KEY`, or `@user@host` on the fediverse.
         target: String,
         /// A root certificate (PEM) to trust for the lookup, besides the
         /// WebPKI roots: for a private or test CA.
@@ -209,10 +222,11 @@ pub enum Command {
         json: bool,
     },
     /// Stop following an author (an Unfollow record). Your copy of their log
-    /// stays, mirrored, until `capsule unmirror KEY`.
+    /// stays, mirrored, until `capsule unmirror KEY`. `@user@host` stops
+    /// following someone on the fediverse.
     Unfollow {
-        /// The author key.
-        author: AuthorKey,
+        /// The author key, or `@user@host`.
+        author: String,
     },
     /// Publish your profile: the name and bio at the top of your timeline.
     Profile {

@@ -81,7 +81,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Status { json } => owner::status(&dir, json, false),
         Command::Doctor { json } => owner::doctor(&dir, json),
         Command::Peers { json } => owner::status(&dir, json, true),
+        Command::Unfollow { author } if author.starts_with('@') || author.starts_with("acct:") => {
+            owner::fediverse(&dir, admin::Request::FediverseUnfollow(author))
+        }
         Command::Unfollow { author } => {
+            let author: crate::identity::AuthorKey = author.parse().map_err(|e| {
+                anyhow::anyhow!("{author:?} is neither an author key nor @user@host: {e}")
+            })?;
             owner::publish(&dir, admin::Request::Unfollow(author.to_string()))
                 .map(|()| ExitCode::SUCCESS)
         }

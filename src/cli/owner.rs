@@ -37,6 +37,9 @@ pub(super) fn status(dir: &DataDir, as_json: bool, peers_only: bool) -> Result<E
 }
 
 pub(super) fn follow(dir: &DataDir, target: &str, ca_root: Option<&Path>) -> Result<ExitCode> {
+    if target.starts_with('@') || target.starts_with("acct:") {
+        return fediverse(dir, admin::Request::FediverseFollow(target.to_string()));
+    }
     let (author, address, web) = crate::mesh::well_known::follow_target(target, ca_root)?;
     if web.is_some() {
         println!("{target} is {author}");
@@ -50,6 +53,22 @@ pub(super) fn follow(dir: &DataDir, target: &str, ca_root: Option<&Path>) -> Res
         },
     )?;
     println!("following {author}; your node mirrors their log from now on");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `@user@host` on another server, followed or unfollowed by the running
+/// node (which looks them up and sends the signed request).
+pub(super) fn fediverse(dir: &DataDir, request: admin::Request) -> Result<ExitCode> {
+    let answer = admin::call(&super::admin_socket(dir), &request).ok_or_else(|| {
+        anyhow::anyhow!(
+            "following on the fediverse needs the node running (`capsule up --domain ...`)"
+        )
+    })?;
+    match anyhow::Context::context(answer, "the running node did not answer")? {
+        admin::Answer::Done(said) => println!("{said}"),
+        admin::Answer::Error(e) => bail!("{e}"),
+        other => bail!("unexpected answer from the node: {other:?}"),
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -68,6 +68,8 @@ pub(super) fn up(dir: &DataDir, args: UpArgs) -> Result<ExitCode> {
         sync_interval: args.sync_interval,
         metrics_listen: args.metrics_listen,
         media_budget: args.media_budget,
+        handle: args.handle,
+        insecure_federation: args.insecure_federation,
         acme_root: args.acme_root,
         ca_root: args.ca_root,
     };

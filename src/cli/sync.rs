@@ -131,6 +131,7 @@ pub(super) fn serve_sync(
             Arc::clone(&store),
             Arc::clone(&identity),
             Arc::new(facts),
+            None,
         ));
         let endpoint = transport::listen(&identity, listen)?;
         let local = endpoint.local_addr().context("the listening address")?;

@@ -349,6 +349,22 @@ pub async fn follow(
     if let Some(refusal) = refused(&state, &headers, &form.csrf) {
         return refusal;
     }
+    if form.target.trim().starts_with('@') {
+        let Some(remote) = &state.remote_follow else {
+            return refusal(
+                StatusCode::BAD_REQUEST,
+                "Not followed",
+                "This node has no fediverse account: start it with --domain.",
+            );
+        };
+        return match remote(form.target.trim().to_string(), true).await {
+            Ok(actor) => {
+                tracing::info!(%actor, "owner followed a fediverse account from the web");
+                Redirect::to("/").into_response()
+            }
+            Err(m) => refusal(StatusCode::BAD_REQUEST, "Not followed", &m),
+        };
+    }
     let (store, identity) = (Arc::clone(&state.store), Arc::clone(&state.identity));
     let done = tokio::task::spawn_blocking(move || -> Result<AuthorKey, String> {
         let (author, address, web) = crate::mesh::well_known::follow_target(&form.target, None)

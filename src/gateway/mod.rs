@@ -12,6 +12,8 @@
 //! - [`cache`]: anonymous answers kept in memory until the store's next
 //!   commit.
 //! - [`auth`]: who is looking: the owner's sessions and login limits.
+//! - [`fediverse`]: what the pages show of the fediverse (the account,
+//!   remote replies and reactions, followed accounts' notes).
 //! - [`forms`]: the owner's forms (login, post, delete, follow), CSRF-checked.
 //! - [`upload`]: the forms that carry pictures (a post, the profile).
 //! - [`passphrase`]: the owner's argon2id passphrase file.
@@ -27,6 +29,7 @@ pub mod auth;
 pub mod blobs;
 pub mod cache;
 pub mod connections;
+pub mod fediverse;
 pub mod feed;
 pub mod forms;
 pub mod https;
@@ -70,7 +73,23 @@ pub struct State {
     /// `https://DOMAIN[:PORT]` with --domain: the feed's links are
     /// absolute under it.
     pub origin: Option<String>,
+    /// `@HANDLE@HOST`, when the node has a fediverse account.
+    pub fediverse: Option<String>,
+    /// Follows (true) or unfollows (false) `@user@host` on the fediverse,
+    /// when the node has an account: what the follow form calls.
+    pub remote_follow: Option<RemoteFollow>,
 }
+
+/// See [`State::remote_follow`]: the account's id, or why not.
+pub type RemoteFollow = Arc<
+    dyn Fn(
+            String,
+            bool,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send>>
+        + Send
+        + Sync,
+>;
 
 impl State {
     /// Refuses an author the owner blocks (403).

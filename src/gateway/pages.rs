@@ -62,7 +62,7 @@ pub(super) async fn author_log(
             None => Err(Error::Blocked(key)),
         };
     }
-    let (posts, next, profile, held, origin, fork, (followed, muted, stopped)) = state
+    let (posts, next, profile, held, origin, fork, (followed, muted, stopped), followers) = state
         .read(move |s| {
             let head = s.head(&key)?;
             let (p, n) = posts(s, &key, page.before, PAGE_SIZE)?;
@@ -90,6 +90,7 @@ pub(super) async fn author_log(
                         super::views::signing_stopped(s, &key)?
                     },
                 ),
+                crate::store::fediverse::Reader::new(s).follower_count()?,
             ))
         })
         .await?;
@@ -112,6 +113,7 @@ pub(super) async fn author_log(
         &posts,
         next,
         &base,
+        followers,
     ))
 }
 
@@ -142,7 +144,7 @@ pub(super) async fn home(
     until: Option<u64>,
 ) -> Result<Markup, Error> {
     let owner = state.owner;
-    let (posts, next, (profile, by), following, (stopped, held)) = state
+    let (posts, next, (profile, by), following, (stopped, held), (remote, followers)) = state
         .read(move |s| {
             let stopped = super::views::signing_stopped(s, &owner)?;
             let held = s.held_by(&owner)?;
@@ -155,9 +157,34 @@ pub(super) async fn home(
             authors.insert(0, owner);
             let (p, n) = merged(s, &authors, until, PAGE_SIZE)?;
             let by = super::timeline::byline(s, &owner)?;
-            Ok((p, n, (profile(s, &owner)?, by), following, (stopped, held)))
+            // Notes of followed fediverse accounts between this page's
+            // oldest post (none when it is the last page) and its start.
+            let fediverse = crate::store::fediverse::Reader::new(s);
+            let from = match n {
+                Some(_) => p.last().map_or(0, |post| post.timestamp_us),
+                None => 0,
+            };
+            let remote = fediverse.home(from, until.unwrap_or(u64::MAX), PAGE_SIZE as usize)?;
+            Ok((
+                p,
+                n,
+                (profile(s, &owner)?, by),
+                following,
+                (stopped, held),
+                (remote, fediverse.follower_count()?),
+            ))
         })
         .await?;
+    // One timeline, newest first: the logs' posts and the remote notes.
+    let mut shown: Vec<(
+        u64,
+        Result<&super::timeline::Post, &super::fediverse::Remote>,
+    )> = posts
+        .iter()
+        .map(|p| (p.timestamp_us, Ok(p)))
+        .chain(remote.iter().map(|r| (r.1.published_us, Err(r))))
+        .collect();
+    shown.sort_by_key(|item| std::cmp::Reverse(item.0));
     let body = html! {
         header.profile {
             (super::views::profile_heading(&profile, "Home", &owner, &by))
@@ -167,6 +194,9 @@ pub(super) async fn home(
                 " you follow. "
                 a href=(format!("/@{owner}")) { "Only your posts" }
             }
+            @if let Some(account) = &state.fediverse {
+                (super::fediverse::account_html(account, followers))
+            }
         }
         @if let Some(why) = &stopped { (super::views::stopped_html(why)) }
         (super::views::held_by_html(&held, true))
@@ -175,13 +205,18 @@ pub(super) async fn home(
         form.follow method="post" action="/follow" {
             input type="hidden" name="csrf" value=(viewer.csrf);
             label for="target" { "Follow" }
-            input #target type="text" name="target" placeholder="alice.example, KEY@HOST:PORT or KEY" required;
+            input #target type="text" name="target" placeholder="alice.example, @bob@mastodon.example, KEY@HOST:PORT or KEY" required;
             button type="submit" { "Follow" }
         }
-        @if posts.is_empty() {
+        @if shown.is_empty() {
             p.muted { "No posts here yet." }
         }
-        @for post in &posts { (post_html(post, Some(viewer), &owner)) }
+        @for (_, item) in &shown {
+            @match item {
+                Ok(post) => (post_html(post, Some(viewer), &owner)),
+                Err(remote) => (super::fediverse::remote_html(remote)),
+            }
+        }
         nav.pages {
             @if let Some(until) = next {
                 a href=(format!("/?until={until}")) { "Older posts →" }
@@ -208,11 +243,21 @@ pub async fn permalink(
     state.served(author).await?;
     let seq =
         super::whole_number(&seq).ok_or_else(|| Error::NotFound(format!("no entry {seq}")))?;
-    let found = state.read(move |s| thread(s, author, seq)).await?;
+    let owner = state.owner;
+    let (found, (remote, (likes, boosts))) = state
+        .read(move |s| {
+            let fediverse = crate::store::fediverse::Reader::new(s);
+            let remote = if author == owner {
+                (fediverse.replies(seq)?, fediverse.counts(seq)?)
+            } else {
+                (Vec::new(), (0, 0))
+            };
+            Ok((thread(s, author, seq)?, remote))
+        })
+        .await?;
     let t = found.ok_or_else(|| Error::NotFound(format!("no entry {seq} of {author}")))?;
     let id = t.row.entry.id();
     let post = t.post.clone();
-    let owner = state.owner;
     let body = html! {
         header.profile {
             h1 { a href=(if author == owner { "/".to_string() } else { format!("/@{author}") }) { (short(&author)) } " #" (seq) }
@@ -236,6 +281,8 @@ pub async fn permalink(
                 @for p in &t.replies { (post_html(p, viewer, &owner)) }
             }
         }
+        (super::fediverse::reactions_html(likes, boosts))
+        (super::fediverse::replies_html(&remote))
     };
     let description = match post.as_ref().and_then(|p| p.text.as_deref()) {
         Some(text) if !text.trim().is_empty() => super::views::summary(text),

@@ -407,12 +407,16 @@ pub(super) fn log_page(
     posts: &[Post],
     next: Option<u64>,
     base: &str,
+    followers: u64,
 ) -> Markup {
     let owner = author == state.owner;
     let body = html! {
         header.profile {
             (profile_heading(&profile, &short(&author), &author, &by))
             div.key { (author.to_string()) }
+            @if let (true, Some(account)) = (owner, &state.fediverse) {
+                (super::fediverse::account_html(account, followers))
+            }
             @if !owner {
                 span.badge { "verified copy: every entry checked against its author's signature" }
             }

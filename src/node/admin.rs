@@ -77,6 +77,10 @@ pub enum Request {
     },
     /// Stop following an author.
     Unfollow(String),
+    /// Follow an account on another server, `@user@host`.
+    FediverseFollow(String),
+    /// Stop following an account on another server.
+    FediverseUnfollow(String),
     /// Learn a peer's address (`KEY@HOST:PORT`).
     Peer(String),
     /// What the node knows (see [`crate::node::status`]).
@@ -156,6 +160,10 @@ fn author_key(text: &str) -> Result<crate::identity::AuthorKey, Answer> {
     text.parse()
         .map_err(|e| Answer::Error(format!("bad author key: {e}")))
 }
+
+/// What a fediverse request hears from a node that has no account.
+pub const NO_FEDIVERSE: &str =
+    "this node has no fediverse account: start it with --domain (see `capsule up --help`)";
 
 /// Serves one request (on a blocking thread: it writes to the store).
 pub fn handle(store: &Store, identity: &Arc<Identity>, line: &str) -> Answer {
@@ -253,8 +261,8 @@ pub fn handle(store: &Store, identity: &Arc<Identity>, line: &str) -> Answer {
                 Err(e) => Answer::Error(e.to_string()),
             };
         }
-        Request::Doctor => {
-            return Answer::Error("the doctor runs in the node, through its socket".into());
+        Request::Doctor | Request::FediverseFollow(_) | Request::FediverseUnfollow(_) => {
+            return Answer::Error("this request runs in the node, through its socket".into());
         }
         Request::Peer(peer) => {
             let peer: crate::mesh::address::PeerAddr = match peer.parse() {
@@ -413,6 +421,7 @@ pub async fn serve(
     store: Arc<Store>,
     identity: Arc<Identity>,
     facts: Arc<super::doctor::Facts>,
+    federation: Option<Arc<crate::fediverse::Federation>>,
 ) -> std::io::Result<()> {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
     loop {
@@ -426,10 +435,11 @@ pub async fn serve(
                 continue;
             }
         };
-        let (store, identity, facts) = (
+        let (store, identity, facts, federation) = (
             Arc::clone(&store),
             Arc::clone(&identity),
             Arc::clone(&facts),
+            federation.clone(),
         );
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
@@ -446,6 +456,22 @@ pub async fn serve(
                 Ok(Request::Doctor) => match super::doctor::report(store, facts).await {
                     Ok(report) => Answer::Doctor(report),
                     Err(e) => Answer::Error(e.to_string()),
+                },
+                Ok(Request::FediverseFollow(handle)) => match &federation {
+                    None => Answer::Error(NO_FEDIVERSE.into()),
+                    Some(fed) => match crate::fediverse::follow::follow(fed, &handle).await {
+                        Ok(actor) => Answer::Done(format!(
+                            "asked to follow {handle} ({actor}); their posts show on your home once they accept"
+                        )),
+                        Err(e) => Answer::Error(e.to_string()),
+                    },
+                },
+                Ok(Request::FediverseUnfollow(handle)) => match &federation {
+                    None => Answer::Error(NO_FEDIVERSE.into()),
+                    Some(fed) => match crate::fediverse::follow::unfollow(fed, &handle).await {
+                        Ok(_) => Answer::Done(format!("no longer following {handle}")),
+                        Err(e) => Answer::Error(e.to_string()),
+                    },
                 },
                 _ => tokio::task::spawn_blocking(move || handle(&store, &identity, &line))
                     .await

@@ -11,6 +11,7 @@
 //! peers = ["KEY@bob.example:4433"]
 //! sync_interval = 60
 //! media_budget = "2GiB"
+//! handle = "alice"
 //! ```
 
 use std::net::SocketAddr;
@@ -84,6 +85,11 @@ pub struct Settings {
     pub metrics_listen: Option<SocketAddr>,
     /// `--media-budget`, such as `2GiB` or `500MB`.
     pub media_budget: Option<String>,
+    /// `--handle`: the fediverse user name.
+    pub handle: Option<String>,
+    /// `--insecure-federation` (a flag only, for tests on one machine).
+    #[serde(skip)]
+    pub insecure_federation: bool,
     /// `--acme-root` (a flag only: a test CA's root).
     #[serde(skip)]
     pub acme_root: Option<PathBuf>,
@@ -109,6 +115,8 @@ impl Settings {
             sync_interval: self.sync_interval.or(base.sync_interval),
             metrics_listen: self.metrics_listen.or(base.metrics_listen),
             media_budget: self.media_budget.or(base.media_budget),
+            handle: self.handle.or(base.handle),
+            insecure_federation: self.insecure_federation || base.insecure_federation,
             acme_root: self.acme_root.or(base.acme_root),
             ca_root: self.ca_root.or(base.ca_root),
         }
@@ -154,6 +162,12 @@ pub struct NodeConfig {
     /// Bytes of other authors' pictures kept at most
     /// ([`crate::mesh::budget::DEFAULT_BUDGET`]).
     pub media_budget: u64,
+    /// The fediverse account's user name: `--handle`, or by default the
+    /// domain's first label ([`crate::fediverse::default_handle`]).
+    pub handle: String,
+    /// Whether to federate over plain http with loopback addresses (tests
+    /// on one machine only).
+    pub insecure_federation: bool,
 }
 
 /// A size such as `2GiB`, `500MB`, `5MiB` or `1048576` (bytes), in bytes.
@@ -210,6 +224,9 @@ pub enum ConfigError {
     /// The sync interval is not a number of seconds, or too short.
     #[error("--sync-interval {0} is not a number of seconds of at least {MIN_SYNC_INTERVAL}")]
     SyncInterval(f64),
+    /// The handle is not a user name Mastodon accepts.
+    #[error("--handle {0:?} is not a user name: letters, digits and _ only, at most 30")]
+    Handle(String),
     /// The media budget is not a size.
     #[error("--media-budget {0:?} is not a size such as 2GiB, 500MB or 0")]
     MediaBudget(String),
@@ -290,6 +307,13 @@ impl NodeConfig {
             None => crate::mesh::budget::DEFAULT_BUDGET,
             Some(text) => parse_size(text).ok_or_else(|| ConfigError::MediaBudget(text.clone()))?,
         };
+        let handle = match &settings.handle {
+            Some(h) if crate::fediverse::valid_handle(h) => h.clone(),
+            Some(h) => return Err(ConfigError::Handle(h.clone())),
+            None => {
+                crate::fediverse::default_handle(settings.domain.as_deref().unwrap_or_default())
+            }
+        };
         let https = settings.domain.map(|domain| HttpsConfig {
             listen: settings.https_listen.unwrap_or(HTTPS_LISTEN),
             acme: https::Acme {
@@ -321,6 +345,8 @@ impl NodeConfig {
             public_sync: settings.public_sync,
             admin_socket: root.join(admin::SOCKET_FILE),
             media_budget,
+            handle,
+            insecure_federation: settings.insecure_federation,
         })
     }
 }

@@ -6,12 +6,14 @@
 //! - [`admin`]: the local admin socket through which commands reach it.
 //! - [`status`]: what the node knows, as JSON and as text.
 //! - [`doctor`]: the checks of `capsule doctor`, one line each.
+//! - [`federation`]: the fediverse account, when the node has one.
 //! - [`log_lines`]: a log as `capsule log` prints it.
 //! - [`process`]: process-wide limits a long-running node needs.
 
 pub mod admin;
 pub mod config;
 pub mod doctor;
+pub mod federation;
 pub mod log_lines;
 pub mod process;
 pub mod run;

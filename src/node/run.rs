@@ -56,6 +56,9 @@ pub enum NodeError {
         /// What the OS said.
         source: std::io::Error,
     },
+    /// The fediverse account could not be set up.
+    #[error("cannot set up the fediverse account: {0}")]
+    Fediverse(String),
     /// The web gateway failed while serving.
     #[error("the web gateway failed: {0}")]
     Gateway(std::io::Error),
@@ -197,15 +200,24 @@ pub async fn run(
         reach: Some(crate::node::doctor::Reach {
             peers: Arc::clone(&live_peers),
             sync: advertised,
-            web: web_origin,
+            web: web_origin.clone(),
             http: http_origin,
         }),
     };
+    let federation = super::federation::start(
+        &config,
+        &store,
+        owner,
+        web_origin.clone().filter(|_| config.https.is_some()),
+        web,
+    )
+    .await?;
     let admin = tokio::spawn(crate::node::admin::serve(
         admin_listener,
         Arc::clone(&store),
         Arc::clone(&identity),
         Arc::new(facts),
+        federation.clone(),
     ));
     let state = gateway::State {
         store: Arc::clone(&store),
@@ -223,6 +235,10 @@ pub async fn run(
             .as_ref()
             .filter(|h| h.listen.port() != 0)
             .map(|h| gateway::https::origin(&h.acme.domain, h.listen.port())),
+        fediverse: federation
+            .as_ref()
+            .map(|f| format!("@{}@{}", f.handle, f.host)),
+        remote_follow: federation.clone().map(super::federation::remote_follow),
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = move || {
@@ -275,6 +291,13 @@ pub async fn run(
         }),
     ));
     let app = gateway::router(state);
+    let (app, deliveries) = match &federation {
+        Some(fed) => {
+            let (app, deliveries) = super::federation::serve(app, fed);
+            (app, Some(deliveries))
+        }
+        None => (app, None),
+    };
     let mut servers = tokio::task::JoinSet::new();
     match (&config.https, https_listener) {
         (None, _) | (Some(_), None) => {
@@ -314,6 +337,11 @@ pub async fn run(
     let _ = mesh.await;
     fetcher.abort();
     let _ = fetcher.await;
+    if let Some(deliveries) = deliveries {
+        deliveries.abort();
+        let _ = deliveries.await;
+    }
+    drop(federation);
     tracing::info!("stopping");
     admin.abort();
     let _ = admin.await;

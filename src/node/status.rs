@@ -154,6 +154,38 @@ pub fn status(store: &Store, owner: AuthorKey) -> Result<Value, StoreError> {
         "mirrored": logs(store, &mirrored)?,
         "peers": peers(store)?,
         "disk": disk(store, &owner, &heads)?,
+        "fediverse": fediverse(store)?,
+    }))
+}
+
+/// Followers and follows on other servers, and how deliveries to each
+/// host are going.
+pub fn fediverse(store: &Store) -> Result<Value, StoreError> {
+    use crate::store::fediverse::{HostHealth, Reader};
+    let tables = Reader::new(store);
+    Ok(json!({
+        "followers": tables.followers()?.into_iter().map(|(actor, f)| json!({
+            "actor": actor,
+            "inbox": f.delivery_inbox(),
+            "since": time(f.since_us),
+        })).collect::<Vec<_>>(),
+        "following": tables.following()?.into_iter().map(|(actor, f)| json!({
+            "handle": f.handle,
+            "actor": actor,
+            "accepted": f.accepted,
+        })).collect::<Vec<_>>(),
+        "queued": tables.queued()?,
+        "hosts": tables.hosts()?.into_iter().map(|(host, h)| json!({
+            "host": host,
+            "state": match h.state {
+                HostHealth::Ok => "ok",
+                HostHealth::Retrying => "retrying",
+                HostHealth::GaveUp => "gave up",
+            },
+            "since": time(h.since_us),
+            "error": h.error,
+            "delivered": h.delivered,
+        })).collect::<Vec<_>>(),
     }))
 }
 
@@ -234,6 +266,45 @@ pub fn render(status: &Value, peers_only: bool) -> String {
                     text(&log["newest_entry"])
                 );
             }
+        }
+    }
+    if !peers_only {
+        let f = &status["fediverse"];
+        let list = |k: &str| f[k].as_array().cloned().unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "fediverse: {} followers, following {}, {} deliveries queued",
+            list("followers").len(),
+            list("following").len(),
+            f["queued"]
+        );
+        for a in list("followers") {
+            let _ = writeln!(
+                out,
+                "  follower {}  since {}",
+                text(&a["actor"]),
+                text(&a["since"])
+            );
+        }
+        for a in list("following") {
+            let state = if a["accepted"].as_bool() == Some(true) {
+                "accepted"
+            } else {
+                "asked"
+            };
+            let _ = writeln!(out, "  following @{}  ({state})", text(&a["handle"]));
+        }
+        for h in list("hosts") {
+            let error = h["error"].as_str().filter(|e| !e.is_empty());
+            let _ = writeln!(
+                out,
+                "  deliveries to {}: {} since {}, {} delivered{}",
+                text(&h["host"]),
+                text(&h["state"]),
+                text(&h["since"]),
+                h["delivered"],
+                error.map(|e| format!(" ({e})")).unwrap_or_default()
+            );
         }
     }
     let peers = status["peers"].as_array().cloned().unwrap_or_default();

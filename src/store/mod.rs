@@ -18,6 +18,8 @@
 //! - [`holders`]: which peers hold the own and followed logs, as of the
 //!   last session each finished.
 //! - `changes`: what a request asks of the mirror set and the address book.
+//! - [`fediverse`]: followers, deliveries, replies and notes of other
+//!   ActivityPub servers, in tables of their own beside the logs.
 //! - [`compose`]: what the owner publishes (posts, replies, deletions,
 //!   profile, follows), checked, then signed by the writer.
 //!
@@ -32,6 +34,7 @@ pub mod blocks;
 mod changes;
 pub mod compose;
 mod error;
+pub mod fediverse;
 mod file;
 pub mod holders;
 mod read;
@@ -180,8 +183,9 @@ impl Store {
         Self::start(file::File::in_memory()?, Path::new(":memory:"))
     }
 
-    /// The database, for one transaction.
-    fn db(&self) -> Result<Arc<Database>, StoreError> {
+    /// The database, for one transaction. The fediverse keeps its tables
+    /// in the same file, in transactions of its own.
+    pub(crate) fn db(&self) -> Result<Arc<Database>, StoreError> {
         self.file.get()
     }
 

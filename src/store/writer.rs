@@ -78,6 +78,7 @@ pub fn prepare(db: &Database, path: &Path) -> Result<(), StoreError> {
         drop(txn.open_table(ADDRESSES)?);
         drop(txn.open_table(POST_REQUESTS)?);
         drop(txn.open_table(HOLDERS)?);
+        super::fediverse::create(&txn)?;
     }
     txn.commit()?;
     Ok(())
