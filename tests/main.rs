@@ -9,6 +9,7 @@ mod crash;
 mod damaged_store;
 mod doctor;
 mod fediverse;
+mod fediverse_hostile;
 mod fork;
 mod hostile_http;
 mod https_acme;
