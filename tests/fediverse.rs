@@ -279,3 +279,62 @@ fn the_owner_follows_a_fedify_actor_and_reads_its_notes_at_home() {
     });
     assert!(node.stop().success());
 }
+
+/// `capsule up` for `dir` on a fixed web port (the fediverse ids name
+/// it, so a restart must keep it), federating on loopback.
+fn up_at(dir: &Path, port: u16) -> Proc {
+    let mut proc = Proc::spawn(
+        Command::new(crate::common::capsule_bin())
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["up", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--sync-listen", "127.0.0.1:0", "--insecure-federation", "--handle", "alice"])
+            .stderr(std::process::Stdio::null()),
+    );
+    proc.wait_line(30, |l| l.starts_with("Capsule is up"));
+    proc
+}
+
+/// A post acknowledged just before the node is killed (-9) reaches the
+/// follower after the restart, and once: the queue is the log's cursor.
+#[test]
+fn a_post_reaches_the_follower_once_across_a_kill() {
+    let Some(peer) = Peer::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path());
+    let port = crate::common::free_port();
+    let web = format!("127.0.0.1:{port}");
+    let mut node = up_at(dir.path(), port);
+    let actor = format!("http://{web}/@{}", author_of(dir.path()));
+    peer.control("follow", &json!({"actor": actor}));
+    peer.wait_event(20, |e| e["type"] == "Accept");
+    let creates = |text: &str| {
+        let events = peer.control("events", &json!({}));
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "Create" && e["object"]["content"].as_str().unwrap_or("").contains(text))
+            .count()
+    };
+    let mut before_delivery = 0;
+    for round in 0..5 {
+        let text = format!("round {round} before the kill");
+        capsule_ok(dir.path(), &["post", &text]);
+        let _ = node.child.kill();
+        let _ = node.child.wait();
+        if creates(&text) == 0 {
+            before_delivery += 1;
+        }
+        node = up_at(dir.path(), port);
+        eventually(30, "the post is delivered after the restart", || creates(&text) >= 1);
+    }
+    // Every post once, and no more after everything has settled.
+    std::thread::sleep(Duration::from_secs(2));
+    for round in 0..5 {
+        assert_eq!(creates(&format!("round {round} before the kill")), 1, "round {round}");
+    }
+    eprintln!("{before_delivery} of 5 kills landed before the delivery");
+    assert!(before_delivery >= 1, "no kill landed between the post and its delivery");
+    let _ = node.terminate();
+}
