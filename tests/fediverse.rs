@@ -288,7 +288,13 @@ fn up_at(dir: &Path, port: u16) -> Proc {
             .arg("--data-dir")
             .arg(dir)
             .args(["up", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--sync-listen", "127.0.0.1:0", "--insecure-federation", "--handle", "alice"])
+            .args([
+                "--sync-listen",
+                "127.0.0.1:0",
+                "--insecure-federation",
+                "--handle",
+                "alice",
+            ])
             .stderr(std::process::Stdio::null()),
     );
     proc.wait_line(30, |l| l.starts_with("Capsule is up"));
@@ -314,7 +320,10 @@ fn a_post_reaches_the_follower_once_across_a_kill() {
             .as_array()
             .unwrap()
             .iter()
-            .filter(|e| e["type"] == "Create" && e["object"]["content"].as_str().unwrap_or("").contains(text))
+            .filter(|e| {
+                e["type"] == "Create"
+                    && e["object"]["content"].as_str().unwrap_or("").contains(text)
+            })
             .count()
     };
     let mut before_delivery = 0;
@@ -327,14 +336,23 @@ fn a_post_reaches_the_follower_once_across_a_kill() {
             before_delivery += 1;
         }
         node = up_at(dir.path(), port);
-        eventually(30, "the post is delivered after the restart", || creates(&text) >= 1);
+        eventually(30, "the post is delivered after the restart", || {
+            creates(&text) >= 1
+        });
     }
     // Every post once, and no more after everything has settled.
     std::thread::sleep(Duration::from_secs(2));
     for round in 0..5 {
-        assert_eq!(creates(&format!("round {round} before the kill")), 1, "round {round}");
+        assert_eq!(
+            creates(&format!("round {round} before the kill")),
+            1,
+            "round {round}"
+        );
     }
     eprintln!("{before_delivery} of 5 kills landed before the delivery");
-    assert!(before_delivery >= 1, "no kill landed between the post and its delivery");
+    assert!(
+        before_delivery >= 1,
+        "no kill landed between the post and its delivery"
+    );
     let _ = node.terminate();
 }

@@ -114,12 +114,21 @@ fn forged_stale_and_flooding_activities_are_refused_and_nothing_is_kept() {
     let mut n = 0;
     let mut send = |fault| {
         n += 1;
-        deliver(&node.web, &mallory.key, &key_id, &follow(&mallory.actor, &target, n), fault)
+        deliver(
+            &node.web,
+            &mallory.key,
+            &key_id,
+            &follow(&mallory.actor, &target, n),
+            fault,
+        )
     };
     for (fault, what) in [
         (Fault::Unsigned, "unsigned"),
         (Fault::BrokenSignature, "a broken signature"),
-        (Fault::DigestNotSigned, "a signature that leaves out the digest"),
+        (
+            Fault::DigestNotSigned,
+            "a signature that leaves out the digest",
+        ),
         (Fault::DigestMismatch, "a digest of another body"),
         (Fault::DayOld, "a day-old date"),
     ] {
@@ -128,12 +137,18 @@ fn forged_stale_and_flooding_activities_are_refused_and_nothing_is_kept() {
     // The key is mallory's; the activity claims to be someone else's.
     let someone = format!("http://{}/users/someone", node.web);
     let claimed = follow(&someone, &target, 99);
-    assert_eq!(deliver(&node.web, &mallory.key, &key_id, &claimed, Fault::None), 401);
+    assert_eq!(
+        deliver(&node.web, &mallory.key, &key_id, &claimed, Fault::None),
+        401
+    );
     assert_eq!(followers(a.path()), 0, "nothing refused was kept");
 
     // A body over the limit is refused before it is read whole.
     let huge = json!({"type": "Create", "actor": mallory.actor, "padding": "x".repeat(300 * 1024)});
-    assert_eq!(deliver(&node.web, &mallory.key, &key_id, &huge, Fault::None), 413);
+    assert_eq!(
+        deliver(&node.web, &mallory.key, &key_id, &huge, Fault::None),
+        413
+    );
 
     // A flood of Follows: the first are taken (one follower, however many),
     // the rest refused as too many.
@@ -188,7 +203,11 @@ fn keys_on_private_addresses_are_never_fetched() {
     ] {
         let actor = key_id.split('#').next().unwrap().to_string();
         let activity = follow(&actor, &fed.actor_id(), 1);
-        assert_eq!(deliver(&web, &key, &key_id, &activity, Fault::None), 401, "{key_id}");
+        assert_eq!(
+            deliver(&web, &key, &key_id, &activity, Fault::None),
+            401,
+            "{key_id}"
+        );
     }
     assert_eq!(fed.tables.reader().follower_count().unwrap(), 0);
 }

@@ -547,6 +547,25 @@ pub enum Bench {
         #[arg(long, default_value_t = 20)]
         media_samples: usize,
     },
+    /// One post delivered to fediverse followers: each delivery signed
+    /// (RSA-2048) and POSTed to a sink server on 127.0.0.1 that checks the
+    /// signature; signed deliveries per second beside the machine's RSA
+    /// signing rate, the time to the last delivery, and posting latency
+    /// while the queue drains.
+    Fanout {
+        /// Followers.
+        #[arg(long, default_value_t = 1_000)]
+        followers: u64,
+        /// Servers with a shared inbox among them (one delivery each).
+        #[arg(long, default_value_t = 100)]
+        servers: u64,
+        /// Followers on those servers; the rest have personal inboxes.
+        #[arg(long, default_value_t = 500)]
+        on_servers: u64,
+        /// Posts timed idle and while the queue drains.
+        #[arg(long, default_value_t = 20)]
+        samples: usize,
+    },
     /// The web gateway under load (wrk, 64 connections) beside nginx serving
     /// files of the same sizes, in the same run: home page and entries.bin
     /// requests per second and p99 latency; also start-up time and idle

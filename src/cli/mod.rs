@@ -203,6 +203,20 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(BenchArgs {
+            what:
+                Bench::Fanout {
+                    followers,
+                    servers,
+                    on_servers,
+                    samples,
+                },
+        }) => {
+            let figures =
+                crate::cli::bench::fanout::measure(followers, servers, on_servers, samples)?;
+            crate::cli::bench::fanout::report(&figures);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchArgs {
             what: Bench::Http { posts, seconds },
         }) => {
             crate::cli::bench::http::run(posts, seconds)?;

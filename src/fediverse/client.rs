@@ -131,6 +131,17 @@ pub struct Client {
     key: Arc<ActorKey>,
     key_id: String,
     insecure: bool,
+    /// RSA signing is the heavy part of a delivery: at most one core less
+    /// than the machine has signs at once, so that a fan-out to thousands
+    /// of inboxes leaves a core for posting and serving pages.
+    signers: tokio::sync::Semaphore,
+}
+
+/// Signatures made at once: every core but one (at least one).
+pub fn signers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get().saturating_sub(1))
+        .max(1)
 }
 
 impl Client {
@@ -150,6 +161,7 @@ impl Client {
             key,
             key_id,
             insecure,
+            signers: tokio::sync::Semaphore::new(signers()),
         }
     }
 
@@ -259,7 +271,14 @@ impl Client {
             why,
         };
         let addr = self.resolve(url).await?;
-        let request = self.signed(&method, url, accept, body)?;
+        let request = {
+            let _permit = self
+                .signers
+                .acquire()
+                .await
+                .expect("the semaphore is never closed");
+            self.signed(&method, url, accept, body)?
+        };
         let work = async {
             let tcp = tokio::net::TcpStream::connect(addr)
                 .await

@@ -87,8 +87,13 @@ impl Signature {
                 (&quoted[..end], &quoted[end + 1..])
             } else {
                 let end = after.find(',').unwrap_or(after.len());
-                (after[..end].trim_end(), &after[end..])
+                let text = after[..end].trim_end();
+                if text.contains('"') {
+                    return Err(SignatureError::Malformed("a quote in an unquoted value"));
+                }
+                (text, &after[end..])
             };
+
             if text.contains('\\') {
                 return Err(SignatureError::Malformed("an escape in a value"));
             }
@@ -155,13 +160,22 @@ impl Signature {
 
     /// The header value, as [`Signature::parse`] reads it.
     pub fn to_header(&self) -> String {
-        format!(
-            "keyId=\"{}\",algorithm=\"{}\",headers=\"{}\",signature=\"{}\"",
-            self.key_id,
-            self.algorithm.as_deref().unwrap_or("rsa-sha256"),
-            self.headers.join(" "),
+        let mut out = format!("keyId=\"{}\"", self.key_id);
+        if let Some(a) = &self.algorithm {
+            out.push_str(&format!(",algorithm=\"{a}\""));
+        }
+        out.push_str(&format!(",headers=\"{}\"", self.headers.join(" ")));
+        if let Some(c) = self.created {
+            out.push_str(&format!(",created={c}"));
+        }
+        if let Some(e) = self.expires {
+            out.push_str(&format!(",expires={e}"));
+        }
+        out.push_str(&format!(
+            ",signature=\"{}\"",
             BASE64.encode(&self.signature)
-        )
+        ));
+        out
     }
 
     /// Refuses a signature that leaves out one of `required`.
@@ -285,6 +299,37 @@ mod tests {
             s,
             "(request-target): post /inbox\nhost: <host>\ndate: <date>\ndigest: <digest>"
         );
+    }
+
+    proptest::proptest! {
+        /// Any header this node writes reads back as itself.
+        #[test]
+        fn headers_read_back_as_written(
+            key_id in "[ -!#-\\[\\]-~]{1,80}",
+            algorithm in proptest::option::of(proptest::sample::select(vec!["rsa-sha256", "hs2019"])),
+            headers in proptest::collection::vec("[a-z()-]{1,20}", 1..6),
+            signature in proptest::collection::vec(proptest::num::u8::ANY, 0..600),
+            created in proptest::option::of(proptest::num::i64::ANY),
+            expires in proptest::option::of(proptest::num::i64::ANY),
+        ) {
+            let s = Signature {
+                key_id,
+                algorithm: algorithm.map(str::to_string),
+                headers,
+                signature,
+                created,
+                expires,
+            };
+            proptest::prop_assert_eq!(Signature::parse(&s.to_header()), Ok(s));
+        }
+
+        /// Any parsed header writes back to one that parses the same.
+        #[test]
+        fn parsed_headers_write_back(text in ".{0,300}") {
+            if let Ok(s) = Signature::parse(&text) {
+                proptest::prop_assert_eq!(Signature::parse(&s.to_header()), Ok(s));
+            }
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! should approach, measured in the same run (shared machines are noisy, so
 //! only ratios within one run mean much).
 
+pub mod fanout;
 pub mod http;
 pub mod media;
 pub mod relay;
