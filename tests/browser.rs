@@ -228,6 +228,15 @@ impl Browser {
         std::fs::write(path, bytes).unwrap();
     }
 
+    /// Runs `script` in the page: its return value.
+    fn execute(&self, script: &str) -> Value {
+        self.call(
+            "POST",
+            "/execute/sync",
+            Some(json!({ "script": script, "args": [] })),
+        )
+    }
+
     fn cookie(&self, name: &str) -> Option<String> {
         self.call("GET", "/cookie", None)
             .as_array()
@@ -526,4 +535,54 @@ fn read_some(stream: &mut impl Read, buf: &mut [u8]) -> usize {
             other => return other.unwrap(),
         }
     }
+}
+
+/// A fediverse reply carrying a script, an event handler and a javascript:
+/// link, as a browser renders the post's page: no script element, no
+/// handler attribute, no such link, and no dialog opened.
+#[test]
+fn a_hostile_fediverse_reply_is_inert_in_a_browser() {
+    if !crate::common::tools_present(&["chromium", "chromedriver"], "chromium") {
+        return;
+    }
+    let Some(peer) = crate::fediverse::Peer::start() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let node = crate::fediverse::alice(&tmp.path().join("alice"));
+    let author = crate::fediverse::author_of(&tmp.path().join("alice"));
+    let actor = format!("http://{}/@{author}", node.web);
+    capsule_ok(&tmp.path().join("alice"), &["post", "a post to answer"]);
+    let note = format!("{actor}/1");
+    peer.control(
+        "note",
+        &json!({
+            "to": actor,
+            "inReplyTo": note,
+            "content": "<p>hostile <script>alert(1)</script><img src=x onerror=alert(2)><a href=\"javascript:alert(3)\">click</a><b onmouseover=alert(4)>bold</b></p>",
+        }),
+    );
+    let browser = Browser::start(&tmp.path().join("profile"));
+    let page = format!("http://{}/@{author}/1", node.web);
+    crate::fediverse::eventually(20, "the reply shows", || {
+        browser.go(&page);
+        browser.source().contains("hostile")
+    });
+    let found = browser.execute(
+        "return [document.scripts.length, \
+                 document.querySelectorAll('[onerror],[onmouseover],[onclick]').length, \
+                 document.querySelectorAll('a[href^=\"javascript\"]').length, \
+                 document.querySelectorAll('img[src=\"x\"]').length];",
+    );
+    assert_eq!(found, json!([0, 0, 0, 0]), "{}", browser.source());
+    // No dialog was opened: WebDriver has no alert to read.
+    let (status, _, _) = http(
+        &browser.addr,
+        "GET",
+        &format!("/session/{}/alert/text", browser.session),
+        &[],
+        b"",
+    );
+    assert_eq!(status, 404, "a dialog opened");
+    browser.screenshot(&screenshots().join("fediverse-reply.png"));
 }

@@ -333,7 +333,12 @@ pub async fn run(fed: Arc<Federation>) {
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = fed.wake.notified() => {}
-            _ = commits.changed() => {}
+            changed = commits.changed() => {
+                if changed.is_err() {
+                    // The store is closing: wake on time and on queueing only.
+                    tokio::time::sleep(wait).await;
+                }
+            }
         }
     }
 }

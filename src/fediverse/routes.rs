@@ -59,6 +59,10 @@ fn json(status: StatusCode, media: &'static str, doc: &Value) -> Response {
                 header::ACCESS_CONTROL_ALLOW_ORIGIN,
                 HeaderValue::from_static("*"),
             ),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
         ],
         doc.to_string(),
     )

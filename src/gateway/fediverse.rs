@@ -38,7 +38,13 @@ pub fn reactions_html(likes: u64, boosts: u64) -> Markup {
 fn byline(note: &RemoteNote, actor: &Option<RemoteActor>) -> Markup {
     let host = url::Url::parse(&note.actor)
         .ok()
-        .and_then(|u| u.host_str().map(str::to_string))
+        .and_then(|u| {
+            let host = u.host_str()?;
+            Some(match u.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host.to_string(),
+            })
+        })
         .unwrap_or_default();
     let (name, user, link) = match actor {
         Some(a) => (
