@@ -187,9 +187,57 @@ fn a_fedify_server_finds_follows_reads_answers_and_sees_a_deletion() {
         (Some(64), Some(48))
     );
     assert_eq!(image["name"], "a square");
-    // Fedify reads the same note back from its URL.
+    // Fedify reads the same note back from its URL, and the collections.
     let fetched = peer.control("fetch", &json!({"url": note_id}));
     assert_eq!(fetched["id"], note_id);
+    let outbox = peer.control(
+        "fetch",
+        &json!({"url": format!("http://{}/outbox", node.web)}),
+    );
+    assert_eq!(
+        (outbox["type"].as_str(), outbox["totalItems"].as_u64()),
+        (Some("OrderedCollection"), Some(1)),
+        "{outbox}"
+    );
+    let followers = peer.control(
+        "fetch",
+        &json!({"url": format!("http://{}/followers", node.web)}),
+    );
+    assert_eq!(followers["totalItems"], 1, "{followers}");
+    let (status, nodeinfo) = node.text("/nodeinfo/2.0");
+    assert_eq!(status, 200);
+    let nodeinfo: Value = serde_json::from_str(&nodeinfo).unwrap();
+    assert_eq!(nodeinfo["protocols"], json!(["activitypub"]));
+    assert_eq!(nodeinfo["usage"]["localPosts"], 1);
+
+    // A like and a boost are counted on the post's page.
+    peer.control(
+        "react",
+        &json!({"to": actor, "object": note_id, "kind": "like"}),
+    );
+    peer.control(
+        "react",
+        &json!({"to": actor, "object": note_id, "kind": "announce"}),
+    );
+    eventually(20, "the reactions are counted", || {
+        node.text(&format!("/@{author}/{seq}"))
+            .1
+            .contains("1 like · 1 boost")
+    });
+
+    // A new profile reaches the follower as Update{Person}.
+    capsule_ok(
+        dir.path(),
+        &[
+            "profile",
+            "--name",
+            "Alice Capsule",
+            "--bio",
+            "on my own site",
+        ],
+    );
+    let update = peer.wait_event(20, |e| e["type"] == "Update");
+    assert_eq!(update["object"]["name"], "Alice Capsule", "{update}");
 
     // Its answer, with a script, an event handler and a javascript: link,
     // shows on the post's page with none of them.

@@ -342,3 +342,85 @@ pub async fn run(fed: Arc<Federation>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::fediverse::Reader;
+
+    #[test]
+    fn failures_back_off_honour_retry_after_and_give_up_on_gone() {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let at = listener.local_addr().unwrap();
+        let app = axum::Router::new()
+            .route(
+                "/ok",
+                axum::routing::post(|| async { axum::http::StatusCode::ACCEPTED }),
+            )
+            .route(
+                "/busy",
+                axum::routing::post(|| async {
+                    (
+                        axum::http::StatusCode::TOO_MANY_REQUESTS,
+                        [("retry-after", "7200")],
+                    )
+                }),
+            )
+            .route(
+                "/gone",
+                axum::routing::post(|| async { axum::http::StatusCode::GONE }),
+            );
+        runtime.spawn(async move { axum::serve(listener, app).await });
+        let dead = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let (fed, _dir) = crate::fediverse::effects::apply_tests::federation();
+        let now = crate::clock::now_us();
+        fed.tables
+            .write(|txn| {
+                for path in ["ok", "busy", "gone"] {
+                    enqueue(txn, &format!("http://{at}/{path}"), b"{}", now)?;
+                }
+                enqueue(txn, &format!("http://{dead}/inbox"), b"{}", now)
+            })
+            .unwrap();
+        runtime.block_on(round(&fed)).unwrap();
+        let hosts: std::collections::HashMap<String, HostState> = Reader::new(fed.tables.store())
+            .hosts()
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(hosts[&at.to_string()].delivered, 1);
+        assert_eq!(hosts[&dead.to_string()].state, HostHealth::Retrying);
+        // Left: the busy one, not before its Retry-After, and the dead one
+        // after the first backoff. The gone one was given up.
+        let left: Vec<(u64, Delivery)> = fed
+            .tables
+            .reader()
+            .read(|txn| {
+                let table = txn.open_table(DELIVERIES)?;
+                let mut out = Vec::new();
+                for row in table.iter()? {
+                    let (k, v) = row?;
+                    let due = u64::from_be_bytes(k.value()[..8].try_into().unwrap());
+                    out.push((due, decode::<Delivery>(v.value()).unwrap()));
+                }
+                Ok(out)
+            })
+            .unwrap();
+        assert_eq!(left.len(), 2, "{left:?}");
+        for (due, d) in &left {
+            assert_eq!(d.attempts, 1);
+            let wait = Duration::from_micros(due - now);
+            if d.inbox.ends_with("/busy") {
+                assert!(wait >= Duration::from_secs(7200), "{wait:?}");
+            } else {
+                assert!(wait >= FIRST_RETRY && wait < FIRST_RETRY * 3, "{wait:?}");
+            }
+        }
+    }
+}

@@ -233,7 +233,7 @@ fn read_note(object: &Value, actor_id: &str, now_us: u64) -> Option<RemoteNote> 
         published_us: object
             .get("published")
             .and_then(Value::as_str)
-            .and_then(parse_rfc3339)
+            .and_then(crate::log::present::parse_rfc3339)
             .unwrap_or(now_us),
         reply_to_seq: None,
         in_reply_to: object.get("inReplyTo").and_then(id_of).map(str::to_string),
@@ -425,75 +425,8 @@ pub fn forget_seen(fed: &Federation, now_us: u64) -> Result<u64, StoreError> {
     })
 }
 
-/// `2026-12-07T10:00:00Z` (fractions and offsets too) as µs since the
-/// epoch.
-pub fn parse_rfc3339(text: &str) -> Option<u64> {
-    let b = text.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| text.get(r)?.parse::<i64>().ok();
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
-        return None;
-    }
-    let mut rest = &text[19..];
-    let mut micros = 0i64;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        let f = &frac[..digits];
-        micros = format!("{:0<6}", &f[..f.len().min(6)]).parse().ok()?;
-        rest = &frac[digits..];
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        o if o.len() == 6 => {
-            let sign = match &o[..1] {
-                "+" => 1,
-                "-" => -1,
-                _ => return None,
-            };
-            sign * (o[1..3].parse::<i64>().ok()? * 3600 + o[4..6].parse::<i64>().ok()? * 60)
-        }
-        _ => return None,
-    };
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let (y, m) = if mo <= 2 {
-        (y - 1, mo + 9)
-    } else {
-        (y, mo - 3)
-    };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * m + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + h * 3600 + mi * 60 + s - offset;
-    u64::try_from(secs * 1_000_000 + micros).ok()
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_read_as_the_feed_writes_them() {
-        for us in [0u64, 1_765_000_000_123_456, 951_782_400_000_000] {
-            assert_eq!(
-                parse_rfc3339(&crate::log::present::rfc3339(us)),
-                Some(us - us % 1_000_000)
-            );
-        }
-        assert_eq!(parse_rfc3339("1970-01-01T01:00:00+01:00"), Some(0));
-        assert_eq!(parse_rfc3339("1970-01-01T00:00:01.5Z"), Some(1_500_000));
-        assert_eq!(parse_rfc3339("2026-13-01T00:00:00Z"), None);
-        assert_eq!(parse_rfc3339("yesterday"), None);
-    }
-}
-
-#[cfg(test)]
-mod apply_tests {
+pub(crate) mod apply_tests {
     use super::*;
     use crate::store::fediverse::Reader;
     use std::sync::Arc;
@@ -563,5 +496,123 @@ mod apply_tests {
         assert_eq!(Reader::new(fed.tables.store()).replies(1).unwrap().len(), 1);
         apply(&fed, &delete(fred_id, "d2"), fred_id, &fred(), 4).unwrap();
         assert!(fed.tables.reader().replies(1).unwrap().is_empty());
+    }
+
+    #[test]
+    fn reactions_count_once_and_undo_only_by_their_actor() {
+        let (fed, _dir) = federation();
+        let fred_id = "http://127.0.0.1:9/users/fred";
+        let like = json!({"id": "l1", "type": "Like", "actor": fred_id, "object": fed.note_id(1)});
+        apply(&fed, &like, fred_id, &fred(), 1).unwrap();
+        let again = json!({"id": "l1", "type": "Like", "actor": fred_id, "object": fed.note_id(1)});
+        apply(&fed, &again, fred_id, &fred(), 2).unwrap();
+        assert_eq!(fed.tables.reader().counts(1).unwrap(), (1, 0));
+        let undo = |actor: &str, id: &str| json!({"id": id, "type": "Undo", "actor": actor, "object": "l1"});
+        let mallory = "http://127.0.0.1:9/users/mallory";
+        apply(&fed, &undo(mallory, "u1"), mallory, &fred(), 3).unwrap();
+        assert_eq!(fed.tables.reader().counts(1).unwrap(), (1, 0));
+        apply(&fed, &undo(fred_id, "u2"), fred_id, &fred(), 4).unwrap();
+        assert_eq!(fed.tables.reader().counts(1).unwrap(), (0, 0));
+    }
+
+    #[test]
+    fn a_follow_is_kept_accepted_and_undone() {
+        let (fed, _dir) = federation();
+        let fred_id = "http://127.0.0.1:9/users/fred";
+        let follow =
+            json!({"id": "f1", "type": "Follow", "actor": fred_id, "object": fed.actor_id()});
+        apply(&fed, &follow, fred_id, &fred(), 1).unwrap();
+        assert_eq!(fed.tables.reader().follower_count().unwrap(), 1);
+        assert_eq!(
+            fed.tables.reader().queued().unwrap(),
+            1,
+            "the Accept is queued"
+        );
+        // A Follow of someone else is not a follow of the owner.
+        let elsewhere =
+            json!({"id": "f2", "type": "Follow", "actor": fred_id, "object": "http://x.example/a"});
+        apply(&fed, &elsewhere, fred_id, &fred(), 2).unwrap();
+        assert_eq!(fed.tables.reader().queued().unwrap(), 1);
+        let undo = json!({"id": "u1", "type": "Undo", "actor": fred_id, "object": follow});
+        apply(&fed, &undo, fred_id, &fred(), 3).unwrap();
+        assert_eq!(fed.tables.reader().follower_count().unwrap(), 0);
+    }
+
+    #[test]
+    fn notes_of_strangers_and_forged_authors_are_not_kept() {
+        let (fed, _dir) = federation();
+        let fred_id = "http://127.0.0.1:9/users/fred";
+        let note = |id: &str, by: &str, reply: bool| {
+            json!({"id": format!("{id}#c"), "type": "Create", "actor": fred_id, "object": {
+                "id": id, "type": "Note", "attributedTo": by, "content": "x",
+                "inReplyTo": if reply { Value::String(fed.note_id(1)) } else { Value::Null },
+            }})
+        };
+        // Not a reply, no mention, not followed: dropped.
+        apply(
+            &fed,
+            &note("http://127.0.0.1:9/n/1", fred_id, false),
+            fred_id,
+            &fred(),
+            1,
+        )
+        .unwrap();
+        // Attributed to someone else, or on another host: dropped.
+        apply(
+            &fed,
+            &note(
+                "http://127.0.0.1:9/n/2",
+                "http://127.0.0.1:9/users/bob",
+                true,
+            ),
+            fred_id,
+            &fred(),
+            2,
+        )
+        .unwrap();
+        apply(
+            &fed,
+            &note("http://elsewhere.example/n/3", fred_id, true),
+            fred_id,
+            &fred(),
+            3,
+        )
+        .unwrap();
+        assert!(fed.tables.reader().replies(1).unwrap().is_empty());
+        assert!(
+            fed.tables
+                .reader()
+                .home(0, u64::MAX, 10)
+                .unwrap()
+                .is_empty()
+        );
+        // A mention is kept for the home.
+        let mention = json!({"id": "m#c", "type": "Create", "actor": fred_id, "object": {
+            "id": "http://127.0.0.1:9/n/4", "type": "Note", "attributedTo": fred_id, "content": "hi",
+            "tag": [{"type": "Mention", "href": fed.actor_id()}],
+        }});
+        apply(&fed, &mention, fred_id, &fred(), 4).unwrap();
+        assert_eq!(fed.tables.reader().home(0, u64::MAX, 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn updates_change_only_the_senders_own_notes() {
+        let (fed, _dir) = federation();
+        let fred_id = "http://127.0.0.1:9/users/fred";
+        let object = |content: &str| {
+            json!({"id": "http://127.0.0.1:9/n/1", "type": "Note",
+            "attributedTo": fred_id, "content": content, "inReplyTo": fed.note_id(1)})
+        };
+        let create =
+            json!({"id": "c", "type": "Create", "actor": fred_id, "object": object("first")});
+        apply(&fed, &create, fred_id, &fred(), 1).unwrap();
+        let mallory = "http://127.0.0.1:9/users/mallory";
+        let forged =
+            json!({"id": "u1", "type": "Update", "actor": mallory, "object": object("forged")});
+        apply(&fed, &forged, mallory, &fred(), 2).unwrap();
+        let update = json!({"id": "u2", "type": "Update", "actor": fred_id, "object": object("<b>second</b>")});
+        apply(&fed, &update, fred_id, &fred(), 3).unwrap();
+        let replies = fed.tables.reader().replies(1).unwrap();
+        assert_eq!(replies[0].1.content, "<b>second</b>");
     }
 }

@@ -8,6 +8,8 @@
 import http from "node:http";
 import {
   Accept,
+  Announce,
+  Like,
   Create,
   Delete,
   Endpoints,
@@ -151,6 +153,21 @@ async function control(ctx, path, input) {
         new Create({ id: new URL(`${id.href}#create`), actor: fred, object: note, to: PUBLIC_COLLECTION, cc: actor.id }),
       );
       return { id: id.href };
+    }
+    case "/control/react": {
+      // A Like, or an Announce (a boost), of the given object.
+      const actor = await ctx.lookupObject(input.to);
+      const Kind = input.kind === "announce" ? Announce : Like;
+      await ctx.sendActivity(
+        { identifier: "fred" },
+        actor,
+        new Kind({
+          id: new URL(`${fred}#${input.kind}s/${++counter}`),
+          actor: fred,
+          object: new URL(input.object),
+        }),
+      );
+      return { sent: true };
     }
     case "/control/fetch": {
       const object = await ctx.lookupObject(input.url);
