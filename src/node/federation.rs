@@ -60,12 +60,25 @@ pub fn serve(
     app: axum::Router,
     fed: &Arc<Federation>,
 ) -> (axum::Router, tokio::task::JoinHandle<()>) {
-    let app =
-        app.merge(routes::router(Arc::clone(fed)))
-            .layer(axum::middleware::from_fn_with_state(
-                Arc::clone(fed),
-                routes::negotiate,
-            ));
+    let mut fediverse = routes::router(Arc::clone(fed));
+    if fed.origin.starts_with("https://") {
+        // The gateway's own routes carry HSTS already; these join them.
+        fediverse = fediverse.layer(axum::middleware::map_response(
+            |mut response: axum::response::Response| async move {
+                response.headers_mut().insert(
+                    axum::http::header::STRICT_TRANSPORT_SECURITY,
+                    axum::http::HeaderValue::from_static(crate::gateway::HSTS),
+                );
+                response
+            },
+        ));
+    }
+    let app = app
+        .merge(fediverse)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(fed),
+            routes::negotiate,
+        ));
     (app, tokio::spawn(delivery::run(Arc::clone(fed))))
 }
 
