@@ -12,8 +12,6 @@
 
 use std::fmt;
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -204,31 +202,12 @@ impl Identity {
     /// existing one. The file is written under a temporary name, synced, then
     /// renamed, so a crash never leaves half a key.
     pub fn save_new(&self, path: &Path) -> Result<(), IdentityError> {
-        let io = |source| IdentityError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let tmp = path.with_extension("key.tmp");
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io)?;
-        file.set_permissions(fs::Permissions::from_mode(0o600))
-            .map_err(io)?;
-        file.write_all(&self.to_file_bytes()).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        drop(file);
-        // hard_link refuses to replace an existing file, unlike rename.
-        let linked = fs::hard_link(&tmp, path);
-        let _ = fs::remove_file(&tmp);
-        linked.map_err(io)?;
-        if let Some(dir) = path.parent() {
-            fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
-        }
-        Ok(())
+        crate::data_dir::write_private(path, &self.to_file_bytes(), false).map_err(|source| {
+            IdentityError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        })
     }
 }
 

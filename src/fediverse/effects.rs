@@ -111,11 +111,7 @@ fn undo(txn: &WriteTransaction, object: &Value, actor_id: &str) -> Result<(), St
         .and_then(|v| decode::<Reaction>(v.value()));
     if let Some(r) = reaction.filter(|r| r.actor == actor_id) {
         reactions.remove(id)?;
-        let mut counts = txn.open_table(COUNTS)?;
-        let key = count_key(r.seq, r.kind);
-        let n = counts.get(&key)?.map_or(0, |v| v.value());
-        counts.insert(&key, n.saturating_sub(1))?;
-        return Ok(());
+        return count(txn, r.seq, r.kind, false);
     }
     if object.get("type").and_then(Value::as_str) == Some("Follow") || object.get("type").is_none()
     {
@@ -406,11 +402,18 @@ fn reacted(
         .insert(id, encode(&row).as_slice())?
         .is_none()
     {
-        let mut counts = txn.open_table(COUNTS)?;
-        let key = count_key(seq, kind);
-        let n = counts.get(&key)?.map_or(0, |v| v.value());
-        counts.insert(&key, n + 1)?;
+        count(txn, seq, kind, true)?;
     }
+    Ok(())
+}
+
+/// One more (or one fewer) reaction of `kind` to the owner's post `seq`.
+fn count(txn: &WriteTransaction, seq: u64, kind: u8, more: bool) -> Result<(), StoreError> {
+    let mut counts = txn.open_table(COUNTS)?;
+    let key = count_key(seq, kind);
+    let n = counts.get(&key)?.map_or(0, |v| v.value());
+    let n = if more { n + 1 } else { n.saturating_sub(1) };
+    counts.insert(&key, n)?;
     Ok(())
 }
 

@@ -8,8 +8,6 @@
 //! operations are not constant-time, RUSTSEC-2023-0071; this node never
 //! signs or decrypts with it, and generation happens once, offline.)
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use rsa::pkcs1::{DecodeRsaPublicKey, EncodeRsaPublicKey};
@@ -84,22 +82,13 @@ impl ActorKey {
                         path: path.clone(),
                         reason: e.to_string(),
                     })?;
-                let tmp = dir.join(format!("{FILE}.tmp"));
-                let mut file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&tmp)
-                    .map_err(io)?;
-                file.set_permissions(std::fs::Permissions::from_mode(0o600))
-                    .map_err(io)?;
-                file.write_all(pem.as_bytes()).map_err(io)?;
-                file.sync_all().map_err(io)?;
-                std::fs::rename(&tmp, &path).map_err(io)?;
-                std::fs::File::open(dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(io)?;
+                match crate::data_dir::write_private(&path, pem.as_bytes(), false) {
+                    // Another process made one first: theirs is the key.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        return Self::load_or_create(dir);
+                    }
+                    done => done.map_err(io)?,
+                }
                 Self::from_pem(&pem).map_err(|reason| KeyError::Bad {
                     path: path.clone(),
                     reason,
@@ -158,6 +147,7 @@ pub fn pkcs1_from_pem(pem: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn a_key_is_made_once_kept_private_and_verifies_its_signatures() {

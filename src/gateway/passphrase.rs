@@ -3,7 +3,6 @@
 //! data dir, mode 0600; the node reads it at every login, so a new
 //! passphrase applies without a restart.
 
-use std::io::Write;
 use std::path::Path;
 
 use argon2::password_hash::rand_core::OsRng;
@@ -63,27 +62,13 @@ pub fn acceptable(passphrase: &str) -> Result<(), PassphraseError> {
 /// Hashes `passphrase` and replaces the file at `path` atomically (a crash
 /// leaves the old passphrase or the new one, never half of one).
 pub fn set(path: &Path, passphrase: &str) -> Result<(), PassphraseError> {
-    use std::os::unix::fs::OpenOptionsExt;
     acceptable(passphrase)?;
     let salt = SaltString::generate(&mut OsRng);
     let phc = hasher()
         .hash_password(passphrase.as_bytes(), &salt)
         .map_err(|e| PassphraseError::Weak(e.to_string()))?
         .to_string();
-    let tmp = path.with_extension("new");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(phc.as_bytes())?;
-    file.write_all(b"\n")?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
+    crate::data_dir::write_private(path, format!("{phc}\n").as_bytes(), true)?;
     Ok(())
 }
 

@@ -330,27 +330,10 @@ impl<'a> Reader<'a> {
         seq: u64,
     ) -> Result<Vec<(String, RemoteNote, Option<RemoteActor>)>, StoreError> {
         self.read(|txn| {
+            let (from, to) = (seq.to_be_bytes(), (seq + 1).to_be_bytes());
             let index = txn.open_table(REPLIES)?;
-            let notes = txn.open_table(NOTES)?;
-            let actors = txn.open_table(ACTORS)?;
-            let from = seq.to_be_bytes();
-            let to = (seq + 1).to_be_bytes();
-            let mut out = Vec::new();
-            for row in index.range(from.as_slice()..to.as_slice())? {
-                let key = row?.0;
-                let id = String::from_utf8_lossy(&key.value()[16..]).into_owned();
-                let Some(note) = notes
-                    .get(id.as_str())?
-                    .and_then(|v| decode::<RemoteNote>(v.value()))
-                else {
-                    continue;
-                };
-                let actor = actors
-                    .get(note.actor.as_str())?
-                    .and_then(|v| decode(v.value()));
-                out.push((id, note, actor));
-            }
-            Ok(out)
+            let ids = index.range(from.as_slice()..to.as_slice())?;
+            notes_named(txn, ids, 16)
         })
     }
 
@@ -363,32 +346,50 @@ impl<'a> Reader<'a> {
         limit: usize,
     ) -> Result<Vec<(String, RemoteNote, Option<RemoteActor>)>, StoreError> {
         self.read(|txn| {
-            let index = txn.open_table(HOME)?;
-            let notes = txn.open_table(NOTES)?;
-            let actors = txn.open_table(ACTORS)?;
-            let mut out = Vec::new();
             let (from, until) = (from_us.to_be_bytes(), until_us.to_be_bytes());
-            for row in index
+            let index = txn.open_table(HOME)?;
+            let ids = index
                 .range(from.as_slice()..until.as_slice())?
                 .rev()
-                .take(limit)
-            {
-                let key = row?.0;
-                let id = String::from_utf8_lossy(&key.value()[8..]).into_owned();
-                let Some(note) = notes
-                    .get(id.as_str())?
-                    .and_then(|v| decode::<RemoteNote>(v.value()))
-                else {
-                    continue;
-                };
-                let actor = actors
-                    .get(note.actor.as_str())?
-                    .and_then(|v| decode(v.value()));
-                out.push((id, note, actor));
-            }
-            Ok(out)
+                .take(limit);
+            notes_named(txn, ids, 8)
         })
     }
+}
+
+/// The notes an index's keys name (the note id after `prefix` bytes),
+/// with their authors as cached; notes no longer kept are skipped.
+fn notes_named<'a>(
+    txn: &ReadTransaction,
+    keys: impl Iterator<
+        Item = Result<
+            (
+                redb::AccessGuard<'a, &'static [u8]>,
+                redb::AccessGuard<'a, ()>,
+            ),
+            redb::StorageError,
+        >,
+    >,
+    prefix: usize,
+) -> Result<Vec<(String, RemoteNote, Option<RemoteActor>)>, StoreError> {
+    let notes = txn.open_table(NOTES)?;
+    let actors = txn.open_table(ACTORS)?;
+    let mut out = Vec::new();
+    for row in keys {
+        let key = row?.0;
+        let id = String::from_utf8_lossy(&key.value()[prefix..]).into_owned();
+        let Some(note) = notes
+            .get(id.as_str())?
+            .and_then(|v| decode::<RemoteNote>(v.value()))
+        else {
+            continue;
+        };
+        let actor = actors
+            .get(note.actor.as_str())?
+            .and_then(|v| decode(v.value()));
+        out.push((id, note, actor));
+    }
+    Ok(out)
 }
 
 /// A `ap_counts-1` key.
