@@ -128,20 +128,17 @@ pub fn reachable(ip: IpAddr, insecure: bool) -> bool {
 /// Makes the signed requests of one actor.
 pub struct Client {
     tls: tokio_rustls::TlsConnector,
-    key: Arc<ActorKey>,
     key_id: String,
     insecure: bool,
-    /// RSA signing is the heavy part of a delivery: at most one core less
-    /// than the machine has signs at once, so that a fan-out to thousands
-    /// of inboxes leaves a core for posting and serving pages.
-    signers: tokio::sync::Semaphore,
+    /// RSA signing is the heavy part of a delivery: it runs on low-priority
+    /// threads, one per core, so that a fan-out to thousands of inboxes
+    /// takes only what posting and serving pages leave.
+    signers: super::key::Signers,
 }
 
-/// Signatures made at once: every core but one (at least one).
+/// Signing threads: one per core.
 pub fn signers() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get().saturating_sub(1))
-        .max(1)
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 impl Client {
@@ -158,10 +155,9 @@ impl Client {
         .with_no_client_auth();
         Client {
             tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
-            key,
+            signers: super::key::Signers::start(Arc::clone(&key), signers()),
             key_id,
             insecure,
-            signers: tokio::sync::Semaphore::new(signers()),
         }
     }
 
@@ -271,14 +267,7 @@ impl Client {
             why,
         };
         let addr = self.resolve(url).await?;
-        let request = {
-            let _permit = self
-                .signers
-                .acquire()
-                .await
-                .expect("the semaphore is never closed");
-            self.signed(&method, url, accept, body)?
-        };
+        let request = self.signed(&method, url, accept, body).await?;
         let work = async {
             let tcp = tokio::net::TcpStream::connect(addr)
                 .await
@@ -304,7 +293,7 @@ impl Client {
     }
 
     /// The request with its Host, Date, Digest and Signature headers.
-    fn signed(
+    async fn signed(
         &self,
         method: &Method,
         url: &Url,
@@ -337,7 +326,7 @@ impl Client {
             key_id: self.key_id.clone(),
             algorithm: Some("rsa-sha256".into()),
             headers: names.iter().map(|n| n.to_string()).collect(),
-            signature: self.key.sign(message.as_bytes()),
+            signature: self.signers.sign(message.into_bytes()).await,
             created: None,
             expires: None,
         };

@@ -207,7 +207,7 @@ fn host_of(inbox: &str) -> String {
 /// their next due time or are given up.
 fn settle(fed: &Federation, done: Vec<([u8; 16], Delivery, Outcome)>) -> Result<(), StoreError> {
     let now = crate::clock::now_us();
-    fed.tables.write(|txn| {
+    fed.tables.write_lazily(|txn| {
         let mut queue = txn.open_table(DELIVERIES)?;
         let mut hosts = txn.open_table(HOSTS)?;
         for (k, mut delivery, outcome) in done {

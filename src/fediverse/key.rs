@@ -9,6 +9,7 @@
 //! signs or decrypts with it, and generation happens once, offline.)
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rsa::pkcs1::{DecodeRsaPublicKey, EncodeRsaPublicKey};
 use rsa::pkcs8::{
@@ -133,6 +134,74 @@ impl ActorKey {
             .expect("signing with a valid key into a buffer of its size");
         signature
     }
+}
+
+/// A signature asked of the [`Signers`]: the message, and where the
+/// signature goes.
+type Job = (Vec<u8>, tokio::sync::oneshot::Sender<Vec<u8>>);
+
+/// Threads that sign with the actor key at a low CPU priority (nice
+/// [`NICE`]): a fan-out to thousands of inboxes signs on whatever the
+/// cores have spare, and a post or a page never waits behind it.
+pub struct Signers {
+    key: Arc<ActorKey>,
+    jobs: tokio::sync::mpsc::Sender<Job>,
+}
+
+/// How much lower than the node's other threads the signing threads run.
+pub const NICE: i32 = 10;
+
+impl Signers {
+    /// `threads` signing threads (one per core is right: they only take
+    /// what is spare). They stop when the `Signers` is dropped.
+    pub fn start(key: Arc<ActorKey>, threads: usize) -> Signers {
+        let (jobs, queue) = tokio::sync::mpsc::channel::<Job>(1024);
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        for n in 0..threads.max(1) {
+            let (key, queue) = (Arc::clone(&key), Arc::clone(&queue));
+            let started = std::thread::Builder::new()
+                .name(format!("capsule-sign-{n}"))
+                .spawn(move || {
+                    // On Linux a thread is a task of its own: this lowers
+                    // this thread only.
+                    // SAFETY: gettid and setpriority have no preconditions.
+                    unsafe {
+                        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                        libc::setpriority(libc::PRIO_PROCESS, tid, NICE);
+                    }
+                    loop {
+                        let job = queue
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .blocking_recv();
+                        let Some((message, reply)) = job else { break };
+                        let _ = reply.send(key.sign(&message));
+                    }
+                });
+            if let Err(e) = started {
+                tracing::warn!(error = %e, "cannot start a signing thread; signing inline");
+            }
+        }
+        Signers { key, jobs }
+    }
+
+    /// The signature of `message`, from a signing thread (or made here if
+    /// none runs).
+    pub async fn sign(&self, message: Vec<u8>) -> Vec<u8> {
+        let (reply, signature) = tokio::sync::oneshot::channel();
+        match self.jobs.send((message, reply)).await {
+            Ok(()) => match signature.await {
+                Ok(s) => s,
+                Err(_) => unreachable_signer(),
+            },
+            Err(tokio::sync::mpsc::error::SendError((message, _))) => self.key.sign(&message),
+        }
+    }
+}
+
+#[cold]
+fn unreachable_signer() -> Vec<u8> {
+    panic!("a signing thread dropped a job without answering")
 }
 
 /// An RSA public key in PEM, SPKI (`BEGIN PUBLIC KEY`) or PKCS#1

@@ -239,6 +239,23 @@ impl Tables {
         Ok(value)
     }
 
+    /// [`Tables::write`] without waiting for the disk: the transaction
+    /// is made durable by the next durable commit of the file (any post's,
+    /// any queueing's). A crash may forget it; use it only for what may be
+    /// done again (marking deliveries done: a forgotten mark sends one
+    /// again, and receivers drop a repeated activity by its id).
+    pub fn write_lazily<T>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut txn = self.store.db()?.begin_write()?;
+        txn.set_durability(redb::Durability::None)?;
+        let value = f(&txn)?;
+        txn.commit()?;
+        self.store.bump_generation();
+        Ok(value)
+    }
+
     /// Keeps an actor fetched just now.
     pub fn keep_actor(&self, id: &str, actor: &RemoteActor) -> Result<(), StoreError> {
         self.write(|txn| {
