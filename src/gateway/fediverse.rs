@@ -21,6 +21,27 @@ pub fn account_html(account: &str, followers: u64) -> Markup {
     }
 }
 
+/// Whom the owner follows on the fediverse, each with an Unfollow button.
+pub fn following_html(following: &[crate::store::fediverse::Following], csrf: &str) -> Markup {
+    html! {
+        @if !following.is_empty() {
+            section.fediverse-following {
+                h2 { "Following on the fediverse" }
+                @for f in following {
+                    form.inline method="post" action="/unfollow" {
+                        "@" (f.handle)
+                        @if !f.accepted { " " span.muted { "(asked)" } }
+                        " "
+                        input type="hidden" name="csrf" value=(csrf);
+                        input type="hidden" name="author" value=(format!("@{}", f.handle));
+                        button.link type="submit" { "Unfollow" }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Likes and boosts a post got from other servers.
 pub fn reactions_html(likes: u64, boosts: u64) -> Markup {
     html! {

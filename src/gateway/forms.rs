@@ -350,20 +350,7 @@ pub async fn follow(
         return refusal;
     }
     if form.target.trim().starts_with('@') {
-        let Some(remote) = &state.remote_follow else {
-            return refusal(
-                StatusCode::BAD_REQUEST,
-                "Not followed",
-                "This node has no fediverse account: start it with --domain.",
-            );
-        };
-        return match remote(form.target.trim().to_string(), true).await {
-            Ok(actor) => {
-                tracing::info!(%actor, "owner followed a fediverse account from the web");
-                Redirect::to("/").into_response()
-            }
-            Err(m) => refusal(StatusCode::BAD_REQUEST, "Not followed", &m),
-        };
+        return remote(&state, form.target.trim(), true).await;
     }
     let (store, identity) = (Arc::clone(&state.store), Arc::clone(&state.identity));
     let done = tokio::task::spawn_blocking(move || -> Result<AuthorKey, String> {
@@ -387,6 +374,29 @@ pub async fn follow(
     }
 }
 
+/// Follows (or unfollows) `@user@host` on the fediverse, then back home.
+async fn remote(state: &State, handle: &str, follow: bool) -> Response {
+    let title = if follow {
+        "Not followed"
+    } else {
+        "Not unfollowed"
+    };
+    let Some(remote) = &state.remote_follow else {
+        return refusal(
+            StatusCode::BAD_REQUEST,
+            title,
+            "This node has no fediverse account: start it with --domain.",
+        );
+    };
+    match remote(handle.to_string(), follow).await {
+        Ok(actor) => {
+            tracing::info!(%actor, follow, "owner changed a fediverse follow from the web");
+            Redirect::to("/").into_response()
+        }
+        Err(m) => refusal(StatusCode::BAD_REQUEST, title, &m),
+    }
+}
+
 /// The unfollow button's form.
 #[derive(Debug, Deserialize)]
 pub struct UnfollowForm {
@@ -404,6 +414,9 @@ pub async fn unfollow(
 ) -> Response {
     if let Some(refusal) = refused(&state, &headers, &form.csrf) {
         return refusal;
+    }
+    if form.author.trim().starts_with('@') {
+        return remote(&state, form.author.trim(), false).await;
     }
     let author: AuthorKey = match form.author.parse() {
         Ok(a) => a,
@@ -441,6 +454,9 @@ pub async fn block(
 ) -> Response {
     if let Some(refusal) = refused(&state, &headers, &form.csrf) {
         return refusal;
+    }
+    if form.author.trim().starts_with('@') {
+        return remote(&state, form.author.trim(), false).await;
     }
     let author: AuthorKey = match form.author.parse() {
         Ok(a) => a,

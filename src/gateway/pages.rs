@@ -144,7 +144,14 @@ pub(super) async fn home(
     until: Option<u64>,
 ) -> Result<Markup, Error> {
     let owner = state.owner;
-    let (posts, next, (profile, by), following, (stopped, held), (remote, followers)) = state
+    let (
+        posts,
+        next,
+        (profile, by),
+        following,
+        (stopped, held),
+        (remote, followers, remote_follows),
+    ) = state
         .read(move |s| {
             let stopped = super::views::signing_stopped(s, &owner)?;
             let held = s.held_by(&owner)?;
@@ -171,7 +178,15 @@ pub(super) async fn home(
                 (profile(s, &owner)?, by),
                 following,
                 (stopped, held),
-                (remote, fediverse.follower_count()?),
+                (
+                    remote,
+                    fediverse.follower_count()?,
+                    fediverse
+                        .following()?
+                        .into_iter()
+                        .map(|(_, f)| f)
+                        .collect::<Vec<_>>(),
+                ),
             ))
         })
         .await?;
@@ -208,6 +223,7 @@ pub(super) async fn home(
             input #target type="text" name="target" placeholder="alice.example, @bob@mastodon.example, KEY@HOST:PORT or KEY" required;
             button type="submit" { "Follow" }
         }
+        (super::fediverse::following_html(&remote_follows, &viewer.csrf))
         @if shown.is_empty() {
             p.muted { "No posts here yet." }
         }
