@@ -302,6 +302,26 @@ fn a_node_gets_its_certificate_from_acme_and_keeps_it_across_restarts() {
         feed.contains(enclosure) && feed.contains(&format!("href=\"{origin}/api/v1/blobs/")),
         "{feed}"
     );
+    // The domain is a fediverse account without any test flag: WebFinger
+    // over HTTPS names an https:// actor, which names its key and the
+    // post's picture under the domain.
+    let handle = DOMAIN.split('.').next().unwrap();
+    let (status, jrd, _) = https_get(
+        trust.clone(),
+        DOMAIN,
+        https,
+        &format!("/.well-known/webfinger?resource=acct:{handle}@{DOMAIN}:{https}"),
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&jrd));
+    let jrd: serde_json::Value = serde_json::from_slice(&jrd).unwrap();
+    let actor = jrd["links"][0]["href"].as_str().unwrap().to_string();
+    assert!(actor.starts_with(&format!("{origin}/@")), "{actor}");
+    let outbox = https_get(trust.clone(), DOMAIN, https, "/outbox?before=0").1;
+    let outbox = String::from_utf8(outbox).unwrap();
+    assert!(
+        outbox.contains(&format!("{origin}/api/v1/blobs/")) && outbox.contains("hello over https"),
+        "{outbox}"
+    );
     let follower = tmp.path().join("follower");
     let mut b = start_follower(&follower, &root_pem, &["--sync-interval", "0.2"]);
     let up = b.wait_line(20, |l| l.starts_with("Capsule is up"));
