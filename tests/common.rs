@@ -351,6 +351,15 @@ impl Up {
     }
 }
 
+impl Drop for Up {
+    /// A node a test did not stop (it failed, or it only served others)
+    /// is killed with the test, not left running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// GET `path` from the gateway at `web` (HOST:PORT): (status, content type,
 /// body).
 pub fn get(web: &str, path: &str) -> (u16, String, Vec<u8>) {
