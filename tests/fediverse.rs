@@ -330,7 +330,7 @@ fn the_owner_follows_a_fedify_actor_and_reads_its_notes_at_home() {
 
 /// `capsule up` for `dir` on a fixed web port (the fediverse ids name
 /// it, so a restart must keep it), federating on loopback.
-fn up_at(dir: &Path, port: u16) -> Proc {
+pub fn up_at(dir: &Path, port: u16) -> Proc {
     let mut proc = Proc::spawn(
         Command::new(crate::common::capsule_bin())
             .arg("--data-dir")

@@ -9,7 +9,7 @@ use capsule::fediverse::key::ActorKey;
 use capsule::fediverse::signature::{self, Signature};
 use serde_json::{Value, json};
 
-use crate::common::{Up, raw_request};
+use crate::common::{Up, init, raw_request};
 use crate::fediverse::{alice, author_of};
 
 /// How a request is signed (or not), one fault at a time.
@@ -210,4 +210,46 @@ fn keys_on_private_addresses_are_never_fetched() {
         );
     }
     assert_eq!(fed.tables.reader().follower_count().unwrap(), 0);
+}
+
+/// An actor that replaces its key is believed after one fetch of its
+/// actor: a signature under the new key fails against the cached old
+/// one, the key is fetched again, once, and the activity is taken.
+#[test]
+fn a_replaced_key_is_fetched_again_once() {
+    let (a, m) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let node = alice(a.path());
+    let target = format!("http://{}/@{}", node.web, author_of(a.path()));
+    init(m.path());
+    let port = crate::common::free_port();
+    let mut mallory = crate::fediverse::up_at(m.path(), port);
+    let actor = format!("http://127.0.0.1:{port}/@{}", author_of(m.path()));
+    let key_id = format!("{actor}#main-key");
+    let old = ActorKey::load_or_create(m.path()).unwrap();
+    assert_eq!(
+        deliver(
+            &node.web,
+            &old,
+            &key_id,
+            &follow(&actor, &target, 1),
+            Fault::None
+        ),
+        202
+    );
+    assert_eq!(followers(a.path()), 1);
+    // A new key, served at the same actor.
+    let _ = mallory.child.kill();
+    let _ = mallory.child.wait();
+    std::fs::remove_file(m.path().join(capsule::fediverse::key::FILE)).unwrap();
+    let _mallory = crate::fediverse::up_at(m.path(), port);
+    let new = ActorKey::load_or_create(m.path()).unwrap();
+    assert_ne!(old.public_pem(), new.public_pem());
+    let undo = json!({"id": format!("{actor}#undo/1"), "type": "Undo", "actor": actor,
+                      "object": follow(&actor, &target, 1)});
+    assert_eq!(deliver(&node.web, &new, &key_id, &undo, Fault::None), 202);
+    assert_eq!(followers(a.path()), 0);
+    // The old key no longer speaks for the actor.
+    let again = follow(&actor, &target, 2);
+    assert_eq!(deliver(&node.web, &old, &key_id, &again, Fault::None), 401);
+    assert!(node.stop().success());
 }
