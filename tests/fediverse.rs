@@ -234,10 +234,19 @@ fn a_fedify_server_finds_follows_reads_answers_and_sees_a_deletion() {
             "Alice Capsule",
             "--bio",
             "on my own site",
+            "--avatar",
+            picture.to_str().unwrap(),
         ],
     );
     let update = peer.wait_event(20, |e| e["type"] == "Update");
     assert_eq!(update["object"]["name"], "Alice Capsule", "{update}");
+    let icon = update["object"]["icon"]["url"].as_str().unwrap_or_default();
+    assert!(
+        icon.starts_with(&format!("http://{}/api/v1/blobs/", node.web)),
+        "{update}"
+    );
+    let path = icon.splitn(4, '/').nth(3).unwrap();
+    assert_eq!(node.get(&format!("/{path}")).0, 200, "the icon is served");
 
     // Its answer, with a script, an event handler and a javascript: link,
     // shows on the post's page with none of them.
