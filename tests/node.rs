@@ -218,14 +218,25 @@ fn the_api_conforms_to_its_openapi_description() {
     }
     let dir = tempfile::tempdir().unwrap();
     init(dir.path());
+    // Every post has a picture, so that wherever schemathesis's walk
+    // through the links lands, the entry's link leads on to a blob (with
+    // one picture among six entries, some walks never reached one).
     for i in 1..=5 {
+        let picture = dir.path().join(format!("picture{i}.png"));
+        crate::common::write_png(&picture, 64 + i, 48);
         capsule_ok(
             dir.path(),
-            &["post", &format!("post {i} <for> the API & its tests")],
+            &[
+                "post",
+                &format!("post {i} <for> the API & its tests"),
+                "--attach",
+                picture.to_str().unwrap(),
+                "--alt",
+                "a gradient",
+            ],
         );
     }
     capsule_ok(dir.path(), &["delete", "2"]);
-    // The head entry has a picture: the entry's link leads to the blob.
     let picture = dir.path().join("picture.png");
     crate::common::write_png(&picture, 64, 48);
     capsule_ok(
