@@ -178,6 +178,11 @@ pub enum Command {
     /// renews itself, cached in the data directory, and port 80 redirects
     /// there.
     ///
+    /// With --domain the node is also an account on the fediverse,
+    /// @HANDLE@DOMAIN (see --handle): people on Mastodon search for it,
+    /// follow it and answer your posts, and `capsule follow @bob@host`
+    /// follows them back.
+    ///
     /// To write from the browser, set a passphrase first: `capsule passwd`.
     ///
     /// Every option can also be set in config.toml in the data directory,
