@@ -17,6 +17,7 @@ mod identity;
 mod import;
 mod mesh;
 mod node;
+mod owner_web;
 mod page_audit;
 mod pictures;
 mod pictures_mirrors;
