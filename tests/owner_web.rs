@@ -6,9 +6,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 
-use crate::common::{
-    Up, capsule_bin, capsule_ok, csrf_in, init, raw_request, session_in, try_login,
-};
+use crate::common::{Up, capsule_bin, capsule_ok, csrf_in, init, raw_request, try_login};
 
 #[test]
 fn login_is_rate_limited_and_counted_in_metrics() {
@@ -106,9 +104,7 @@ fn a_form_from_another_site_is_refused() {
     crate::common::set_passphrase(dir.path(), "the right passphrase");
     let node = Up::start(dir.path());
     let web = node.web.clone();
-    let (status, answer) = try_login(&web, "the right passphrase");
-    assert_eq!(status, 303, "{answer}");
-    let session = session_in(&answer);
+    let session = crate::common::login(&web, "the right passphrase");
     let home = raw_request(
         &web,
         &format!(
@@ -176,9 +172,7 @@ fn the_owner_mutes_and_blocks_from_the_web() {
     capsule_ok(dir.path(), &["follow", &x_key]);
     let node = Up::start(dir.path());
     let web = node.web.clone();
-    let (status, answer) = try_login(&web, "the right passphrase");
-    assert_eq!(status, 303, "{answer}");
-    let session = session_in(&answer);
+    let session = crate::common::login(&web, "the right passphrase");
     let get = |path: &str, cookie: bool| {
         let cookie = if cookie {
             format!("Cookie: capsule_session={session}\r\n")
