@@ -2,8 +2,6 @@
 //! (rate-limited, counted in the metrics), forms refused from other sites,
 //! muting and blocking from an author's page.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::{Command, Stdio};
 
 use crate::common::{Up, capsule_bin, capsule_ok, csrf_in, init, raw_request, try_login};
@@ -69,14 +67,10 @@ fn login_is_rate_limited_and_counted_in_metrics() {
     assert_eq!(status, 429, "{answer}");
     assert!(answer.to_ascii_lowercase().contains("retry-after: "));
 
-    let mut stream = TcpStream::connect(&metrics).unwrap();
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: {metrics}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
+    let text = raw_request(
+        &metrics,
+        &format!("GET /metrics HTTP/1.1\r\nHost: {metrics}\r\nConnection: close\r\n\r\n"),
+    );
     assert!(text.contains("text/plain; version=0.0.4"), "{text}");
     assert!(
         text.contains("\ncapsule_login_failures_total 5\n"),

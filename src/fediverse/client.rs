@@ -300,10 +300,8 @@ impl Client {
         accept: &str,
         body: Option<Bytes>,
     ) -> Result<Request<Full<Bytes>>, FetchError> {
-        let host = match url.port() {
-            Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
-            None => url.host_str().unwrap_or_default().to_string(),
-        };
+        // `check` refused user names, so the authority is HOST[:PORT].
+        let host = url.authority().to_string();
         let target = match url.query() {
             Some(q) => format!("{}?{q}", url.path()),
             None => url.path().to_string(),

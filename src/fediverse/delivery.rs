@@ -194,13 +194,8 @@ enum Outcome {
 fn host_of(inbox: &str) -> String {
     url::Url::parse(inbox)
         .ok()
-        .and_then(|u| {
-            Some(match u.port() {
-                Some(p) => format!("{}:{p}", u.host_str()?),
-                None => u.host_str()?.to_string(),
-            })
-        })
-        .unwrap_or_else(|| inbox.to_string())
+        .filter(|u| u.host_str().is_some())
+        .map_or_else(|| inbox.to_string(), |u| u.authority().to_string())
 }
 
 /// Writes the outcomes of a batch: delivered rows go, failed ones move to

@@ -143,19 +143,18 @@ pub async fn verify(
         .map_err(unauthorized)?;
     // An account deleted on its server cannot be fetched any more; its
     // Delete is broadcast widely. Acknowledge it without a fetch.
-    let known = {
+    let deletes_itself = activity.get("type").and_then(Value::as_str) == Some("Delete")
+        && activity.get("object").and_then(id_of) == Some(&actor_id);
+    if deletes_itself {
         let (tables, id) = (fed.tables.clone(), actor_id.clone());
-        tokio::task::spawn_blocking(move || tables.reader().actor(&id))
+        let known = tokio::task::spawn_blocking(move || tables.reader().actor(&id))
             .await
             .ok()
             .and_then(Result::ok)
-            .flatten()
-    };
-    if known.is_none()
-        && activity.get("type").and_then(Value::as_str) == Some("Delete")
-        && activity.get("object").and_then(id_of) == Some(&actor_id)
-    {
-        return Ok(None);
+            .flatten();
+        if known.is_none() {
+            return Ok(None);
+        }
     }
     let mut fresh_fetch = false;
     loop {
@@ -184,16 +183,6 @@ pub async fn verify(
         }
         fresh_fetch = true;
     }
-}
-
-/// Takes in a checked activity: what it changes, in one transaction.
-pub fn apply(
-    fed: &Federation,
-    activity: &Value,
-    actor_id: &str,
-    actor: &RemoteActor,
-) -> Result<(), crate::store::StoreError> {
-    super::effects::apply(fed, activity, actor_id, actor, crate::clock::now_us())
 }
 
 #[cfg(test)]

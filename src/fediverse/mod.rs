@@ -112,12 +112,8 @@ impl Federation {
         let tables = Tables::new(store);
         let host = url::Url::parse(&origin)
             .ok()
-            .and_then(|u| {
-                Some(match u.port() {
-                    Some(p) => format!("{}:{p}", u.host_str()?),
-                    None => u.host_str()?.to_string(),
-                })
-            })
+            .filter(|u| u.host_str().is_some())
+            .map(|u| u.authority().to_string())
             .ok_or_else(|| anyhow::anyhow!("{origin} is not an origin"))?;
         let actor = format!("{origin}/@{owner}");
         Ok(Federation {

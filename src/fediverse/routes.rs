@@ -257,7 +257,10 @@ async fn receive(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
-    let applied = blocking(&fed, move |f| inbox::apply(f, &activity, &actor_id, &actor)).await;
+    let applied = blocking(&fed, move |f| {
+        super::effects::apply(f, &activity, &actor_id, &actor, crate::clock::now_us())
+    })
+    .await;
     match applied {
         Ok(()) => {
             tracing::debug!(%kind, "inbox took an activity");

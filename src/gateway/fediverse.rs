@@ -58,14 +58,7 @@ pub fn reactions_html(likes: u64, boosts: u64) -> Markup {
 /// Who wrote a remote note: their name, linking to their profile.
 fn byline(note: &RemoteNote, actor: &Option<RemoteActor>) -> Markup {
     let host = url::Url::parse(&note.actor)
-        .ok()
-        .and_then(|u| {
-            let host = u.host_str()?;
-            Some(match u.port() {
-                Some(port) => format!("{host}:{port}"),
-                None => host.to_string(),
-            })
-        })
+        .map(|u| u.authority().to_string())
         .unwrap_or_default();
     let (name, user, link) = match actor {
         Some(a) => (
